@@ -1,0 +1,334 @@
+/*
+ * workerpool — run work in isolated worker processes, get futures back.
+ *
+ * Any thread submits a task (a function pointer and a copy of its argument
+ * bytes); a dispatcher thread hands it over a pipe to a forked worker
+ * process; the result comes back over a pipe and settles the task's future,
+ * which any number of threads can wait on.  A worker that crashes, hangs past
+ * its deadline or is cancelled takes down only its own task: the future says
+ * why, and the pool starts a replacement.  A batcher can sit on top and group
+ * single items into batches that run as one task.
+ *
+ * Conventions
+ *   - Every function that can fail returns int: 0 on success or a negative
+ *     WP_E* code; wp_strerror() names a code.
+ *   - Option structs: every zero field means the default, and a NULL
+ *     options pointer means all defaults.
+ *   - Times are int64_t milliseconds; -1 means "no limit" for waits.
+ *   - Handles are opaque.  Only wp_* symbols are exported.
+ *
+ * Fork safety: workers are forked, not exec'd, so that function pointers mean
+ * the same thing in the worker as in the caller.  By default
+ * (WP_START_FORKSERVER) wp_pool_create() forks one small single-threaded fork
+ * server that forks every worker, so create pools early, before your program
+ * starts threads of its own.  See wp_pool_options.start_method.
+ */
+#ifndef WORKERPOOL_H
+#define WORKERPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Symbol visibility: the library is built with -fvisibility=hidden and only
+   what is marked here is exported. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+# define WP_EXTERN __attribute__((visibility("default")))
+#else
+# define WP_EXTERN
+#endif
+
+#define WP_VERSION_MAJOR 0
+#define WP_VERSION_MINOR 1
+#define WP_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- errors */
+
+/* Error and outcome codes.  Distinct, stable, negative. */
+enum {
+    WP_EINVAL    = -1,  /* a bad argument */
+    WP_ENOMEM    = -2,  /* out of memory */
+    WP_EAGAIN    = -3,  /* queue full and the caller asked not to block */
+    WP_ETIMEDOUT = -4,  /* a wait ran out of time; or a task ran past its deadline */
+    WP_ECANCELED = -5,  /* the task was cancelled */
+    WP_ESHUTDOWN = -6,  /* the pool or batcher no longer accepts work */
+    WP_ECRASHED  = -7,  /* the worker died while running the task */
+    WP_ETASK     = -8,  /* the task function reported failure */
+    WP_E2BIG     = -9,  /* an argument or result is larger than max_message */
+    WP_EPROTO    = -10, /* a worker broke the wire protocol */
+    WP_ESPAWN    = -11, /* workers could not be started */
+    WP_ENOFUNC   = -12, /* the function is not callable in the worker */
+    WP_EBUSY     = -13  /* the operation cannot happen now */
+};
+
+/* A short English description of a WP_E* code (or 0); never NULL. */
+WP_EXTERN const char *wp_strerror(int code);
+
+/* ----------------------------------------------------- tasks and results */
+
+typedef struct wp_buf wp_buf;
+
+/*
+ * A task function.  Runs in a worker process with a private copy of the
+ * argument bytes (aligned for any type).  Append the result with
+ * wp_buf_append().  Return 0 on success; any other value is the task's own
+ * failure code: the future fails with WP_ETASK and wp_future_code() returns
+ * that value.  The function must be present in the worker's image: defined in
+ * the program or in a library loaded before the pool was created.
+ */
+typedef int (*wp_task_fn)(const void *arg, size_t arg_len, wp_buf *result);
+
+/* Append len bytes to a result.  0, WP_EINVAL, WP_ENOMEM, or WP_E2BIG when
+   the result would cross max_message (the task then fails with WP_E2BIG
+   even if it returns 0). */
+WP_EXTERN int wp_buf_append(wp_buf *b, const void *data, size_t len);
+
+/* Mark the result as failed with the task's own code and a message for
+   people (copied; may be NULL).  Returns code, so a task can write
+   `return wp_buf_fail(result, 3, "cannot open input");`.  The future fails
+   with WP_ETASK whatever the task then returns. */
+WP_EXTERN int wp_buf_fail(wp_buf *b, int code, const char *message);
+
+/* ------------------------------------------------------------------- pool */
+
+typedef struct wp_pool wp_pool;
+
+enum {
+    WP_START_FORKSERVER = 0, /* workers forked by a single-threaded fork server (default) */
+    WP_START_FORK       = 1  /* the dispatcher thread forks workers itself */
+};
+
+typedef struct wp_pool_options {
+    unsigned workers;              /* worker processes; 0 = online CPUs */
+    unsigned queue_capacity;       /* tasks waiting for a worker; 0 = 1024 (rounded up to a power of two) */
+    unsigned max_tasks_per_worker; /* replace a worker after this many tasks; 0 = never */
+    size_t   max_message;          /* largest argument or result, bytes; 0 = 64 MiB */
+    size_t   worker_memory_limit;  /* address-space limit per worker, bytes; 0 = none */
+    int      start_method;         /* WP_START_FORKSERVER (0, default) or WP_START_FORK */
+    int    (*worker_init)(void *ctx); /* run once in each new worker; non-zero = it failed to start */
+    void    *worker_init_ctx;
+} wp_pool_options;
+
+/*
+ * Create a pool and start its workers.  opts NULL = all defaults.
+ * WP_START_FORKSERVER forks the fork server here, before the dispatcher
+ * thread exists.  WP_START_FORK makes the dispatcher fork workers from the
+ * whole program: only safe when the rest of the program is single-threaded or
+ * fork-safe (a lock held by another thread at fork time stays held forever in
+ * the worker).
+ * Returns 0, WP_EINVAL, WP_ENOMEM or WP_ESPAWN (threads, pipes or the fork
+ * server could not be created).  Workers that fail to start later are retried
+ * with backoff; tasks fail with WP_ESPAWN if none can start.
+ */
+WP_EXTERN int wp_pool_create(wp_pool **out, const wp_pool_options *opts);
+
+/*
+ * Stop accepting work (WP_ESHUTDOWN from then on), let queued and running
+ * tasks finish for up to grace_ms (-1 = as long as they take, 0 = not at
+ * all), then cancel what is left (a running task's worker is killed).
+ * Returns when every future has settled and every worker process is gone and
+ * reaped.  Idempotent, and safe from any thread; a later call with a shorter
+ * grace shortens it.  Returns 0, or WP_EBUSY when called from a done-callback
+ * or from task code (it would deadlock).
+ */
+WP_EXTERN int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms);
+
+/* wp_pool_shutdown(pool, -1) if not done yet, then free the pool.  Futures
+   still held stay readable until released.  Must not be called from a
+   done-callback or task code (it then does nothing). */
+WP_EXTERN void wp_pool_destroy(wp_pool *pool);
+
+typedef struct wp_pool_stats {
+    uint64_t submitted;       /* tasks accepted by wp_submit */
+    uint64_t succeeded;       /* settled WP_SUCCEEDED */
+    uint64_t failed;          /* settled WP_FAILED, whatever the reason */
+    uint64_t cancelled;       /* settled WP_CANCELLED */
+    uint64_t timed_out;       /* of failed: past their deadline */
+    uint64_t crashed;         /* of failed: their worker died */
+    uint64_t retried;         /* extra attempts started */
+    uint64_t workers_started; /* worker processes that reached ready */
+    unsigned queued;          /* right now: waiting for a worker */
+    unsigned running;         /* right now: running in a worker */
+    unsigned workers_alive;   /* right now: worker processes ready or busy */
+} wp_pool_stats;
+
+/* Fill *out.  Lock-free and cheap enough to poll for a progress bar.
+   submitted == succeeded + failed + cancelled + (tasks not yet settled). */
+WP_EXTERN int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out);
+
+/* ------------------------------------------------------------- submitting */
+
+enum {
+    WP_TASK_NOWAIT = 1u << 0, /* WP_EAGAIN instead of blocking on a full queue */
+    WP_TASK_SHIELD = 1u << 1  /* once running, cancel cannot stop it (WP_EBUSY) */
+};
+
+typedef struct wp_task_options {
+    int64_t  timeout_ms;     /* run-time limit per attempt, counted from the start of
+                                the attempt in a worker; the worker is killed past it
+                                and the task fails with WP_ETIMEDOUT; 0 = none */
+    unsigned retries;        /* further attempts after WP_ECRASHED, WP_ETIMEDOUT or WP_ETASK; 0 = none */
+    unsigned retry_delay_ms; /* wait before the first retry, doubled for each next one; 0 = at once */
+    unsigned flags;          /* WP_TASK_NOWAIT, WP_TASK_SHIELD */
+} wp_task_options;
+
+typedef struct wp_future wp_future;
+
+/*
+ * Submit fn(arg, arg_len) to run in a worker.  The argument bytes are copied
+ * before this returns.  opts NULL = defaults.  On success *out (if out is not
+ * NULL) holds one reference to the task's future: release it with
+ * wp_future_release().  With out NULL the task still runs and its outcome
+ * only shows in the stats.  Blocks while the queue is full unless
+ * WP_TASK_NOWAIT is set.
+ * Returns 0, WP_EINVAL (pool or fn NULL, arg NULL with arg_len > 0, a negative
+ * timeout or unknown flags), WP_ESHUTDOWN, WP_EAGAIN (WP_TASK_NOWAIT and the
+ * queue is full), WP_E2BIG (arg_len > max_message) or WP_ENOMEM.  On failure
+ * nothing was queued and *out is NULL.
+ */
+WP_EXTERN int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
+              const wp_task_options *opts, wp_future **out);
+
+/* ---------------------------------------------------------------- futures */
+
+/* Future states.  The last three are "settled" and never change again. */
+enum { WP_PENDING, WP_RUNNING, WP_SUCCEEDED, WP_FAILED, WP_CANCELLED };
+
+/* The state right now (without blocking). */
+WP_EXTERN int wp_future_state(const wp_future *f);
+
+/* Wait until the future settles or timeout_ms passes (-1 = no limit, 0 =
+   just look).  0 once settled, WP_ETIMEDOUT if not yet, WP_EINVAL if f is
+   NULL.  Any number of threads may wait on one future at once. */
+WP_EXTERN int wp_future_wait(wp_future *f, int64_t timeout_ms);
+
+/* Settled: 0 on success or the outcome code (WP_ETASK, WP_ECRASHED,
+   WP_ETIMEDOUT, WP_ECANCELED, WP_EPROTO, WP_E2BIG, WP_ESPAWN, WP_ENOFUNC).
+   Not yet settled: WP_EAGAIN. */
+WP_EXTERN int wp_future_error(const wp_future *f);
+
+/* On success: the result bytes (owned by the future, valid until its last
+   reference is released; aligned for any type) and their length in *len
+   (len may be NULL).  Otherwise NULL and *len = 0. */
+WP_EXTERN const void *wp_future_result(const wp_future *f, size_t *len);
+
+/* WP_ETASK: the task's own code; WP_ECRASHED: the signal number, or 256 +
+   exit status if the worker exited; otherwise 0. */
+WP_EXTERN int wp_future_code(const wp_future *f);
+
+/* Why it failed, for people (e.g. "worker 1234 killed by SIGSEGV"); "" on
+   success or while unsettled.  Valid until the last reference is released. */
+WP_EXTERN const char *wp_future_message(const wp_future *f);
+
+/*
+ * Cancel the task.  A queued task never runs; a running one has its worker
+ * killed and replaced.  Either way the future settles as WP_CANCELLED with
+ * WP_ECANCELED, promptly, on the dispatcher thread.
+ * Returns 0 (it will settle as cancelled, even if it was about to finish),
+ * WP_EINVAL (already settled, or a future the batcher owns that has left in a
+ * batch) or WP_EBUSY (WP_TASK_SHIELD and already running).
+ */
+WP_EXTERN int wp_future_cancel(wp_future *f);
+
+/*
+ * A done-callback.  Runs exactly once: on the dispatcher thread when the
+ * future settles, or at once in the registering thread if it has already
+ * settled.  It must not block (no waits on other futures, no
+ * wp_pool_shutdown/destroy): every other future of the pool waits behind it.
+ */
+typedef void (*wp_done_fn)(wp_future *f, void *ctx);
+
+/* Register a done-callback.  0, WP_EINVAL (f or fn NULL) or WP_ENOMEM.
+   Callbacks run in registration order. */
+WP_EXTERN int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx);
+
+/* Reference counting.  wp_submit hands the caller one reference; the pool
+   holds its own until the task settles.  Release order does not matter.
+   Both accept NULL. */
+WP_EXTERN void wp_future_retain(wp_future *f);
+WP_EXTERN void wp_future_release(wp_future *f);
+
+/* Wait until any of fs[0..n) has settled: 0 and *index = the lowest settled
+   index, or WP_ETIMEDOUT, or WP_EINVAL (fs NULL, n 0, a NULL entry). */
+WP_EXTERN int wp_wait_any(wp_future *const *fs, size_t n, int64_t timeout_ms, size_t *index);
+
+/* Wait until all of fs[0..n) have settled, whatever their outcomes: 0, or
+   WP_ETIMEDOUT, or WP_EINVAL. */
+WP_EXTERN int wp_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms);
+
+/* ---------------------------------------------------------------- batcher */
+
+typedef struct wp_batcher wp_batcher;
+
+typedef struct wp_item {
+    const void *data;
+    size_t len;
+} wp_item;
+
+/*
+ * A batch function.  Runs in a worker process: n items in, result i goes to
+ * results[i].  Return non-zero to fail the whole batch (every item fails
+ * with WP_ETASK and that code); wp_buf_fail(results[i], ...) fails item i
+ * alone.
+ */
+typedef int (*wp_batch_fn)(const wp_item *items, size_t n, wp_buf *const *results);
+
+typedef struct wp_batcher_options {
+    size_t   max_batch_size;  /* 0 = 64 */
+    int64_t  max_wait_ms;     /* longest the first item of a batch waits for it to fill; 0 = 10 */
+    unsigned max_in_flight;   /* batches running at once; 0 = the pool's worker count */
+    size_t   max_pending;     /* items waiting for a batch; 0 = 65536; past it submit blocks or WP_EAGAIN */
+    wp_task_options task;     /* timeout, retries and flags applied to each batch */
+} wp_batcher_options;
+
+/* Create a batcher that runs fn on pool.  0, WP_EINVAL, WP_ENOMEM,
+   WP_ESHUTDOWN (the pool is shutting down). */
+WP_EXTERN int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
+                      const wp_batcher_options *opts);
+
+/* Submit one item (copied); *out gets its future (out may be NULL).  Blocks
+   while max_pending items wait.  0, WP_EINVAL, WP_ESHUTDOWN, WP_E2BIG,
+   WP_ENOMEM. */
+WP_EXTERN int wp_batcher_submit(wp_batcher *b, const void *item, size_t len, wp_future **out);
+
+/* As wp_batcher_submit, with flags: WP_TASK_NOWAIT gives WP_EAGAIN instead
+   of blocking. */
+WP_EXTERN int wp_batcher_submit_opts(wp_batcher *b, const void *item, size_t len,
+                           unsigned flags, wp_future **out);
+
+/* Send what is waiting now, full or not (still at most max_in_flight
+   batches at once).  0, WP_EINVAL, WP_ESHUTDOWN. */
+WP_EXTERN int wp_batcher_flush(wp_batcher *b);
+
+/* Stop accepting, flush, wait up to grace_ms for batches to finish (-1 = as
+   long as they take), then cancel what is left.  Every item future settles
+   before this returns.  Idempotent.  0, WP_EINVAL, WP_EBUSY (from a
+   done-callback). */
+WP_EXTERN int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms);
+
+/* wp_batcher_shutdown(b, -1) if not done, then free it.  Call it before
+   destroying the pool. */
+WP_EXTERN void wp_batcher_destroy(wp_batcher *b);
+
+typedef struct wp_batcher_stats {
+    uint64_t items;             /* items accepted */
+    uint64_t batches;           /* batches sent */
+    uint64_t items_batched;     /* items sent in those batches */
+    double   mean_batch_size;   /* items_batched / batches */
+    uint64_t wait_us_total;     /* sum over sent items of submit-to-send time, µs */
+    uint64_t wait_us_max;       /* longest submit-to-send time, µs */
+    double   mean_wait_us;      /* wait_us_total / items_batched */
+    unsigned pending;           /* right now: items waiting for a batch */
+    unsigned in_flight;         /* right now: batches running */
+} wp_batcher_stats;
+
+WP_EXTERN int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WORKERPOOL_H */

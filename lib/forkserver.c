@@ -1,0 +1,313 @@
+/*
+ * forkserver.c — the fork server process and the pool's side of its socket
+ * (see forkserver.h).  The server allocates only what its child table
+ * needs and never starts a thread, so every worker it forks comes from a
+ * quiet single-threaded image.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "forkserver.h"
+
+enum { OP_SPAWN = 1, OP_KILL, OP_SPAWNED, OP_SPAWN_FAILED, OP_EXITED };
+
+typedef struct fs_msg {
+    uint32_t op;
+    uint32_t slot;
+    int32_t  pid;
+    int32_t  value;   /* errno or wait status */
+} fs_msg;
+
+#define FS_MAX_FDS 3
+
+/* ------------------------------------------------------- message transport */
+
+static int send_msg(int sock, const fs_msg *m, const int *fds, int nfds, int flags)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds > 0) {
+        memset(&ctl, 0, sizeof ctl);
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof *m ? 0 : -1;
+}
+
+/* 1 got a message (fds filled, *nfds set), 0 nothing now, -1 closed/error. */
+static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
+    ssize_t n;
+    do
+        n = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    *nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (*nfds < FS_MAX_FDS)
+                    fds[(*nfds)++] = fd;
+                else
+                    close(fd);
+            }
+        }
+    if (n != (ssize_t)sizeof *m) {
+        while (*nfds > 0)
+            close(fds[--(*nfds)]);
+        return -1;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ the server */
+
+typedef struct server {
+    int    sock;
+    pid_t *children;
+    size_t nchildren, cap;
+    const worker_config *cfg;
+} server;
+
+static void remember(server *s, pid_t pid)
+{
+    if (s->nchildren == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        pid_t *p = realloc(s->children, cap * sizeof *p);
+        if (p == NULL)
+            return; /* it still dies with us through PR_SET_PDEATHSIG */
+        s->children = p;
+        s->cap = cap;
+    }
+    s->children[s->nchildren++] = pid;
+}
+
+static bool forget(server *s, pid_t pid)
+{
+    for (size_t i = 0; i < s->nchildren; i++)
+        if (s->children[i] == pid) {
+            s->children[i] = s->children[--s->nchildren];
+            return true;
+        }
+    return false;
+}
+
+static bool known(const server *s, pid_t pid)
+{
+    for (size_t i = 0; i < s->nchildren; i++)
+        if (s->children[i] == pid)
+            return true;
+    return false;
+}
+
+static void serve_spawn(server *s, uint32_t slot)
+{
+    worker_handle h;
+    fs_msg reply = { .op = OP_SPAWNED, .slot = slot };
+    int rc = wp__worker_spawn(s->cfg, &h);
+    if (rc < 0) {
+        reply.op = OP_SPAWN_FAILED;
+        reply.value = -rc;
+        send_msg(s->sock, &reply, NULL, 0, 0);
+        return;
+    }
+    remember(s, h.pid);
+    reply.pid = h.pid;
+    int fds[3] = { h.task_fd, h.result_fd, h.pidfd };
+    send_msg(s->sock, &reply, fds, h.pidfd >= 0 ? 3 : 2, 0);
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+static void reap_children(server *s)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (!forget(s, pid))
+            continue;
+        fs_msg m = { .op = OP_EXITED, .pid = pid, .value = status };
+        send_msg(s->sock, &m, NULL, 0, 0);
+    }
+}
+
+static _Noreturn void server_exit(server *s)
+{
+    for (size_t i = 0; i < s->nchildren; i++)
+        kill(s->children[i], SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
+    _exit(0);
+}
+
+static _Noreturn void server_main(int sock, const worker_config *cfg)
+{
+    server s = { .sock = sock, .cfg = cfg };
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        _exit(1);
+    /* A terminal's ^C is for the program; the server leaves when it does. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    int keep[] = { sock, sfd };
+    wp__close_fds_except(3, keep, 2);
+    __fpurge(stdout);
+    __fpurge(stderr);
+
+    for (;;) {
+        struct pollfd pfd[2] = { { .fd = sock, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            server_exit(&s);
+        }
+        if (pfd[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            reap_children(&s);
+        }
+        if (pfd[0].revents) {
+            fs_msg m;
+            int fds[FS_MAX_FDS], nfds;
+            int got = recv_msg(sock, &m, fds, &nfds, MSG_DONTWAIT);
+            if (got < 0)
+                server_exit(&s);
+            if (got == 0)
+                continue;
+            while (nfds > 0)
+                close(fds[--nfds]);
+            if (m.op == OP_SPAWN)
+                serve_spawn(&s, m.slot);
+            else if (m.op == OP_KILL && known(&s, m.pid))
+                kill(m.pid, SIGKILL);
+        }
+    }
+}
+
+/* ------------------------------------------------------- the pool's side */
+
+int wp__forkserver_start(forkserver *fs, const worker_config *cfg)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        server_main(sv[1], cfg);
+    }
+    int e = errno;
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return -e;
+    }
+    wp__fd_set_nonblock(sv[0]);
+    fs->pid = pid;
+    fs->sock = sv[0];
+    return 0;
+}
+
+int wp__forkserver_spawn(forkserver *fs, uint32_t slot)
+{
+    fs_msg m = { .op = OP_SPAWN, .slot = slot };
+    return send_msg(fs->sock, &m, NULL, 0, MSG_DONTWAIT) == 0 ? 0 : -errno;
+}
+
+int wp__forkserver_kill(forkserver *fs, pid_t pid)
+{
+    fs_msg m = { .op = OP_KILL, .pid = pid };
+    return send_msg(fs->sock, &m, NULL, 0, MSG_DONTWAIT) == 0 ? 0 : -errno;
+}
+
+int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
+{
+    fs_msg m;
+    int fds[FS_MAX_FDS], nfds;
+    int got = recv_msg(fs->sock, &m, fds, &nfds, MSG_DONTWAIT);
+    if (got <= 0)
+        return got;
+    memset(ev, 0, sizeof *ev);
+    ev->slot = m.slot;
+    ev->handle.pid = m.pid;
+    ev->handle.task_fd = ev->handle.result_fd = ev->handle.pidfd = -1;
+    switch (m.op) {
+    case OP_SPAWNED:
+        if (nfds < 2) {
+            ev->kind = FS_SPAWN_FAILED;
+            ev->error = EPROTO;
+            break;
+        }
+        ev->kind = FS_SPAWNED;
+        ev->handle.task_fd = fds[0];
+        ev->handle.result_fd = fds[1];
+        ev->handle.pidfd = nfds > 2 ? fds[2] : -1;
+        return 1;
+    case OP_SPAWN_FAILED:
+        ev->kind = FS_SPAWN_FAILED;
+        ev->error = m.value;
+        break;
+    case OP_EXITED:
+        ev->kind = FS_EXITED;
+        ev->status = m.value;
+        break;
+    default:
+        ev->kind = FS_SPAWN_FAILED;
+        ev->error = EPROTO;
+    }
+    while (nfds > 0)
+        close(fds[--nfds]);
+    return 1;
+}
+
+void wp__forkserver_stop(forkserver *fs)
+{
+    if (fs->sock >= 0)
+        close(fs->sock);
+    fs->sock = -1;
+    if (fs->pid > 0)
+        while (waitpid(fs->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    fs->pid = 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * forkserver.h — the fork server (DESIGN §2, WP_START_FORKSERVER).
+ *
+ * Forked once by wp_pool_create() before the dispatcher thread exists, it
+ * stays single-threaded and does three things on request over an AF_UNIX
+ * SOCK_SEQPACKET socket: fork a worker and pass back its pipe ends (and a
+ * pidfd) with SCM_RIGHTS; kill a worker it has not reaped yet (for kernels
+ * without pidfd); reap workers and report their exit status.  When the
+ * socket closes (the pool stopped, or its process died) it kills its
+ * workers and exits.
+ */
+#ifndef WP_FORKSERVER_H
+#define WP_FORKSERVER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "worker.h"
+
+typedef struct forkserver {
+    pid_t pid;
+    int   sock;   /* the pool's end, non-blocking */
+} forkserver;
+
+enum forkserver_event_kind {
+    FS_SPAWNED = 1,     /* slot's worker is forked: handle is filled */
+    FS_SPAWN_FAILED,    /* slot's worker could not be forked: error = errno */
+    FS_EXITED           /* pid was reaped: status */
+};
+
+typedef struct forkserver_event {
+    enum forkserver_event_kind kind;
+    uint32_t      slot;
+    int           error;
+    int           status;
+    worker_handle handle;  /* FS_SPAWNED; FS_EXITED: only pid */
+} forkserver_event;
+
+/* Fork the server.  0 or -errno. */
+int  wp__forkserver_start(forkserver *fs, const worker_config *cfg) WP_INTERNAL;
+/* Ask for a worker for slot.  0, or -errno (EAGAIN: try again later). */
+int  wp__forkserver_spawn(forkserver *fs, uint32_t slot) WP_INTERNAL;
+/* Ask it to SIGKILL pid if it has not reaped it yet. */
+int  wp__forkserver_kill(forkserver *fs, pid_t pid) WP_INTERNAL;
+/* Next event: 1 got one, 0 none right now, -1 the server is gone. */
+int  wp__forkserver_next(forkserver *fs, forkserver_event *ev) WP_INTERNAL;
+/* Close the socket (the server kills what is left and exits) and reap it. */
+void wp__forkserver_stop(forkserver *fs) WP_INTERNAL;
+
+#endif

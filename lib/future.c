@@ -1,0 +1,361 @@
+/*
+ * future.c — futures: settle once, wait with timeouts, done-callbacks,
+ * reference counts, wp_wait_any / wp_wait_all (see future.h).
+ *
+ * wp_wait_any registers one small link per future pointing at a shared
+ * waiter (its own mutex and condition variable), so a settle wakes exactly
+ * the threads that wait on it; lock order is future, then waiter.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "future.h"
+
+struct future_callback {
+    wp_done_fn fn;
+    void *ctx;
+    struct future_callback *next;
+};
+
+typedef struct future_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool            fired;
+} future_waiter;
+
+struct future_waiter_link {
+    future_waiter *waiter;
+    struct future_waiter_link *next, **pprev;
+};
+
+static void cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* Wait on cv until deadline_ms (-1 = none); false once it has passed. */
+static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms)
+{
+    if (deadline_ms < 0) {
+        pthread_cond_wait(cv, mu);
+        return true;
+    }
+    struct timespec ts;
+    wp__timespec_at_ms(&ts, deadline_ms);
+    return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
+}
+
+void wp__future_init(wp_future *f, const future_ops *ops)
+{
+    pthread_mutex_init(&f->mu, NULL);
+    cond_init_monotonic(&f->cv);
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->state, WP_PENDING);
+    f->cancel_requested = false;
+    f->error = 0;
+    f->code = 0;
+    f->message = NULL;
+    f->result = NULL;
+    f->result_len = 0;
+    f->callbacks = NULL;
+    f->callbacks_tail = &f->callbacks;
+    f->waiters = NULL;
+    f->ops = ops;
+}
+
+static bool transition(wp_future *f, int from, int to)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ok = !f->cancel_requested && atomic_load(&f->state) == from;
+    if (ok)
+        atomic_store(&f->state, to);
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
+bool wp__future_start(wp_future *f)
+{
+    return transition(f, WP_PENDING, WP_RUNNING);
+}
+
+bool wp__future_requeue(wp_future *f)
+{
+    return transition(f, WP_RUNNING, WP_PENDING);
+}
+
+static void wake_waiters(wp_future *f)
+{
+    for (struct future_waiter_link *l = f->waiters; l != NULL; l = l->next) {
+        pthread_mutex_lock(&l->waiter->mu);
+        l->waiter->fired = true;
+        pthread_cond_signal(&l->waiter->cv);
+        pthread_mutex_unlock(&l->waiter->mu);
+    }
+}
+
+static void run_callbacks(wp_future *f, struct future_callback *cb)
+{
+    while (cb != NULL) {
+        struct future_callback *next = cb->next;
+        cb->fn(f, cb->ctx);
+        free(cb);
+        cb = next;
+    }
+}
+
+int wp__future_settle(wp_future *f, int error, int code, const char *message,
+                      void *result, size_t result_len)
+{
+    pthread_mutex_lock(&f->mu);
+    if (wp__future_is_settled(atomic_load(&f->state))) {
+        pthread_mutex_unlock(&f->mu);
+        free(result);
+        return -1;
+    }
+    if (f->cancel_requested && error != WP_ECANCELED) {
+        error = WP_ECANCELED;
+        code = 0;
+        message = "cancelled";
+    }
+    int state = error == 0 ? WP_SUCCEEDED : error == WP_ECANCELED ? WP_CANCELLED : WP_FAILED;
+    f->error = error;
+    f->code = error == 0 ? 0 : code;
+    if (error == 0) {
+        f->result = result;
+        f->result_len = result_len;
+    } else {
+        free(result);
+        /* A message that cannot be copied is left out, never a crash. */
+        f->message = message != NULL ? strdup(message) : NULL;
+    }
+    struct future_callback *cbs = f->callbacks;
+    f->callbacks = NULL;
+    f->callbacks_tail = &f->callbacks;
+    /* Release: every field above is visible to whoever sees the state. */
+    atomic_store_explicit(&f->state, state, memory_order_release);
+    pthread_cond_broadcast(&f->cv);
+    wake_waiters(f);
+    pthread_mutex_unlock(&f->mu);
+    run_callbacks(f, cbs);
+    return state;
+}
+
+/* ------------------------------------------------------------- public API */
+
+int wp_future_state(const wp_future *f)
+{
+    if (f == NULL)
+        return WP_EINVAL;
+    return atomic_load_explicit(&((wp_future *)f)->state, memory_order_acquire);
+}
+
+static bool settled(const wp_future *f)
+{
+    return wp__future_is_settled(wp_future_state(f));
+}
+
+int wp_future_wait(wp_future *f, int64_t timeout_ms)
+{
+    if (f == NULL)
+        return WP_EINVAL;
+    if (settled(f))
+        return 0;
+    int64_t deadline = wp__deadline_after(timeout_ms);
+    pthread_mutex_lock(&f->mu);
+    while (!settled(f) && cond_wait_until(&f->cv, &f->mu, deadline))
+        ;
+    pthread_mutex_unlock(&f->mu);
+    return settled(f) ? 0 : WP_ETIMEDOUT;
+}
+
+int wp_future_error(const wp_future *f)
+{
+    if (f == NULL)
+        return WP_EINVAL;
+    return settled(f) ? f->error : WP_EAGAIN;
+}
+
+const void *wp_future_result(const wp_future *f, size_t *len)
+{
+    bool ok = f != NULL && wp_future_state(f) == WP_SUCCEEDED;
+    if (len != NULL)
+        *len = ok ? f->result_len : 0;
+    /* An empty success still answers non-NULL, so NULL always means "no". */
+    if (!ok)
+        return NULL;
+    return f->result != NULL ? f->result : (const void *)"";
+}
+
+int wp_future_code(const wp_future *f)
+{
+    return f != NULL && settled(f) ? f->code : 0;
+}
+
+const char *wp_future_message(const wp_future *f)
+{
+    if (f == NULL || !settled(f) || f->message == NULL)
+        return "";
+    return f->message;
+}
+
+int wp_future_cancel(wp_future *f)
+{
+    if (f == NULL)
+        return WP_EINVAL;
+    pthread_mutex_lock(&f->mu);
+    int rc = 0;
+    if (wp__future_is_settled(atomic_load(&f->state)))
+        rc = WP_EINVAL;
+    else if (!f->cancel_requested) {
+        rc = f->ops->cancel(f);
+        if (rc == 0)
+            f->cancel_requested = true;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx)
+{
+    if (f == NULL || fn == NULL)
+        return WP_EINVAL;
+    struct future_callback *cb = malloc(sizeof *cb);
+    if (cb == NULL)
+        return WP_ENOMEM;
+    cb->fn = fn;
+    cb->ctx = ctx;
+    cb->next = NULL;
+    pthread_mutex_lock(&f->mu);
+    bool now = settled(f);
+    if (!now) {
+        *f->callbacks_tail = cb;
+        f->callbacks_tail = &cb->next;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (now)
+        run_callbacks(f, cb);
+    return 0;
+}
+
+void wp_future_retain(wp_future *f)
+{
+    if (f != NULL)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void wp_future_release(wp_future *f)
+{
+    if (f == NULL || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(f->result);
+    free(f->message);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    f->ops->free(f);
+}
+
+/* ------------------------------------------------------- waiting for many */
+
+static bool valid_set(wp_future *const *fs, size_t n)
+{
+    if (fs == NULL || n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (fs[i] == NULL)
+            return false;
+    return true;
+}
+
+static bool lowest_settled(wp_future *const *fs, size_t n, size_t *index)
+{
+    for (size_t i = 0; i < n; i++)
+        if (settled(fs[i])) {
+            if (index != NULL)
+                *index = i;
+            return true;
+        }
+    return false;
+}
+
+static void unlink_waiter(wp_future *f, struct future_waiter_link *l)
+{
+    pthread_mutex_lock(&f->mu);
+    *l->pprev = l->next;
+    if (l->next != NULL)
+        l->next->pprev = l->pprev;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Link the waiter into every future; stops early (returning how many were
+   linked) at one that has already settled. */
+static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
+                          struct future_waiter_link *links)
+{
+    for (size_t i = 0; i < n; i++) {
+        wp_future *f = fs[i];
+        pthread_mutex_lock(&f->mu);
+        if (settled(f)) {
+            pthread_mutex_unlock(&f->mu);
+            return i;
+        }
+        links[i].waiter = w;
+        links[i].next = f->waiters;
+        links[i].pprev = &f->waiters;
+        if (f->waiters != NULL)
+            f->waiters->pprev = &links[i].next;
+        f->waiters = &links[i];
+        pthread_mutex_unlock(&f->mu);
+    }
+    return n;
+}
+
+int wp_wait_any(wp_future *const *fs, size_t n, int64_t timeout_ms, size_t *index)
+{
+    if (!valid_set(fs, n))
+        return WP_EINVAL;
+    if (lowest_settled(fs, n, index))
+        return 0;
+    if (timeout_ms == 0)
+        return WP_ETIMEDOUT;
+    int64_t deadline = wp__deadline_after(timeout_ms);
+    struct future_waiter_link *links = malloc(n * sizeof *links);
+    if (links == NULL)
+        return WP_ENOMEM;
+    future_waiter w = { .fired = false };
+    pthread_mutex_init(&w.mu, NULL);
+    cond_init_monotonic(&w.cv);
+
+    size_t linked = link_waiter(fs, n, &w, links);
+    pthread_mutex_lock(&w.mu);
+    while (linked == n && !w.fired && cond_wait_until(&w.cv, &w.mu, deadline))
+        ;
+    pthread_mutex_unlock(&w.mu);
+    for (size_t i = 0; i < linked; i++)
+        unlink_waiter(fs[i], &links[i]);
+
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    free(links);
+    return lowest_settled(fs, n, index) ? 0 : WP_ETIMEDOUT;
+}
+
+int wp_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms)
+{
+    if (!valid_set(fs, n))
+        return WP_EINVAL;
+    int64_t deadline = wp__deadline_after(timeout_ms);
+    for (size_t i = 0; i < n; i++) {
+        int64_t left = deadline < 0 ? -1 : deadline - wp__now_ms();
+        if (wp_future_wait(fs[i], left < 0 && deadline >= 0 ? 0 : left) != 0)
+            return WP_ETIMEDOUT;
+    }
+    return 0;
+}

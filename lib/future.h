@@ -1,0 +1,67 @@
+/*
+ * future.h — the settle-once result of a task (DESIGN §4 "Futures").
+ *
+ * A future is embedded in its owner's record (a pool task, a batcher item):
+ * the owner supplies how to cancel it and how to free the record when the
+ * last reference goes.  Every state change happens under the future's mutex;
+ * settling broadcasts its condition variable, wakes wp_wait_any() waiters and
+ * runs the done-callbacks outside the lock, on the settling thread.
+ */
+#ifndef WP_FUTURE_H
+#define WP_FUTURE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "util.h"
+
+struct future_callback;
+struct future_waiter_link;
+
+typedef struct future_ops {
+    /* Called under f->mu while f is unsettled and no cancel was requested
+       yet: 0 (it will settle cancelled), WP_EBUSY or WP_EINVAL. */
+    int  (*cancel)(wp_future *f);
+    /* Frees the record the future is embedded in (after the last release). */
+    void (*free)(wp_future *f);
+} future_ops;
+
+struct wp_future {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    atomic_int      refs;
+    atomic_int      state;      /* WP_PENDING ... WP_CANCELLED */
+    bool            cancel_requested;
+    int             error;      /* outcome, once settled */
+    int             code;
+    char           *message;
+    void           *result;
+    size_t          result_len;
+    struct future_callback    *callbacks, **callbacks_tail;
+    struct future_waiter_link *waiters;
+    const future_ops *ops;
+};
+
+/* One reference, held by the caller of init. */
+void wp__future_init(wp_future *f, const future_ops *ops) WP_INTERNAL;
+
+static inline bool wp__future_is_settled(int state)
+{
+    return state >= WP_SUCCEEDED;
+}
+
+/* PENDING -> RUNNING; false (and no change) if it was cancelled. */
+bool wp__future_start(wp_future *f) WP_INTERNAL;
+/* RUNNING -> PENDING, for a retry; false if it was cancelled. */
+bool wp__future_requeue(wp_future *f) WP_INTERNAL;
+
+/* Settle once.  error 0 = succeeded with result (ownership taken, may be
+   NULL); WP_ECANCELED = cancelled; anything else = failed with code and
+   message (copied; NULL = ""). A cancel request turns any outcome into
+   WP_ECANCELED.  Returns the state it settled in, or -1 if it had already
+   settled (result is then freed). */
+int  wp__future_settle(wp_future *f, int error, int code, const char *message,
+                       void *result, size_t result_len) WP_INTERNAL;
+
+#endif

@@ -1,0 +1,978 @@
+/*
+ * pool.c — the pool and its dispatcher thread (DESIGN §1 steps 2, 4, 5).
+ *
+ * One dispatcher thread owns every worker slot and every task that has left
+ * the queue; nothing here is shared with other threads except through the
+ * queue (tasks in), the cancel stack (cancel requests in), the futures
+ * (outcomes out, under their own mutexes) and the stats (atomics).  So the
+ * dispatcher needs no lock of its own, and every change of a slot's state
+ * goes through slot_set_state() and every outcome through task_finish().
+ *
+ * A worker slot's life:
+ *
+ *   EMPTY --start--> STARTING --READY frame--> IDLE <--result-- BUSY
+ *                       |                       |  --send task-->  |
+ *                       +--------- died, killed, retired ----------+
+ *                                        |
+ *                                        v
+ *                          STOPPING --reaped--> EMPTY (restart after backoff)
+ *
+ * A task whose worker dies keeps its place in the slot until the exit status
+ * is known, so its failure message can name the signal.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "forkserver.h"
+#include "frame.h"
+#include "future.h"
+#include "pool.h"
+#include "queue.h"
+#include "worker.h"
+
+#define MAX_WORKERS          1024
+#define DEFAULT_MAX_MESSAGE  ((size_t)64 << 20)
+#define BACKOFF_FIRST_MS     10
+#define BACKOFF_MAX_MS       2000
+#define FAILURES_BEFORE_ESPAWN 3   /* consecutive start failures, no worker alive */
+#define HEALTHY_AFTER_MS     1000  /* a worker alive this long did start well */
+
+typedef struct task {
+    wp_future       future;       /* first: a task is its future */
+    wp_pool        *pool;
+    wp_task_fn      fn;
+    void           *arg;
+    size_t          arg_len;
+    wp_task_options opts;
+    uint64_t        id;           /* this attempt's id on the wire */
+    unsigned        attempts;     /* attempts started */
+    int             slot;         /* running in pool->slots[slot], or -1 */
+    int64_t         due_ms;       /* held: earliest start (retry delay) */
+    struct task    *next;         /* in the held list */
+    struct task    *cancel_next;  /* in the cancel stack */
+} task;
+
+enum slot_state { SLOT_EMPTY, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_STOPPING };
+
+typedef struct slot {
+    enum slot_state state;
+    worker_handle   h;           /* pid 0: none (yet) */
+    task           *task;        /* BUSY, or STOPPING with a crash to report */
+    frame_header    out;         /* the TASK frame being written */
+    size_t          out_done;
+    frame_reader    in;
+    int64_t         deadline;    /* BUSY: the task's deadline, -1 = none */
+    int64_t         spawn_at;    /* EMPTY: earliest time to start a worker */
+    int64_t         ready_at;
+    unsigned        tasks_done;
+    bool            deliberate;  /* STOPPING: we stopped it, it did not die */
+    int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
+} slot;
+
+typedef struct pool_counters {
+    atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
+    atomic_uint_fast64_t timed_out, crashed, retried, workers_started;
+    atomic_uint held, running, alive;
+} pool_counters;
+
+struct wp_pool {
+    wp_pool_options opts;
+    worker_config   wcfg;
+    wp_queue        queue;
+    forkserver      fs;
+    bool            use_forkserver, fs_gone;
+    pid_t           owner;
+    pthread_t       thread;
+
+    /* Dispatcher-only state. */
+    slot           *slots;
+    struct pollfd  *pfds;
+    task           *held, **held_tail;   /* out of the queue, not running */
+    uint64_t        last_id;
+    unsigned        start_failures;      /* consecutive */
+    char            spawn_error[160];    /* why the last start failed */
+
+    _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
+
+    atomic_bool     closing;
+    _Atomic int64_t grace_deadline;      /* -1 = none */
+    pthread_mutex_t stop_mu;
+    pthread_cond_t  stop_cv;
+    bool            stopped, joined;
+
+    pool_counters   n;
+};
+
+static _Thread_local const wp_pool *dispatching; /* set on dispatcher threads */
+
+/* ------------------------------------------------------------------ tasks */
+
+static int task_cancel(wp_future *f);
+static void task_free(wp_future *f)
+{
+    task *t = (task *)f;
+    free(t->arg);
+    free(t);
+}
+static const future_ops task_ops = { .cancel = task_cancel, .free = task_free };
+
+static void count_settled(wp_pool *p, int state, int error)
+{
+    if (state == WP_SUCCEEDED)
+        atomic_fetch_add(&p->n.succeeded, 1);
+    else if (state == WP_CANCELLED)
+        atomic_fetch_add(&p->n.cancelled, 1);
+    else if (state == WP_FAILED) {
+        atomic_fetch_add(&p->n.failed, 1);
+        if (error == WP_ETIMEDOUT)
+            atomic_fetch_add(&p->n.timed_out, 1);
+        else if (error == WP_ECRASHED)
+            atomic_fetch_add(&p->n.crashed, 1);
+    }
+}
+
+/* Settle t for good and let go of the dispatcher's reference. */
+static void task_settle(wp_pool *p, task *t, int error, int code, const char *msg,
+                        void *result, size_t len)
+{
+    free(t->arg);
+    t->arg = NULL;
+    int state = wp__future_settle(&t->future, error, code, msg, result, len);
+    count_settled(p, state, error);
+    wp_future_release(&t->future);
+}
+
+static void held_push(wp_pool *p, task *t, int64_t due_ms)
+{
+    t->due_ms = due_ms;
+    t->next = NULL;
+    *p->held_tail = t;
+    p->held_tail = &t->next;
+    atomic_fetch_add(&p->n.held, 1);
+}
+
+static void held_unlink(wp_pool *p, task **link)
+{
+    task *t = *link;
+    *link = t->next;
+    if (p->held_tail == &t->next)
+        p->held_tail = link;
+    atomic_fetch_sub(&p->n.held, 1);
+}
+
+static bool retryable(int error)
+{
+    return error == WP_ECRASHED || error == WP_ETIMEDOUT || error == WP_ETASK;
+}
+
+/* An attempt ended: retry it if its options allow, or settle it. */
+static void task_finish(wp_pool *p, task *t, int error, int code, const char *msg,
+                        void *result, size_t len)
+{
+    t->slot = -1;
+    bool grace_over = atomic_load(&p->closing) && atomic_load(&p->grace_deadline) >= 0 &&
+                      wp__now_ms() >= atomic_load(&p->grace_deadline);
+    if (retryable(error) && t->attempts <= t->opts.retries && !grace_over &&
+        wp__future_requeue(&t->future)) {
+        free(result);
+        atomic_fetch_add(&p->n.retried, 1);
+        int64_t delay = t->opts.retry_delay_ms == 0 ? 0
+                        : (int64_t)t->opts.retry_delay_ms << (t->attempts - 1 < 20 ? t->attempts - 1 : 20);
+        held_push(p, t, wp__now_ms() + delay);
+        return;
+    }
+    task_settle(p, t, error, code, msg, result, len);
+}
+
+/* ------------------------------------------------------------------ slots */
+
+static void slot_set_state(wp_pool *p, slot *s, enum slot_state to)
+{
+    bool was_alive = s->state == SLOT_IDLE || s->state == SLOT_BUSY;
+    bool is_alive = to == SLOT_IDLE || to == SLOT_BUSY;
+    if (s->state == SLOT_BUSY)
+        atomic_fetch_sub(&p->n.running, 1);
+    if (to == SLOT_BUSY)
+        atomic_fetch_add(&p->n.running, 1);
+    if (was_alive != is_alive)
+        atomic_fetch_add(&p->n.alive, is_alive ? 1u : (unsigned)-1);
+    s->state = to;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void slot_kill(wp_pool *p, slot *s)
+{
+    if (s->h.pid <= 0)
+        return;
+    if (s->h.pidfd >= 0)
+        wp__pidfd_kill(s->h.pidfd, SIGKILL);
+    else if (!p->use_forkserver)
+        kill(s->h.pid, SIGKILL); /* our child, not yet reaped: cannot be reused */
+    else
+        wp__forkserver_kill(&p->fs, s->h.pid);
+}
+
+/*
+ * The worker goes away: killed now, reaped later.  deliberate: we stop it
+ * (deadline, cancel, protocol error, retirement, shutdown), and its task, if
+ * any, ends at once with error.  Otherwise it died on its own, and its task
+ * stays to learn the exit status.
+ */
+static void slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg)
+{
+    if (s->state == SLOT_STOPPING || s->state == SLOT_EMPTY)
+        return;
+    s->deliberate = deliberate;
+    task *t = s->task;
+    if (t != NULL && error != 0) {
+        s->task = NULL;
+        task_finish(p, t, error, 0, msg, NULL, 0);
+    }
+    slot_kill(p, s);
+    close_fd(&s->h.task_fd);
+    slot_set_state(p, s, SLOT_STOPPING);
+}
+
+static void start_failed(wp_pool *p, slot *s, const char *why)
+{
+    p->start_failures++;
+    snprintf(p->spawn_error, sizeof p->spawn_error, "%s", why);
+    unsigned shift = p->start_failures - 1 < 16 ? p->start_failures - 1 : 16;
+    int64_t backoff = (int64_t)BACKOFF_FIRST_MS << shift;
+    s->spawn_at = wp__now_ms() + (backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS);
+}
+
+static void slot_read(wp_pool *p, slot *s);
+
+/* The worker's process is gone and its status known. */
+static void slot_reaped(wp_pool *p, slot *s, int status)
+{
+    if (s->h.result_fd >= 0)
+        slot_read(p, s); /* a result written just before it exited */
+    char how[64], msg[160];
+    int code = wp__describe_status(status, how, sizeof how);
+    bool never_ready = s->state == SLOT_STARTING ||
+                       (s->state == SLOT_STOPPING && s->ready_at == 0);
+    bool died_young = !s->deliberate && s->tasks_done == 0 && s->task == NULL &&
+                      wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
+    if (s->task != NULL) {
+        task *t = s->task;
+        s->task = NULL;
+        snprintf(msg, sizeof msg, "worker %d %s while running the task", (int)s->h.pid, how);
+        task_finish(p, t, WP_ECRASHED, code, msg, NULL, 0);
+    }
+    if (never_ready && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_INIT_FAILED)
+        snprintf(msg, sizeof msg, "worker_init failed in worker %d", (int)s->h.pid);
+    else
+        snprintf(msg, sizeof msg, "worker %d %s %s", (int)s->h.pid, how,
+                 never_ready ? "before it was ready" : "right after it started");
+    close_fd(&s->h.task_fd);
+    close_fd(&s->h.result_fd);
+    close_fd(&s->h.pidfd);
+    wp__frame_reader_reset(&s->in);
+    s->h.pid = 0;
+    slot_set_state(p, s, SLOT_EMPTY);
+    s->spawn_at = 0;
+    if (never_ready || died_young)
+        start_failed(p, s, msg);
+    else if (s->tasks_done > 0 || s->ready_at > 0)
+        p->start_failures = 0;
+}
+
+static void slot_send(wp_pool *p, slot *s, task *t)
+{
+    t->id = ++p->last_id;
+    t->slot = (int)(s - p->slots);
+    t->attempts++;
+    wp__frame_header(&s->out, FRAME_TASK, t->id, t->arg_len);
+    memcpy(&s->out.fn, &t->fn, sizeof t->fn);
+    s->out_done = 0;
+    s->task = t;
+    s->deadline = t->opts.timeout_ms > 0 ? wp__now_ms() + t->opts.timeout_ms : -1;
+    slot_set_state(p, s, SLOT_BUSY);
+}
+
+/* Write what the pipe takes of the TASK frame; the rest when it drains. */
+static void slot_write(wp_pool *p, slot *s)
+{
+    size_t total = sizeof s->out + s->task->arg_len;
+    while (s->out_done < total) {
+        struct iovec iov[2];
+        int n = 0;
+        if (s->out_done < sizeof s->out)
+            iov[n++] = (struct iovec){ (char *)&s->out + s->out_done, sizeof s->out - s->out_done };
+        size_t arg_off = s->out_done > sizeof s->out ? s->out_done - sizeof s->out : 0;
+        if (s->task->arg_len > arg_off)
+            iov[n++] = (struct iovec){ (char *)s->task->arg + arg_off, s->task->arg_len - arg_off };
+        ssize_t put = writev(s->h.task_fd, iov, n);
+        if (put < 0 && errno == EINTR)
+            continue;
+        if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (put < 0) {
+            slot_stop(p, s, false, 0, NULL); /* it died: the reap says how */
+            return;
+        }
+        s->out_done += (size_t)put;
+    }
+}
+
+static void slot_finished_task(wp_pool *p, slot *s)
+{
+    s->tasks_done++;
+    p->start_failures = 0;
+    if (p->opts.max_tasks_per_worker > 0 && s->tasks_done >= p->opts.max_tasks_per_worker)
+        slot_stop(p, s, true, 0, NULL); /* retired; it exits by itself anyway */
+    else
+        slot_set_state(p, s, SLOT_IDLE);
+}
+
+static void protocol_error(wp_pool *p, slot *s, const char *why)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "worker %d broke the protocol: %s", (int)s->h.pid, why);
+    slot_stop(p, s, true, WP_EPROTO, msg);
+}
+
+static void handle_frame(wp_pool *p, slot *s)
+{
+    const frame_header *h = &s->in.hdr;
+    if (h->type == FRAME_READY) {
+        s->ready_at = wp__now_ms();
+        atomic_fetch_add(&p->n.workers_started, 1);
+        slot_set_state(p, s, SLOT_IDLE);
+        return;
+    }
+    task *t = s->task;
+    bool outcome_ok = h->type == FRAME_RESULT || h->error == WP_ETASK ||
+                      h->error == WP_E2BIG || h->error == WP_ENOFUNC;
+    if (!outcome_ok) {
+        protocol_error(p, s, "unknown failure code");
+        return;
+    }
+    s->task = NULL;
+    size_t len = (size_t)h->length;
+    char *payload = wp__frame_reader_take(&s->in);
+    if (h->type == FRAME_RESULT) {
+        task_finish(p, t, 0, 0, NULL, payload, len);
+    } else {
+        task_finish(p, t, h->error, h->code, payload != NULL ? payload : "", NULL, 0);
+        free(payload);
+    }
+    if (s->state == SLOT_BUSY)
+        slot_finished_task(p, s);
+}
+
+static frame_expect slot_expects(const wp_pool *p, const slot *s)
+{
+    frame_expect ex = { .types = 0, .task_id = 0, .max_message = p->opts.max_message };
+    if (s->state == SLOT_STARTING)
+        ex.types = FRAME_BIT(FRAME_READY);
+    else if (s->task != NULL) {
+        ex.types = FRAME_BIT(FRAME_RESULT) | FRAME_BIT(FRAME_FAILURE);
+        ex.task_id = s->task->id;
+    }
+    return ex;
+}
+
+/* Read what the worker sent: at most one frame, as a worker owes one frame
+   per task; a byte more shows up on the next poll as a protocol error. */
+static void slot_read(wp_pool *p, slot *s)
+{
+    frame_expect ex = slot_expects(p, s);
+    for (;;) {
+        size_t want;
+        void *space = wp__frame_reader_space(&s->in, &want);
+        ssize_t n = read(s->h.result_fd, space, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) { /* end of file: the worker is gone or going */
+            close_fd(&s->h.result_fd);
+            slot_stop(p, s, false, 0, NULL);
+            return;
+        }
+        if (s->state == SLOT_STOPPING && s->task == NULL)
+            continue; /* nobody waits for it: drain */
+        int rc = wp__frame_reader_advance(&s->in, (size_t)n, &ex);
+        if (rc == FRAME_DONE) {
+            handle_frame(p, s);
+            wp__frame_reader_reset(&s->in);
+            return;
+        }
+        if (rc < 0) {
+            protocol_error(p, s, rc == WP_E2BIG ? "result larger than max_message" : s->in.why);
+            wp__frame_reader_reset(&s->in);
+            return;
+        }
+    }
+}
+
+static void slot_start(wp_pool *p, slot *s)
+{
+    s->ready_at = 0;
+    s->tasks_done = 0;
+    s->deliberate = false;
+    s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
+    int rc;
+    if (p->use_forkserver)
+        rc = p->fs_gone ? -EPIPE : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots));
+    else
+        rc = wp__worker_spawn(&p->wcfg, &s->h);
+    if (rc == 0) {
+        slot_set_state(p, s, SLOT_STARTING);
+        return;
+    }
+    char why[160];
+    snprintf(why, sizeof why, "cannot start a worker: %s", strerror(-rc));
+    start_failed(p, s, why);
+}
+
+/* ------------------------------------------------- events from the outside */
+
+static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
+{
+    if (ev->kind == FS_EXITED) {
+        for (unsigned i = 0; i < p->opts.workers; i++)
+            if (p->slots[i].h.pid == ev->handle.pid && p->slots[i].state != SLOT_EMPTY)
+                slot_reaped(p, &p->slots[i], ev->status);
+        return;
+    }
+    if (ev->slot >= p->opts.workers)
+        return;
+    slot *s = &p->slots[ev->slot];
+    if (ev->kind == FS_SPAWN_FAILED) {
+        char why[160];
+        snprintf(why, sizeof why, "fork server cannot start a worker: %s", strerror(ev->error));
+        slot_set_state(p, s, SLOT_EMPTY);
+        start_failed(p, s, why);
+        return;
+    }
+    if (s->state != SLOT_STARTING && s->state != SLOT_STOPPING) {
+        close(ev->handle.task_fd);
+        close(ev->handle.result_fd);
+        if (ev->handle.pidfd >= 0)
+            close(ev->handle.pidfd);
+        return;
+    }
+    s->h = ev->handle;
+    if (s->state == SLOT_STOPPING) /* stopped before it was even forked */
+        slot_kill(p, s);
+}
+
+/* The fork server died: its workers die with it, and nothing reports
+   their status any more. */
+static void forkserver_lost(wp_pool *p)
+{
+    p->fs_gone = true;
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state != SLOT_EMPTY) {
+            slot_stop(p, s, false, 0, NULL);
+            slot_reaped(p, s, SIGKILL);
+        }
+    }
+}
+
+static void read_forkserver(wp_pool *p)
+{
+    forkserver_event ev;
+    int got;
+    while ((got = wp__forkserver_next(&p->fs, &ev)) > 0)
+        forkserver_event_in(p, &ev);
+    if (got < 0)
+        forkserver_lost(p);
+}
+
+static void slot_waitpid(wp_pool *p, slot *s, bool block)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(s->h.pid, &status, block ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == s->h.pid)
+        slot_reaped(p, s, status);
+    else if (r < 0) /* someone else reaped it (SIGCHLD ignored?) */
+        slot_reaped(p, s, SIGKILL);
+}
+
+static int task_cancel(wp_future *f)
+{
+    task *t = (task *)f;
+    if (atomic_load(&f->state) == WP_RUNNING && (t->opts.flags & WP_TASK_SHIELD))
+        return WP_EBUSY;
+    wp_future_retain(f);
+    task *head = atomic_load(&t->pool->cancels);
+    do
+        t->cancel_next = head;
+    while (!atomic_compare_exchange_weak(&t->pool->cancels, &head, t));
+    wp__queue_kick(&t->pool->queue);
+    return 0;
+}
+
+static void handle_cancels(wp_pool *p)
+{
+    task *t = atomic_exchange(&p->cancels, NULL);
+    while (t != NULL) {
+        task *next = t->cancel_next;
+        task **held = &p->held;
+        while (*held != NULL && *held != t)
+            held = &(*held)->next;
+        if (t->slot >= 0) {
+            slot_stop(p, &p->slots[t->slot], true, WP_ECANCELED, "cancelled");
+        } else if (*held != NULL) {
+            held_unlink(p, held);
+            task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+        } else { /* still in the queue: settle now, drop when it comes out */
+            int state = wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);
+            count_settled(p, state, WP_ECANCELED);
+        }
+        wp_future_release(&t->future);
+        t = next;
+    }
+}
+
+/* --------------------------------------------------------------- dispatch */
+
+static task *next_task(wp_pool *p, int64_t now)
+{
+    for (task **link = &p->held; *link != NULL; link = &(*link)->next)
+        if ((*link)->due_ms <= now) {
+            task *t = *link;
+            held_unlink(p, link);
+            return t;
+        }
+    return wp__queue_pop(&p->queue);
+}
+
+static bool spawn_broken(const wp_pool *p)
+{
+    return p->start_failures >= FAILURES_BEFORE_ESPAWN && atomic_load(&p->n.alive) == 0;
+}
+
+/* Give queued tasks to idle workers; with no worker able to start, fail
+   them with WP_ESPAWN rather than let them wait forever. */
+static void dispatch(wp_pool *p)
+{
+    int64_t now = wp__now_ms();
+    bool broken = spawn_broken(p);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        while (broken || s->state == SLOT_IDLE) {
+            task *t = next_task(p, now);
+            if (t == NULL)
+                return;
+            if (!wp__future_start(&t->future))
+                task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+            else if (broken)
+                task_settle(p, t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
+            else {
+                slot_send(p, s, t);
+                slot_write(p, s);
+            }
+        }
+    }
+}
+
+static bool drained(wp_pool *p)
+{
+    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || p->held != NULL)
+        return false;
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].task != NULL)
+            return false;
+    return true;
+}
+
+static void cancel_everything(wp_pool *p)
+{
+    const char *why = "the pool shut down before the task ran";
+    task *t;
+    while ((t = next_task(p, INT64_MAX)) != NULL)
+        task_settle(p, t, WP_ECANCELED, 0, why, NULL, 0);
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].task != NULL)
+            slot_stop(p, &p->slots[i], true, WP_ECANCELED,
+                      "the pool shut down before the task finished");
+}
+
+/* Deadlines, the shutdown grace, and starting or stopping workers. */
+static void handle_timers(wp_pool *p)
+{
+    int64_t now = wp__now_ms();
+    bool closing = atomic_load(&p->closing);
+    int64_t grace = atomic_load(&p->grace_deadline);
+    if (closing && grace >= 0 && now >= grace)
+        cancel_everything(p);
+    bool done = closing && drained(p);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY && s->deadline >= 0 && now >= s->deadline) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
+                     (long long)s->task->opts.timeout_ms);
+            slot_stop(p, s, true, WP_ETIMEDOUT, msg);
+        }
+        if (done && s->state != SLOT_EMPTY)
+            slot_stop(p, s, true, 0, NULL);
+        if (!done && s->state == SLOT_EMPTY && now >= s->spawn_at)
+            slot_start(p, s);
+        if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
+            slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
+    }
+}
+
+/* ---------------------------------------------------------------- polling */
+
+static int add_pfd(wp_pool *p, int *n, int fd, short events)
+{
+    p->pfds[*n] = (struct pollfd){ .fd = fd, .events = events };
+    return (*n)++;
+}
+
+static int build_poll_set(wp_pool *p)
+{
+    int n = 0;
+    add_pfd(p, &n, p->queue.wake_fd, POLLIN);
+    if (p->use_forkserver && !p->fs_gone)
+        add_pfd(p, &n, p->fs.sock, POLLIN);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        bool writing = s->state == SLOT_BUSY && s->out_done < sizeof s->out + s->task->arg_len;
+        s->pi_read = s->h.result_fd >= 0 ? add_pfd(p, &n, s->h.result_fd, POLLIN) : -1;
+        s->pi_write = writing ? add_pfd(p, &n, s->h.task_fd, POLLOUT) : -1;
+        s->pi_pid = !p->use_forkserver && s->h.pidfd >= 0 ? add_pfd(p, &n, s->h.pidfd, POLLIN) : -1;
+    }
+    return n;
+}
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/* Milliseconds until the next timer that can change something: -1 = none. */
+static int poll_timeout(wp_pool *p, bool hungry)
+{
+    int64_t next = -1, now = wp__now_ms();
+    bool closing = atomic_load(&p->closing);
+    bool done = closing && drained(p);
+    int64_t grace = atomic_load(&p->grace_deadline);
+    if (closing && grace > now) /* once past, everything is cancelled */
+        next = grace;
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY)
+            next = min_deadline(next, s->deadline);
+        if (s->state == SLOT_EMPTY && !done)
+            next = min_deadline(next, s->spawn_at);
+    }
+    for (task *t = p->held; t != NULL && hungry; t = t->next)
+        next = min_deadline(next, t->due_ms);
+    if (next < 0)
+        return -1;
+    int64_t left = next - now;
+    return left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
+}
+
+static bool has_idle_worker(const wp_pool *p)
+{
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].state == SLOT_IDLE)
+            return true;
+    return false;
+}
+
+static void handle_io(wp_pool *p)
+{
+    if (p->use_forkserver && !p->fs_gone && p->pfds[1].revents)
+        read_forkserver(p);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->pi_write >= 0 && p->pfds[s->pi_write].revents && s->state == SLOT_BUSY)
+            slot_write(p, s);
+        if (s->pi_read >= 0 && p->pfds[s->pi_read].revents && s->h.result_fd >= 0)
+            slot_read(p, s);
+        if (s->pi_pid >= 0 && p->pfds[s->pi_pid].revents && s->state != SLOT_EMPTY)
+            slot_waitpid(p, s, false);
+    }
+}
+
+static bool finished(wp_pool *p)
+{
+    if (!atomic_load(&p->closing) || !drained(p))
+        return false;
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].state != SLOT_EMPTY)
+            return false;
+    return true;
+}
+
+static void *dispatcher_main(void *arg)
+{
+    wp_pool *p = arg;
+    dispatching = p;
+    handle_timers(p); /* start the workers */
+    while (!finished(p)) {
+        int n = build_poll_set(p);
+        bool hungry = has_idle_worker(p) || spawn_broken(p);
+        int timeout = poll_timeout(p, hungry);
+        if (!wp__queue_may_sleep(&p->queue, hungry) || atomic_load(&p->cancels) != NULL)
+            timeout = 0;
+        if (poll(p->pfds, (nfds_t)n, timeout) < 0)
+            memset(p->pfds, 0, sizeof *p->pfds * (size_t)n);
+        wp__queue_awake(&p->queue, p->pfds[0].revents & POLLIN);
+        handle_io(p);
+        handle_cancels(p);
+        handle_timers(p);
+        dispatch(p);
+    }
+    if (p->use_forkserver)
+        wp__forkserver_stop(&p->fs);
+    pthread_mutex_lock(&p->stop_mu);
+    p->stopped = true;
+    pthread_cond_broadcast(&p->stop_cv);
+    pthread_mutex_unlock(&p->stop_mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- public API */
+
+static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
+{
+    *o = in != NULL ? *in : (wp_pool_options){ 0 };
+    if (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK)
+        return WP_EINVAL;
+    if (o->workers == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        o->workers = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    if (o->workers > MAX_WORKERS || o->queue_capacity > (1u << 30))
+        return WP_EINVAL;
+    if (o->max_message == 0)
+        o->max_message = DEFAULT_MAX_MESSAGE;
+    if (o->max_message > ((size_t)1 << 40))
+        return WP_EINVAL;
+    return 0;
+}
+
+static void pool_free(wp_pool *p)
+{
+    if (p->slots != NULL)
+        for (unsigned i = 0; i < p->opts.workers; i++)
+            wp__frame_reader_reset(&p->slots[i].in);
+    wp__queue_destroy(&p->queue);
+    pthread_mutex_destroy(&p->stop_mu);
+    pthread_cond_destroy(&p->stop_cv);
+    free(p->slots);
+    free(p->pfds);
+    free(p);
+}
+
+static int start_dispatcher(wp_pool *p)
+{
+    /* Signals go to the program's threads, never to the dispatcher; a
+       blocked SIGPIPE turns a write to a dead worker into EPIPE. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&p->thread, NULL, dispatcher_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
+{
+    if (out == NULL)
+        return WP_EINVAL;
+    *out = NULL;
+    wp_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return WP_ENOMEM;
+    int rc = normalize_options(&p->opts, opts);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    rc = wp__queue_init(&p->queue, p->opts.queue_capacity);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    pthread_mutex_init(&p->stop_mu, NULL);
+    pthread_cond_init(&p->stop_cv, NULL);
+    atomic_init(&p->cancels, NULL);
+    atomic_init(&p->closing, false);
+    atomic_init(&p->grace_deadline, -1);
+    p->held_tail = &p->held;
+    p->owner = getpid();
+    p->wcfg = (worker_config){
+        .max_message = p->opts.max_message,
+        .max_tasks = p->opts.max_tasks_per_worker,
+        .memory_limit = p->opts.worker_memory_limit,
+        .init = p->opts.worker_init,
+        .init_ctx = p->opts.worker_init_ctx,
+    };
+    p->slots = calloc(p->opts.workers, sizeof *p->slots);
+    p->pfds = calloc(2 + 3 * (size_t)p->opts.workers, sizeof *p->pfds);
+    if (p->slots == NULL || p->pfds == NULL) {
+        pool_free(p);
+        return WP_ENOMEM;
+    }
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        p->slots[i].h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
+        wp__frame_reader_init(&p->slots[i].in);
+    }
+    p->use_forkserver = p->opts.start_method == WP_START_FORKSERVER;
+    if (p->use_forkserver && wp__forkserver_start(&p->fs, &p->wcfg) < 0) {
+        pool_free(p);
+        return WP_ESPAWN;
+    }
+    if (start_dispatcher(p) != 0) {
+        if (p->use_forkserver)
+            wp__forkserver_stop(&p->fs);
+        pool_free(p);
+        return WP_ESPAWN;
+    }
+    *out = p;
+    return 0;
+}
+
+bool wp__pool_must_not_wait(const wp_pool *p)
+{
+    return dispatching == p || getpid() != p->owner;
+}
+
+unsigned wp__pool_workers(const wp_pool *p)
+{
+    return p->opts.workers;
+}
+
+size_t wp__pool_max_message(const wp_pool *p)
+{
+    return p->opts.max_message;
+}
+
+int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
+{
+    if (pool == NULL)
+        return WP_EINVAL;
+    if (wp__pool_must_not_wait(pool))
+        return WP_EBUSY;
+    int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
+    pthread_mutex_lock(&pool->stop_mu);
+    int64_t cur = atomic_load(&pool->grace_deadline);
+    if (!atomic_load(&pool->closing) || (deadline >= 0 && (cur < 0 || deadline < cur)))
+        atomic_store(&pool->grace_deadline, deadline);
+    atomic_store(&pool->closing, true);
+    pthread_mutex_unlock(&pool->stop_mu);
+
+    wp__queue_close(&pool->queue);
+    wp__queue_kick(&pool->queue);
+
+    pthread_mutex_lock(&pool->stop_mu);
+    while (!pool->stopped)
+        pthread_cond_wait(&pool->stop_cv, &pool->stop_mu);
+    bool join = !pool->joined;
+    pool->joined = true;
+    pthread_mutex_unlock(&pool->stop_mu);
+    if (join)
+        pthread_join(pool->thread, NULL);
+    return 0;
+}
+
+void wp_pool_destroy(wp_pool *pool)
+{
+    if (pool == NULL || wp_pool_shutdown(pool, -1) != 0)
+        return;
+    pool_free(pool);
+}
+
+int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
+{
+    if (pool == NULL || out == NULL)
+        return WP_EINVAL;
+    const pool_counters *n = &pool->n;
+    *out = (wp_pool_stats){
+        .submitted = atomic_load(&n->submitted),
+        .succeeded = atomic_load(&n->succeeded),
+        .failed = atomic_load(&n->failed),
+        .cancelled = atomic_load(&n->cancelled),
+        .timed_out = atomic_load(&n->timed_out),
+        .crashed = atomic_load(&n->crashed),
+        .retried = atomic_load(&n->retried),
+        .workers_started = atomic_load(&n->workers_started),
+        .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
+        .running = atomic_load(&n->running),
+        .workers_alive = atomic_load(&n->alive),
+    };
+    return 0;
+}
+
+static int check_task_options(const wp_task_options *o)
+{
+    if (o->timeout_ms < 0 || (o->flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0)
+        return WP_EINVAL;
+    return 0;
+}
+
+int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
+              const wp_task_options *opts, wp_future **out)
+{
+    static const wp_task_options defaults;
+    if (out != NULL)
+        *out = NULL;
+    if (opts == NULL)
+        opts = &defaults;
+    if (pool == NULL || fn == NULL || (arg == NULL && arg_len > 0) || check_task_options(opts) < 0)
+        return WP_EINVAL;
+    if (getpid() != pool->owner)
+        return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
+    if (arg_len > pool->opts.max_message)
+        return WP_E2BIG;
+    task *t = calloc(1, sizeof *t);
+    if (t == NULL || (arg_len > 0 && (t->arg = malloc(arg_len)) == NULL)) {
+        free(t);
+        return WP_ENOMEM;
+    }
+    if (arg_len > 0)
+        memcpy(t->arg, arg, arg_len);
+    t->arg_len = arg_len;
+    t->fn = fn;
+    t->pool = pool;
+    t->opts = *opts;
+    t->slot = -1;
+    wp__future_init(&t->future, &task_ops);
+    if (out != NULL)
+        wp_future_retain(&t->future);
+
+    atomic_fetch_add(&pool->n.submitted, 1);
+    int rc = wp__queue_push(&pool->queue, t, (opts->flags & WP_TASK_NOWAIT) != 0);
+    if (rc < 0) {
+        atomic_fetch_sub(&pool->n.submitted, 1);
+        if (out != NULL)
+            wp_future_release(&t->future);
+        wp_future_release(&t->future);
+        return rc;
+    }
+    if (out != NULL)
+        *out = &t->future;
+    return 0;
+}

@@ -1,0 +1,19 @@
+/*
+ * pool.h — what the batcher needs to know of the pool beyond the public
+ * API: the worker count, and whether the calling thread is the pool's
+ * dispatcher (where blocking calls would deadlock).
+ */
+#ifndef WP_POOL_H
+#define WP_POOL_H
+
+#include <stdbool.h>
+
+#include "util.h"
+
+unsigned wp__pool_workers(const wp_pool *p) WP_INTERNAL;
+size_t   wp__pool_max_message(const wp_pool *p) WP_INTERNAL;
+/* True on this pool's dispatcher thread (in a done-callback) or in a
+   worker process: places where waiting for the pool would deadlock. */
+bool     wp__pool_must_not_wait(const wp_pool *p) WP_INTERNAL;
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * queue.c — bounded MPMC queue of pointers over ck_ring, with blocking
+ * backpressure and lost-wake-up-free consumer wake-ups (see queue.h).
+ *
+ * Why the count beside the ring: ck_ring holds size-1 items and its full
+ * check races with reservation; an atomic count reserved before the ring
+ * gives an exact bound, so the ring (twice the capacity) never fills.
+ *
+ * Why our own commit wait: ck_ring 0.7.1's MPMC commit spins, without
+ * yielding, until every earlier producer has committed.  A producer
+ * preempted between reserve and commit then stalls all later producers for a
+ * whole time slice, and with more producers than cores throughput collapses.
+ * We reserve with ck, wait for our turn with a short spin that then yields
+ * the CPU (so the preempted producer can run), and commit with ck.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "queue.h"
+
+#if defined(__SANITIZE_THREAD__)
+# define WP_TSAN 1
+#elif defined(__has_feature)
+# if __has_feature(thread_sanitizer)
+#  define WP_TSAN 1
+# endif
+#endif
+#ifdef WP_TSAN
+/* ck's atomics are inline assembly that ThreadSanitizer cannot see: tell it
+   that publishing an item through the ring orders the item's contents. */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+# define HANDOFF_RELEASE(p) __tsan_release(p)
+# define HANDOFF_ACQUIRE(p) __tsan_acquire(p)
+#else
+# define HANDOFF_RELEASE(p) ((void)(p))
+# define HANDOFF_ACQUIRE(p) ((void)(p))
+#endif
+
+enum { CONSUMER_AWAKE, CONSUMER_ASLEEP, CONSUMER_HUNGRY };
+
+#define COMMIT_SPINS 64
+
+static unsigned round_up_pow2(unsigned v)
+{
+    unsigned p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+int wp__queue_init(wp_queue *q, unsigned capacity)
+{
+    if (capacity == 0)
+        capacity = 1024;
+    if (capacity > (1u << 30))
+        return WP_EINVAL;
+    q->capacity = round_up_pow2(capacity);
+    unsigned ring_size = q->capacity * 2;
+    q->slots = calloc(ring_size, sizeof *q->slots);
+    if (q->slots == NULL)
+        return WP_ENOMEM;
+    ck_ring_init(&q->ring, ring_size);
+    atomic_init(&q->count, 0);
+    atomic_init(&q->pushers, 0);
+    atomic_init(&q->closed, false);
+    atomic_init(&q->blocked, 0);
+    atomic_init(&q->consumer, CONSUMER_AWAKE);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->room_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&q->room_mu, NULL);
+    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->wake_fd < 0) {
+        wp__queue_destroy(q);
+        return WP_ESPAWN;
+    }
+    return 0;
+}
+
+void wp__queue_destroy(wp_queue *q)
+{
+    if (q->wake_fd >= 0)
+        close(q->wake_fd);
+    q->wake_fd = -1;
+    pthread_mutex_destroy(&q->room_mu);
+    pthread_cond_destroy(&q->room_cv);
+    free(q->slots);
+    q->slots = NULL;
+}
+
+static bool reserve_room(wp_queue *q)
+{
+    unsigned c = atomic_load_explicit(&q->count, memory_order_relaxed);
+    while (c < q->capacity)
+        if (atomic_compare_exchange_weak(&q->count, &c, c + 1))
+            return true;
+    return false;
+}
+
+static void wake_consumer(wp_queue *q, bool only_if_hungry)
+{
+    int was;
+    if (only_if_hungry) {
+        was = CONSUMER_HUNGRY;
+        if (!atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
+            return;
+    } else if (atomic_exchange(&q->consumer, CONSUMER_AWAKE) == CONSUMER_AWAKE) {
+        return;
+    }
+    uint64_t one = 1;
+    ssize_t n = write(q->wake_fd, &one, sizeof one);
+    WP_UNUSED(n); /* EAGAIN means the counter is already non-zero: awake anyway */
+}
+
+/* Wait for room; false if the queue closed meanwhile. */
+static bool wait_for_room(wp_queue *q)
+{
+    bool ok = true;
+    pthread_mutex_lock(&q->room_mu);
+    atomic_fetch_add(&q->blocked, 1);
+    while (!reserve_room(q)) {
+        if (atomic_load(&q->closed)) {
+            ok = false;
+            break;
+        }
+        pthread_cond_wait(&q->room_cv, &q->room_mu);
+    }
+    atomic_fetch_sub(&q->blocked, 1);
+    pthread_mutex_unlock(&q->room_mu);
+    return ok;
+}
+
+static void ring_publish(wp_queue *q, void *item)
+{
+    unsigned ticket;
+    void **slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->slots, &ticket);
+    /* Cannot fail: the count keeps the ring at most half full. */
+    *slot = item;
+    HANDOFF_RELEASE(item);
+    for (unsigned spins = 0; ck_pr_load_uint(&q->ring.p_tail) != ticket; spins++) {
+        if (spins < COMMIT_SPINS)
+            ck_pr_stall();
+        else
+            sched_yield();
+    }
+    ck_ring_enqueue_commit_mpmc(&q->ring, ticket);
+}
+
+int wp__queue_push(wp_queue *q, void *item, bool nowait)
+{
+    int rc = 0;
+    atomic_fetch_add(&q->pushers, 1);
+    if (atomic_load(&q->closed))
+        rc = WP_ESHUTDOWN;
+    else if (!reserve_room(q) && (nowait || !wait_for_room(q)))
+        rc = nowait && !atomic_load(&q->closed) ? WP_EAGAIN : WP_ESHUTDOWN;
+    if (rc == 0)
+        ring_publish(q, item);
+    /* seq_cst: orders the publish before the consumer-state load below, the
+       mirror of queue_may_sleep's store-then-check. */
+    atomic_fetch_sub(&q->pushers, 1);
+    if (atomic_load(&q->closed))
+        wake_consumer(q, false); /* it may be waiting for the queue to seal */
+    else if (rc == 0)
+        wake_consumer(q, true);
+    return rc;
+}
+
+void *wp__queue_pop(wp_queue *q)
+{
+    void *item;
+    if (!ck_ring_dequeue_mpmc(&q->ring, q->slots, &item))
+        return NULL;
+    HANDOFF_ACQUIRE(item);
+    atomic_fetch_sub(&q->count, 1);
+    if (atomic_load(&q->blocked) > 0) {
+        pthread_mutex_lock(&q->room_mu);
+        pthread_cond_signal(&q->room_cv);
+        pthread_mutex_unlock(&q->room_mu);
+    }
+    return item;
+}
+
+unsigned wp__queue_count(wp_queue *q)
+{
+    return atomic_load_explicit(&q->count, memory_order_relaxed);
+}
+
+void wp__queue_close(wp_queue *q)
+{
+    atomic_store(&q->closed, true);
+    pthread_mutex_lock(&q->room_mu);
+    pthread_cond_broadcast(&q->room_cv);
+    pthread_mutex_unlock(&q->room_mu);
+}
+
+bool wp__queue_sealed(wp_queue *q)
+{
+    return atomic_load(&q->closed) && atomic_load(&q->pushers) == 0;
+}
+
+bool wp__queue_may_sleep(wp_queue *q, bool hungry)
+{
+    atomic_store(&q->consumer, hungry ? CONSUMER_HUNGRY : CONSUMER_ASLEEP);
+    /* seq_cst store, then load: a producer that published before this point
+       is seen here; one that publishes after sees us asleep and writes. */
+    if (hungry && ck_ring_size(&q->ring) > 0) {
+        atomic_store(&q->consumer, CONSUMER_AWAKE);
+        return false;
+    }
+    return true;
+}
+
+void wp__queue_awake(wp_queue *q, bool drain)
+{
+    atomic_store(&q->consumer, CONSUMER_AWAKE);
+    if (drain) {
+        uint64_t n;
+        ssize_t r = read(q->wake_fd, &n, sizeof n);
+        WP_UNUSED(r); /* EAGAIN: a racing reader already drained it */
+    }
+}
+
+void wp__queue_kick(wp_queue *q)
+{
+    wake_consumer(q, false);
+}

@@ -1,0 +1,222 @@
+/*
+ * util.c — clock, descriptor and process helpers shared by the pool, the
+ * fork server and the worker, plus wp_strerror().  Kept free of pool state so
+ * the worker and fork server can use it after fork.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+int64_t wp__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t wp__now_ms(void)
+{
+    return wp__now_us() / 1000;
+}
+
+int64_t wp__deadline_after(int64_t timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : wp__now_ms() + timeout_ms;
+}
+
+void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)
+{
+    ts->tv_sec = (time_t)(at_ms / 1000);
+    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
+}
+
+int wp__fd_set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return 0;
+}
+
+static int fd_is_kept(int fd, const int *keep, size_t nkeep)
+{
+    for (size_t i = 0; i < nkeep; i++)
+        if (keep[i] == fd)
+            return 1;
+    return 0;
+}
+
+static int close_range_sys(unsigned lo, unsigned hi)
+{
+#ifdef SYS_close_range
+    return (int)syscall(SYS_close_range, lo, hi, 0);
+#else
+    WP_UNUSED(lo); WP_UNUSED(hi);
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep)
+{
+    /* Close the gaps between the kept descriptors, in ascending order. */
+    int lo = lowfd;
+    for (;;) {
+        int next = -1;
+        for (size_t i = 0; i < nkeep; i++)
+            if (keep[i] >= lo && (next < 0 || keep[i] < next))
+                next = keep[i];
+        unsigned hi = next < 0 ? ~0u : (unsigned)next - 1;
+        if (next != lo && close_range_sys((unsigned)lo, hi) < 0)
+            goto slow;
+        if (next < 0)
+            return;
+        lo = next + 1;
+    }
+slow:
+    {
+        DIR *d = opendir("/proc/self/fd");
+        if (d == NULL) {
+            long max = sysconf(_SC_OPEN_MAX);
+            for (int fd = lowfd; fd < (max > 0 ? max : 1024); fd++)
+                if (!fd_is_kept(fd, keep, nkeep))
+                    close(fd);
+            return;
+        }
+        int dfd = dirfd(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            int fd = atoi(e->d_name);
+            if (e->d_name[0] != '.' && fd >= lowfd && fd != dfd && !fd_is_kept(fd, keep, nkeep))
+                close(fd);
+        }
+        closedir(d);
+    }
+}
+
+int wp__pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    WP_UNUSED(pid);
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int wp__pidfd_kill(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#else
+    WP_UNUSED(pidfd); WP_UNUSED(sig);
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int wp__read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (n == 0) {
+            errno = 0;
+            return -1;
+        } else if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int wp__write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const char *wp__signal_name(int sig, char *buf, size_t size)
+{
+    static const struct { int sig; const char *name; } names[] = {
+        { SIGHUP, "SIGHUP" },   { SIGINT, "SIGINT" },   { SIGQUIT, "SIGQUIT" },
+        { SIGILL, "SIGILL" },   { SIGTRAP, "SIGTRAP" }, { SIGABRT, "SIGABRT" },
+        { SIGBUS, "SIGBUS" },   { SIGFPE, "SIGFPE" },   { SIGKILL, "SIGKILL" },
+        { SIGUSR1, "SIGUSR1" }, { SIGSEGV, "SIGSEGV" }, { SIGUSR2, "SIGUSR2" },
+        { SIGPIPE, "SIGPIPE" }, { SIGALRM, "SIGALRM" }, { SIGTERM, "SIGTERM" },
+        { SIGXCPU, "SIGXCPU" }, { SIGXFSZ, "SIGXFSZ" }, { SIGSYS, "SIGSYS" },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].sig == sig)
+            return names[i].name;
+    snprintf(buf, size, "signal %d", sig);
+    return buf;
+}
+
+int wp__describe_status(int status, char *buf, size_t size)
+{
+    if (WIFSIGNALED(status)) {
+        char tmp[32];
+        int sig = WTERMSIG(status);
+        snprintf(buf, size, "killed by %s", wp__signal_name(sig, tmp, sizeof tmp));
+        return sig;
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+    snprintf(buf, size, "exited with status %d", code);
+    return 256 + code;
+}
+
+void wp__block_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+const char *wp_strerror(int code)
+{
+    switch (code) {
+    case 0:            return "success";
+    case WP_EINVAL:    return "invalid argument";
+    case WP_ENOMEM:    return "out of memory";
+    case WP_EAGAIN:    return "queue full (would block)";
+    case WP_ETIMEDOUT: return "timed out";
+    case WP_ECANCELED: return "cancelled";
+    case WP_ESHUTDOWN: return "pool or batcher is shut down";
+    case WP_ECRASHED:  return "worker crashed";
+    case WP_ETASK:     return "task failed";
+    case WP_E2BIG:     return "message larger than max_message";
+    case WP_EPROTO:    return "worker broke the wire protocol";
+    case WP_ESPAWN:    return "workers could not be started";
+    case WP_ENOFUNC:   return "function not callable in the worker";
+    case WP_EBUSY:     return "busy (cannot do that now)";
+    default:           return "unknown error";
+    }
+}

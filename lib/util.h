@@ -1,0 +1,58 @@
+/*
+ * util.h — small helpers every part of the library shares: the monotonic
+ * clock, descriptor flags, pidfd wrappers and blocking full reads/writes for
+ * the worker side.  Nothing here knows about pools or tasks.
+ */
+#ifndef WP_UTIL_H
+#define WP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "workerpool.h"
+
+#define WP_INTERNAL __attribute__((visibility("hidden")))
+#define WP_UNUSED(x) ((void)(x))
+
+/* Milliseconds and microseconds on CLOCK_MONOTONIC. */
+int64_t wp__now_ms(void) WP_INTERNAL;
+int64_t wp__now_us(void) WP_INTERNAL;
+
+/* A deadline `timeout_ms` from now; -1 stays -1 ("never"). */
+int64_t wp__deadline_after(int64_t timeout_ms) WP_INTERNAL;
+
+/* Fill a struct timespec for pthread_cond_timedwait on CLOCK_MONOTONIC. */
+struct timespec;
+void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms) WP_INTERNAL;
+
+int wp__fd_set_nonblock(int fd) WP_INTERNAL;
+
+/* Close every descriptor >= lowfd except those listed (close_range where the
+   kernel has it, /proc/self/fd otherwise).  Async-signal-safe enough to call
+   right after fork. */
+void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
+
+/* pidfd_open(2) / pidfd_send_signal(2); -1 with errno ENOSYS on old kernels. */
+int wp__pidfd_open(pid_t pid) WP_INTERNAL;
+int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
+
+/* Blocking full read/write, retrying on EINTR and short counts.  0 on
+   success, -1 on error or EOF (errno 0 for EOF). */
+int wp__read_full(int fd, void *buf, size_t len) WP_INTERNAL;
+int wp__write_full(int fd, const void *buf, size_t len) WP_INTERNAL;
+
+/* "SIGSEGV" for SIGSEGV, "signal 42" for what has no name; static storage
+   for known signals, buf otherwise. */
+const char *wp__signal_name(int sig, char *buf, size_t size) WP_INTERNAL;
+
+/* Describe a wait status for people: "killed by SIGSEGV", "exited with
+   status 3".  Returns the future code: the signal number, or 256 + status. */
+int wp__describe_status(int status, char *buf, size_t size) WP_INTERNAL;
+
+/* Keep SIGPIPE from killing the program when a worker's pipe closes under a
+   write: blocked on the library's own threads. */
+void wp__block_sigpipe(void) WP_INTERNAL;
+
+#endif

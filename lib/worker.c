@@ -1,0 +1,268 @@
+/*
+ * worker.c — the worker process: forked with two pipes, it reads one TASK
+ * frame at a time, runs the task function on a private copy of the
+ * argument, and writes back one RESULT or FAILURE frame.  Also the result
+ * buffer (wp_buf) the task function fills.
+ *
+ * A worker keeps nothing it does not need: after fork it closes every
+ * descriptor but stdio and its own two pipe ends, unblocks signals, dies
+ * with its parent (PR_SET_PDEATHSIG) and exits on end-of-file from the pool.
+ * It leaves with _exit() so the parent program's atexit handlers and stdio
+ * buffers copied by fork never run or flush twice.
+ */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "worker.h"
+
+_Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel as 64 bits");
+
+/* ------------------------------------------------------------ result buf */
+
+struct wp_buf {
+    char  *data;
+    size_t len, cap;
+    size_t max;       /* max_message */
+    bool   overflow;  /* an append would have crossed max */
+    bool   failed;    /* wp_buf_fail was called */
+    int    code;
+    char   message[FRAME_MESSAGE_MAX];
+};
+
+int wp_buf_append(wp_buf *b, const void *data, size_t len)
+{
+    if (b == NULL || (data == NULL && len > 0))
+        return WP_EINVAL;
+    if (len > b->max - b->len) {
+        b->overflow = true;
+        return WP_E2BIG;
+    }
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + len)
+            cap = cap > b->max / 2 ? b->max : cap * 2;
+        char *p = realloc(b->data, cap);
+        if (p == NULL)
+            return WP_ENOMEM;
+        b->data = p;
+        b->cap = cap;
+    }
+    if (len > 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+int wp_buf_fail(wp_buf *b, int code, const char *message)
+{
+    if (b == NULL)
+        return code;
+    b->failed = true;
+    b->code = code;
+    snprintf(b->message, sizeof b->message, "%s", message != NULL ? message : "");
+    return code;
+}
+
+/* ------------------------------------------------------------ worker loop */
+
+typedef struct worker {
+    const worker_config *cfg;
+    int   task_fd, result_fd;
+    void *checked_fn;       /* last function found in the image */
+} worker;
+
+static void send_frame(worker *w, const frame_header *h, const void *payload)
+{
+    struct iovec iov[2] = {
+        { .iov_base = (void *)h, .iov_len = sizeof *h },
+        { .iov_base = (void *)payload, .iov_len = (size_t)h->length },
+    };
+    int n = h->length > 0 ? 2 : 1;
+    size_t left = sizeof *h + (size_t)h->length;
+    while (left > 0) {
+        ssize_t put = writev(w->result_fd, iov, n);
+        if (put < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(0); /* the pool is gone */
+        }
+        left -= (size_t)put;
+        for (int i = 0; i < n && put > 0; i++) {
+            size_t step = (size_t)put < iov[i].iov_len ? (size_t)put : iov[i].iov_len;
+            iov[i].iov_base = (char *)iov[i].iov_base + step;
+            iov[i].iov_len -= step;
+            put -= (ssize_t)step;
+        }
+    }
+}
+
+static void send_failure(worker *w, uint64_t id, int error, int code, const char *message)
+{
+    frame_header h;
+    size_t len = strlen(message);
+    if (len >= FRAME_MESSAGE_MAX)
+        len = FRAME_MESSAGE_MAX - 1;
+    wp__frame_header(&h, FRAME_FAILURE, id, len);
+    h.error = error;
+    h.code = code;
+    send_frame(w, &h, message);
+}
+
+/* Read the next TASK frame; false at end of input (the pool closed it). */
+static bool receive_task(worker *w, frame_reader *r)
+{
+    frame_expect ex = { .types = FRAME_TO_WORKER, .task_id = 0, .max_message = w->cfg->max_message };
+    for (;;) {
+        size_t want;
+        void *space = wp__frame_reader_space(r, &want);
+        if (wp__read_full(w->task_fd, space, want) < 0) {
+            if (errno == 0 && r->have == 0)
+                return false;
+            _exit(errno == 0 ? 0 : WORKER_EXIT_BAD_FRAME);
+        }
+        int rc = wp__frame_reader_advance(r, want, &ex);
+        if (rc == FRAME_DONE)
+            return true;
+        if (rc < 0)
+            _exit(WORKER_EXIT_BAD_FRAME);
+    }
+}
+
+/* Is fn inside an object mapped in this process?  A pointer into a library
+   the parent loaded after this worker's image was forked is not. */
+static bool callable(worker *w, void *fn)
+{
+    Dl_info info;
+    if (fn == w->checked_fn)
+        return true;
+    if (fn == NULL || dladdr(fn, &info) == 0)
+        return false;
+    w->checked_fn = fn;
+    return true;
+}
+
+static void run_task(worker *w, const frame_header *task, const void *arg)
+{
+    wp_task_fn fn;
+    void *addr;
+    memcpy(&fn, &task->fn, sizeof fn);
+    memcpy(&addr, &fn, sizeof addr);
+    if (!callable(w, addr)) {
+        send_failure(w, task->task_id, WP_ENOFUNC, 0,
+                     "function not in the worker's image (loaded after the pool was created?)");
+        return;
+    }
+    wp_buf result = { .max = w->cfg->max_message };
+    int rc = fn(arg, (size_t)task->length, &result);
+    fflush(NULL); /* the task's own output, before anyone can kill us */
+    if (result.overflow) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
+        send_failure(w, task->task_id, WP_E2BIG, 0, msg);
+    } else if (result.failed || rc != 0) {
+        char msg[64];
+        if (!result.failed)
+            snprintf(msg, sizeof msg, "task returned %d", rc);
+        send_failure(w, task->task_id, WP_ETASK, result.failed ? result.code : rc,
+                     result.failed ? result.message : msg);
+    } else {
+        frame_header h;
+        wp__frame_header(&h, FRAME_RESULT, task->task_id, result.len);
+        send_frame(w, &h, result.data);
+    }
+    free(result.data);
+}
+
+static _Noreturn void worker_main(const worker_config *cfg, int task_fd, int result_fd)
+{
+    worker w = { .cfg = cfg, .task_fd = task_fd, .result_fd = result_fd };
+    if (cfg->memory_limit > 0) {
+        struct rlimit rl = { .rlim_cur = cfg->memory_limit, .rlim_max = cfg->memory_limit };
+        if (setrlimit(RLIMIT_AS, &rl) < 0)
+            _exit(WORKER_EXIT_SETUP);
+    }
+    if (cfg->init != NULL && cfg->init(cfg->init_ctx) != 0)
+        _exit(WORKER_EXIT_INIT_FAILED);
+    frame_header ready;
+    wp__frame_header(&ready, FRAME_READY, 0, 0);
+    send_frame(&w, &ready, NULL);
+
+    frame_reader r;
+    wp__frame_reader_init(&r);
+    for (unsigned done = 0; cfg->max_tasks == 0 || done < cfg->max_tasks; done++) {
+        if (!receive_task(&w, &r))
+            break;
+        run_task(&w, &r.hdr, r.payload != NULL ? r.payload : "");
+        wp__frame_reader_reset(&r);
+    }
+    fflush(NULL);
+    _exit(0);
+}
+
+/* In the child, right after fork: become a clean worker. */
+static _Noreturn void become_worker(const worker_config *cfg, pid_t parent, int task_fd, int result_fd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(WORKER_EXIT_SETUP);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The fork server ignores ^C; a worker dies of it like any process. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    int keep[] = { task_fd, result_fd };
+    wp__close_fds_except(3, keep, 2);
+    /* Output the parent had buffered but not written is the parent's. */
+    __fpurge(stdout);
+    __fpurge(stderr);
+    worker_main(cfg, task_fd, result_fd);
+}
+
+int wp__worker_spawn(const worker_config *cfg, worker_handle *out)
+{
+    int to_worker[2], from_worker[2];
+    if (pipe2(to_worker, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(from_worker, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(to_worker[0]);
+        close(to_worker[1]);
+        return -e;
+    }
+    /* Bigger pipes move large arguments in fewer wake-ups; best effort. */
+    (void)fcntl(to_worker[1], F_SETPIPE_SZ, 1 << 20);
+    (void)fcntl(from_worker[1], F_SETPIPE_SZ, 1 << 20);
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        become_worker(cfg, parent, to_worker[0], from_worker[1]);
+    int e = errno;
+    close(to_worker[0]);
+    close(from_worker[1]);
+    if (pid < 0) {
+        close(to_worker[1]);
+        close(from_worker[0]);
+        return -e;
+    }
+    wp__fd_set_nonblock(to_worker[1]);
+    wp__fd_set_nonblock(from_worker[0]);
+    out->pid = pid;
+    out->task_fd = to_worker[1];
+    out->result_fd = from_worker[0];
+    out->pidfd = wp__pidfd_open(pid);
+    return 0;
+}
