@@ -139,7 +139,7 @@ static void serve_spawn(server *s, uint32_t slot)
 {
     worker_handle h;
     fs_msg reply = { .op = OP_SPAWNED, .slot = slot };
-    int rc = wp__worker_spawn(s->cfg, &h);
+    int rc = slot < s->cfg->slots ? wp__worker_spawn(s->cfg, slot, &h) : -EINVAL;
     if (rc < 0) {
         reply.op = OP_SPAWN_FAILED;
         reply.value = -rc;

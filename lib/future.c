@@ -2,9 +2,11 @@
  * future.c — futures: settle once, wait with timeouts, done-callbacks,
  * reference counts, wp_wait_any / wp_wait_all (see future.h).
  *
- * wp_wait_any registers one small link per future pointing at a shared
- * waiter (its own mutex and condition variable), so a settle wakes exactly
- * the threads that wait on it; lock order is future, then waiter.
+ * wp_wait_any and wp_wait_all register one small link per future pointing
+ * at a shared counting waiter (its own mutex and condition variable): each
+ * settle counts down and only the last one the waiter needs wakes it, so
+ * waiting for 10,000 futures costs one wake-up, not 10,000.  Lock order is
+ * future, then waiter.
  */
 #include "config.h"
 
@@ -24,7 +26,8 @@ struct future_callback {
 typedef struct future_waiter {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
-    bool            fired;
+    size_t          settled;  /* linked futures that settled since linking */
+    size_t          target;   /* wake once settled reaches it; 0 = not set yet */
 } future_waiter;
 
 struct future_waiter_link {
@@ -94,10 +97,11 @@ bool wp__future_requeue(wp_future *f)
 static void wake_waiters(wp_future *f)
 {
     for (struct future_waiter_link *l = f->waiters; l != NULL; l = l->next) {
-        pthread_mutex_lock(&l->waiter->mu);
-        l->waiter->fired = true;
-        pthread_cond_signal(&l->waiter->cv);
-        pthread_mutex_unlock(&l->waiter->mu);
+        future_waiter *w = l->waiter;
+        pthread_mutex_lock(&w->mu);
+        if (++w->settled == w->target)
+            pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
     }
 }
 
@@ -294,56 +298,67 @@ static void unlink_waiter(wp_future *f, struct future_waiter_link *l)
     pthread_mutex_unlock(&f->mu);
 }
 
-/* Link the waiter into every future; stops early (returning how many were
-   linked) at one that has already settled. */
+/* Link w into every unsettled future of fs (links[i] for fs[i]; settled
+   ones are marked by a NULL waiter).  Returns how many are unsettled. */
 static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
                           struct future_waiter_link *links)
 {
+    size_t unsettled = 0;
     for (size_t i = 0; i < n; i++) {
         wp_future *f = fs[i];
+        links[i].waiter = NULL;
         pthread_mutex_lock(&f->mu);
-        if (settled(f)) {
-            pthread_mutex_unlock(&f->mu);
-            return i;
+        if (!settled(f)) {
+            links[i].waiter = w;
+            links[i].next = f->waiters;
+            links[i].pprev = &f->waiters;
+            if (f->waiters != NULL)
+                f->waiters->pprev = &links[i].next;
+            f->waiters = &links[i];
+            unsettled++;
         }
-        links[i].waiter = w;
-        links[i].next = f->waiters;
-        links[i].pprev = &f->waiters;
-        if (f->waiters != NULL)
-            f->waiters->pprev = &links[i].next;
-        f->waiters = &links[i];
         pthread_mutex_unlock(&f->mu);
     }
-    return n;
+    return unsettled;
+}
+
+/* Wait until `needed` of the futures in fs have settled (counting those
+   already settled), or the deadline passes. */
+static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64_t timeout_ms)
+{
+    int64_t deadline = wp__deadline_after(timeout_ms);
+    struct future_waiter_link *links = malloc(n * sizeof *links);
+    if (links == NULL)
+        return WP_ENOMEM;
+    future_waiter w = { .settled = 0, .target = 0 };
+    pthread_mutex_init(&w.mu, NULL);
+    cond_init_monotonic(&w.cv);
+    /* Not under w.mu: settling takes the future's mutex, then w.mu. */
+    size_t already = n - link_waiter(fs, n, &w, links);
+    pthread_mutex_lock(&w.mu);
+    w.target = already >= needed ? 0 : needed - already;
+    while (w.target > 0 && w.settled < w.target && cond_wait_until(&w.cv, &w.mu, deadline))
+        ;
+    bool done = w.settled >= w.target;
+    pthread_mutex_unlock(&w.mu);
+    for (size_t i = 0; i < n; i++)
+        if (links[i].waiter != NULL)
+            unlink_waiter(fs[i], &links[i]);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    free(links);
+    return done ? 0 : WP_ETIMEDOUT;
 }
 
 int wp_wait_any(wp_future *const *fs, size_t n, int64_t timeout_ms, size_t *index)
 {
     if (!valid_set(fs, n))
         return WP_EINVAL;
-    if (lowest_settled(fs, n, index))
-        return 0;
-    if (timeout_ms == 0)
-        return WP_ETIMEDOUT;
-    int64_t deadline = wp__deadline_after(timeout_ms);
-    struct future_waiter_link *links = malloc(n * sizeof *links);
-    if (links == NULL)
-        return WP_ENOMEM;
-    future_waiter w = { .fired = false };
-    pthread_mutex_init(&w.mu, NULL);
-    cond_init_monotonic(&w.cv);
-
-    size_t linked = link_waiter(fs, n, &w, links);
-    pthread_mutex_lock(&w.mu);
-    while (linked == n && !w.fired && cond_wait_until(&w.cv, &w.mu, deadline))
-        ;
-    pthread_mutex_unlock(&w.mu);
-    for (size_t i = 0; i < linked; i++)
-        unlink_waiter(fs[i], &links[i]);
-
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    free(links);
+    if (!lowest_settled(fs, n, index) && timeout_ms != 0) {
+        int rc = wait_for_settles(fs, n, 1, timeout_ms);
+        if (rc == WP_ENOMEM)
+            return rc;
+    }
     return lowest_settled(fs, n, index) ? 0 : WP_ETIMEDOUT;
 }
 
@@ -351,11 +366,12 @@ int wp_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms)
 {
     if (!valid_set(fs, n))
         return WP_EINVAL;
-    int64_t deadline = wp__deadline_after(timeout_ms);
-    for (size_t i = 0; i < n; i++) {
-        int64_t left = deadline < 0 ? -1 : deadline - wp__now_ms();
-        if (wp_future_wait(fs[i], left < 0 && deadline >= 0 ? 0 : left) != 0)
-            return WP_ETIMEDOUT;
-    }
-    return 0;
+    size_t first = 0;
+    while (first < n && settled(fs[first]))
+        first++;
+    if (first == n)
+        return 0;
+    if (timeout_ms == 0)
+        return WP_ETIMEDOUT;
+    return wait_for_settles(fs + first, n - first, n - first, timeout_ms);
 }

@@ -17,8 +17,15 @@
  *                                        v
  *                          STOPPING --reaped--> EMPTY (restart after backoff)
  *
+ * A busy worker gets a second task written behind its current one, so it
+ * goes from one task to the next without waiting for the dispatcher (that
+ * wait costs two context switches per task).  Until the worker starts it,
+ * the second task can be taken back (slot_take_back), so a cancel, a
+ * deadline or a crash never takes down a task that did not run.
+ *
  * A task whose worker dies keeps its place in the slot until the exit status
- * is known, so its failure message can name the signal.
+ * is known, so its failure message can name the signal; the pipe is drained
+ * first, so a result written just before the death still counts.
  */
 #include "config.h"
 
@@ -28,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,7 +63,7 @@ typedef struct task {
     wp_task_options opts;
     uint64_t        id;           /* this attempt's id on the wire */
     unsigned        attempts;     /* attempts started */
-    int             slot;         /* running in pool->slots[slot], or -1 */
+    int             slot;         /* in pool->slots[slot] (running or next), or -1 */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
     struct task    *next;         /* in the held list */
     struct task    *cancel_next;  /* in the cancel stack */
@@ -66,14 +74,18 @@ enum slot_state { SLOT_EMPTY, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_STOPPING
 typedef struct slot {
     enum slot_state state;
     worker_handle   h;           /* pid 0: none (yet) */
-    task           *task;        /* BUSY, or STOPPING with a crash to report */
-    frame_header    out;         /* the TASK frame being written */
+    worker_shared  *shared;      /* the started/skip words (worker.h) */
+    task           *task;        /* the task the worker is on, or whose frame is unread */
+    task           *next;        /* written behind it, not started as far as we know */
+    uint64_t        skipped_id;  /* a taken-back task whose "skipped" reply is due */
+    task           *writing;     /* whose TASK frame is being written */
+    frame_header    out;
     size_t          out_done;
     frame_reader    in;
-    int64_t         deadline;    /* BUSY: the task's deadline, -1 = none */
+    int64_t         deadline;    /* for task: -1 = none */
     int64_t         spawn_at;    /* EMPTY: earliest time to start a worker */
     int64_t         ready_at;
-    unsigned        tasks_done;
+    unsigned        tasks_done;  /* frames answered, as the worker counts them */
     bool            deliberate;  /* STOPPING: we stopped it, it did not die */
     int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
 } slot;
@@ -87,6 +99,7 @@ typedef struct pool_counters {
 struct wp_pool {
     wp_pool_options opts;
     worker_config   wcfg;
+    worker_shared  *shared;              /* MAP_SHARED, one per slot */
     wp_queue        queue;
     forkserver      fs;
     bool            use_forkserver, fs_gone;
@@ -151,12 +164,22 @@ static void task_settle(wp_pool *p, task *t, int error, int code, const char *ms
     wp_future_release(&t->future);
 }
 
-static void held_push(wp_pool *p, task *t, int64_t due_ms)
+/* Hold t out of the queue until due_ms; in front when it was already on
+   its way to a worker and must not lose its place. */
+static void held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front)
 {
     t->due_ms = due_ms;
-    t->next = NULL;
-    *p->held_tail = t;
-    p->held_tail = &t->next;
+    t->slot = -1;
+    if (in_front) {
+        t->next = p->held;
+        p->held = t;
+        if (p->held_tail == &p->held)
+            p->held_tail = &t->next;
+    } else {
+        t->next = NULL;
+        *p->held_tail = t;
+        p->held_tail = &t->next;
+    }
     atomic_fetch_add(&p->n.held, 1);
 }
 
@@ -185,9 +208,9 @@ static void task_finish(wp_pool *p, task *t, int error, int code, const char *ms
         wp__future_requeue(&t->future)) {
         free(result);
         atomic_fetch_add(&p->n.retried, 1);
-        int64_t delay = t->opts.retry_delay_ms == 0 ? 0
-                        : (int64_t)t->opts.retry_delay_ms << (t->attempts - 1 < 20 ? t->attempts - 1 : 20);
-        held_push(p, t, wp__now_ms() + delay);
+        unsigned doublings = t->attempts - 1 < 20 ? t->attempts - 1 : 20;
+        int64_t delay = (int64_t)t->opts.retry_delay_ms << doublings;
+        held_push(p, t, wp__now_ms() + delay, false);
         return;
     }
     task_settle(p, t, error, code, msg, result, len);
@@ -228,24 +251,81 @@ static void slot_kill(wp_pool *p, slot *s)
 }
 
 /*
+ * Take back the task written behind the current one, if the worker has not
+ * started it (worker.h explains the handshake).  Returns it, or NULL if it
+ * has started: then the current task has finished and its frame is in the
+ * pipe.
+ */
+static task *slot_take_back(slot *s)
+{
+    task *t = s->next;
+    atomic_store(&s->shared->skip, t->id);
+    if (atomic_load(&s->shared->started) == t->id)
+        return NULL;
+    s->next = NULL;
+    s->skipped_id = t->id;
+    t->attempts--;
+    return t;
+}
+
+/*
  * The worker goes away: killed now, reaped later.  deliberate: we stop it
- * (deadline, cancel, protocol error, retirement, shutdown), and its task, if
- * any, ends at once with error.  Otherwise it died on its own, and its task
- * stays to learn the exit status.
+ * (protocol error, retirement, shutdown, or for stop_task), and its tasks end
+ * at once: the current with error, one not yet started goes back to the
+ * front of the line.  Otherwise it died on its own, and its tasks stay to
+ * learn the exit status.
  */
 static void slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg)
 {
     if (s->state == SLOT_STOPPING || s->state == SLOT_EMPTY)
         return;
     s->deliberate = deliberate;
-    task *t = s->task;
-    if (t != NULL && error != 0) {
+    if (deliberate && s->next != NULL) {
+        task *t = slot_take_back(s);
+        if (t != NULL)
+            held_push(p, t, 0, true);
+        else { /* it started, so it goes down with the worker */
+            t = s->next;
+            s->next = NULL;
+            task_finish(p, t, error, 0, msg, NULL, 0);
+        }
+    }
+    if (deliberate && s->task != NULL) {
+        task *t = s->task;
         s->task = NULL;
         task_finish(p, t, error, 0, msg, NULL, 0);
     }
     slot_kill(p, s);
     close_fd(&s->h.task_fd);
     slot_set_state(p, s, SLOT_STOPPING);
+}
+
+static bool slot_read(wp_pool *p, slot *s);
+
+/*
+ * End task t, which is in slot s, with error, disturbing no other task:
+ * one not yet started is taken back; one that turns out to have finished
+ * settles with what it returned (its frame is in the pipe); only a running
+ * one costs the worker.
+ */
+static void stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
+{
+    if (t == s->next) {
+        if (slot_take_back(s) != NULL) {
+            task_finish(p, t, error, 0, msg, NULL, 0);
+            return;
+        }
+        slot_read(p, s); /* the current one's frame: t becomes current */
+    } else if (s->next != NULL) {
+        task *n = slot_take_back(s);
+        if (n == NULL) {
+            slot_read(p, s); /* t has finished: it settles as it ended */
+            return;
+        }
+        held_push(p, n, 0, true);
+    }
+    if (s->task == t)
+        slot_stop(p, s, true, error, msg);
 }
 
 static void start_failed(wp_pool *p, slot *s, const char *why)
@@ -257,19 +337,21 @@ static void start_failed(wp_pool *p, slot *s, const char *why)
     s->spawn_at = wp__now_ms() + (backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS);
 }
 
-static void slot_read(wp_pool *p, slot *s);
-
 /* The worker's process is gone and its status known. */
 static void slot_reaped(wp_pool *p, slot *s, int status)
 {
-    if (s->h.result_fd >= 0)
-        slot_read(p, s); /* a result written just before it exited */
+    while (s->h.result_fd >= 0 && slot_read(p, s))
+        ; /* results written just before it died */
     char how[64], msg[160];
     int code = wp__describe_status(status, how, sizeof how);
-    bool never_ready = s->state == SLOT_STARTING ||
-                       (s->state == SLOT_STOPPING && s->ready_at == 0);
+    bool never_ready = s->ready_at == 0;
     bool died_young = !s->deliberate && s->tasks_done == 0 && s->task == NULL &&
                       wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
+    if (s->next != NULL) { /* never started: it runs elsewhere */
+        s->next->attempts--;
+        held_push(p, s->next, 0, true);
+        s->next = NULL;
+    }
     if (s->task != NULL) {
         task *t = s->task;
         s->task = NULL;
@@ -286,14 +368,48 @@ static void slot_reaped(wp_pool *p, slot *s, int status)
     close_fd(&s->h.pidfd);
     wp__frame_reader_reset(&s->in);
     s->h.pid = 0;
+    s->writing = NULL;
+    s->skipped_id = 0;
     slot_set_state(p, s, SLOT_EMPTY);
     s->spawn_at = 0;
     if (never_ready || died_young)
         start_failed(p, s, msg);
-    else if (s->tasks_done > 0 || s->ready_at > 0)
+    else
         p->start_failures = 0;
 }
 
+/* Write what the pipe takes of the TASK frame; the rest when it drains. */
+static void slot_write(wp_pool *p, slot *s)
+{
+    while (s->writing != NULL) {
+        const task *t = s->writing;
+        size_t total = sizeof s->out + t->arg_len;
+        if (s->out_done == total) {
+            s->writing = NULL;
+            return;
+        }
+        struct iovec iov[2];
+        int n = 0;
+        if (s->out_done < sizeof s->out)
+            iov[n++] = (struct iovec){ (char *)&s->out + s->out_done, sizeof s->out - s->out_done };
+        size_t arg_off = s->out_done > sizeof s->out ? s->out_done - sizeof s->out : 0;
+        if (t->arg_len > arg_off)
+            iov[n++] = (struct iovec){ (char *)t->arg + arg_off, t->arg_len - arg_off };
+        ssize_t put = writev(s->h.task_fd, iov, n);
+        if (put < 0 && errno == EINTR)
+            continue;
+        if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (put < 0) {
+            s->writing = NULL;
+            slot_stop(p, s, false, 0, NULL); /* it died: the reap says how */
+            return;
+        }
+        s->out_done += (size_t)put;
+    }
+}
+
+/* Send t to the worker: as its current task, or behind it as next. */
 static void slot_send(wp_pool *p, slot *s, task *t)
 {
     t->id = ++p->last_id;
@@ -302,44 +418,34 @@ static void slot_send(wp_pool *p, slot *s, task *t)
     wp__frame_header(&s->out, FRAME_TASK, t->id, t->arg_len);
     memcpy(&s->out.fn, &t->fn, sizeof t->fn);
     s->out_done = 0;
-    s->task = t;
-    s->deadline = t->opts.timeout_ms > 0 ? wp__now_ms() + t->opts.timeout_ms : -1;
-    slot_set_state(p, s, SLOT_BUSY);
-}
-
-/* Write what the pipe takes of the TASK frame; the rest when it drains. */
-static void slot_write(wp_pool *p, slot *s)
-{
-    size_t total = sizeof s->out + s->task->arg_len;
-    while (s->out_done < total) {
-        struct iovec iov[2];
-        int n = 0;
-        if (s->out_done < sizeof s->out)
-            iov[n++] = (struct iovec){ (char *)&s->out + s->out_done, sizeof s->out - s->out_done };
-        size_t arg_off = s->out_done > sizeof s->out ? s->out_done - sizeof s->out : 0;
-        if (s->task->arg_len > arg_off)
-            iov[n++] = (struct iovec){ (char *)s->task->arg + arg_off, s->task->arg_len - arg_off };
-        ssize_t put = writev(s->h.task_fd, iov, n);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (put < 0) {
-            slot_stop(p, s, false, 0, NULL); /* it died: the reap says how */
-            return;
-        }
-        s->out_done += (size_t)put;
+    s->writing = t;
+    if (s->task == NULL) {
+        s->task = t;
+        s->deadline = t->opts.timeout_ms > 0 ? wp__now_ms() + t->opts.timeout_ms : -1;
+        slot_set_state(p, s, SLOT_BUSY);
+    } else {
+        s->next = t;
     }
+    slot_write(p, s);
 }
 
-static void slot_finished_task(wp_pool *p, slot *s)
+/* The worker answered a task frame: the next one is now its current. */
+static void slot_advance(wp_pool *p, slot *s)
 {
     s->tasks_done++;
     p->start_failures = 0;
-    if (p->opts.max_tasks_per_worker > 0 && s->tasks_done >= p->opts.max_tasks_per_worker)
-        slot_stop(p, s, true, 0, NULL); /* retired; it exits by itself anyway */
-    else
-        slot_set_state(p, s, SLOT_IDLE);
+    if (s->task == NULL && s->next != NULL) {
+        s->task = s->next;
+        s->next = NULL;
+        s->deadline = s->task->opts.timeout_ms > 0 ? wp__now_ms() + s->task->opts.timeout_ms : -1;
+        wp__future_start(&s->task->future); /* false: a cancel is on its way */
+    }
+    if (s->state == SLOT_BUSY && s->task == NULL && s->skipped_id == 0) {
+        if (p->opts.max_tasks_per_worker > 0 && s->tasks_done >= p->opts.max_tasks_per_worker)
+            slot_stop(p, s, true, 0, NULL); /* retired; it exits by itself anyway */
+        else
+            slot_set_state(p, s, SLOT_IDLE);
+    }
 }
 
 static void protocol_error(wp_pool *p, slot *s, const char *why)
@@ -358,13 +464,18 @@ static void handle_frame(wp_pool *p, slot *s)
         slot_set_state(p, s, SLOT_IDLE);
         return;
     }
-    task *t = s->task;
+    if (s->task == NULL || h->task_id != s->task->id) { /* the skipped one's reply */
+        s->skipped_id = 0;
+        slot_advance(p, s);
+        return;
+    }
     bool outcome_ok = h->type == FRAME_RESULT || h->error == WP_ETASK ||
                       h->error == WP_E2BIG || h->error == WP_ENOFUNC;
     if (!outcome_ok) {
         protocol_error(p, s, "unknown failure code");
         return;
     }
+    task *t = s->task;
     s->task = NULL;
     size_t len = (size_t)h->length;
     char *payload = wp__frame_reader_take(&s->in);
@@ -374,8 +485,7 @@ static void handle_frame(wp_pool *p, slot *s)
         task_finish(p, t, h->error, h->code, payload != NULL ? payload : "", NULL, 0);
         free(payload);
     }
-    if (s->state == SLOT_BUSY)
-        slot_finished_task(p, s);
+    slot_advance(p, s);
 }
 
 static frame_expect slot_expects(const wp_pool *p, const slot *s)
@@ -383,16 +493,17 @@ static frame_expect slot_expects(const wp_pool *p, const slot *s)
     frame_expect ex = { .types = 0, .task_id = 0, .max_message = p->opts.max_message };
     if (s->state == SLOT_STARTING)
         ex.types = FRAME_BIT(FRAME_READY);
-    else if (s->task != NULL) {
+    else if (s->task != NULL || s->skipped_id != 0) {
         ex.types = FRAME_BIT(FRAME_RESULT) | FRAME_BIT(FRAME_FAILURE);
-        ex.task_id = s->task->id;
+        ex.task_id = s->task != NULL ? s->task->id : s->skipped_id;
     }
     return ex;
 }
 
-/* Read what the worker sent: at most one frame, as a worker owes one frame
-   per task; a byte more shows up on the next poll as a protocol error. */
-static void slot_read(wp_pool *p, slot *s)
+/* Read what the worker sent, up to the end of one frame (a worker owes one
+   frame per task: a byte more shows up on the next poll).  True if a frame
+   was completed and handled. */
+static bool slot_read(wp_pool *p, slot *s)
 {
     frame_expect ex = slot_expects(p, s);
     for (;;) {
@@ -402,24 +513,24 @@ static void slot_read(wp_pool *p, slot *s)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
+            return false;
         if (n <= 0) { /* end of file: the worker is gone or going */
             close_fd(&s->h.result_fd);
             slot_stop(p, s, false, 0, NULL);
-            return;
+            return false;
         }
-        if (s->state == SLOT_STOPPING && s->task == NULL)
+        if (s->state == SLOT_STOPPING && ex.task_id == 0)
             continue; /* nobody waits for it: drain */
         int rc = wp__frame_reader_advance(&s->in, (size_t)n, &ex);
         if (rc == FRAME_DONE) {
             handle_frame(p, s);
             wp__frame_reader_reset(&s->in);
-            return;
+            return true;
         }
         if (rc < 0) {
             protocol_error(p, s, rc == WP_E2BIG ? "result larger than max_message" : s->in.why);
             wp__frame_reader_reset(&s->in);
-            return;
+            return false;
         }
     }
 }
@@ -434,7 +545,7 @@ static void slot_start(wp_pool *p, slot *s)
     if (p->use_forkserver)
         rc = p->fs_gone ? -EPIPE : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots));
     else
-        rc = wp__worker_spawn(&p->wcfg, &s->h);
+        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h);
     if (rc == 0) {
         slot_set_state(p, s, SLOT_STARTING);
         return;
@@ -536,7 +647,7 @@ static void handle_cancels(wp_pool *p)
         while (*held != NULL && *held != t)
             held = &(*held)->next;
         if (t->slot >= 0) {
-            slot_stop(p, &p->slots[t->slot], true, WP_ECANCELED, "cancelled");
+            stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
         } else if (*held != NULL) {
             held_unlink(p, held);
             task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
@@ -567,28 +678,54 @@ static bool spawn_broken(const wp_pool *p)
     return p->start_failures >= FAILURES_BEFORE_ESPAWN && atomic_load(&p->n.alive) == 0;
 }
 
-/* Give queued tasks to idle workers; with no worker able to start, fail
-   them with WP_ESPAWN rather than let them wait forever. */
+/* A busy worker can take a second task behind its current one, so it
+   never sits waiting for the dispatcher between tasks. */
+static bool slot_takes_next(const wp_pool *p, const slot *s)
+{
+    unsigned max = p->opts.max_tasks_per_worker;
+    return s->state == SLOT_BUSY && s->task != NULL && s->next == NULL && s->skipped_id == 0 &&
+           s->writing == NULL && (max == 0 || s->tasks_done + 2 <= max);
+}
+
+/* With the queue empty, an idle worker takes over a task waiting behind
+   another worker's current one (which may run for long), if it has not
+   started. */
+static task *steal_next(wp_pool *p)
+{
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->next != NULL && s->writing != s->next && s->state == SLOT_BUSY) {
+            task *t = slot_take_back(s);
+            if (t != NULL)
+                return t;
+        }
+    }
+    return NULL;
+}
+
+/* Give queued tasks to workers, idle ones first; with no worker able to
+   start, fail them with WP_ESPAWN rather than let them wait forever. */
 static void dispatch(wp_pool *p)
 {
     int64_t now = wp__now_ms();
     bool broken = spawn_broken(p);
-    for (unsigned i = 0; i < p->opts.workers; i++) {
-        slot *s = &p->slots[i];
-        while (broken || s->state == SLOT_IDLE) {
-            task *t = next_task(p, now);
-            if (t == NULL)
-                return;
-            if (!wp__future_start(&t->future))
-                task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
-            else if (broken)
-                task_settle(p, t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
-            else {
-                slot_send(p, s, t);
-                slot_write(p, s);
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < p->opts.workers; i++) {
+            slot *s = &p->slots[i];
+            while (broken || (pass == 0 ? s->state == SLOT_IDLE : slot_takes_next(p, s))) {
+                task *t = next_task(p, now);
+                if (t == NULL && pass == 0 && !broken)
+                    t = steal_next(p);
+                if (t == NULL)
+                    break;
+                if (broken)
+                    task_settle(p, t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
+                else if (pass == 0 && !wp__future_start(&t->future))
+                    task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+                else
+                    slot_send(p, s, t);
             }
         }
-    }
 }
 
 static bool drained(wp_pool *p)
@@ -596,21 +733,23 @@ static bool drained(wp_pool *p)
     if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || p->held != NULL)
         return false;
     for (unsigned i = 0; i < p->opts.workers; i++)
-        if (p->slots[i].task != NULL)
+        if (p->slots[i].task != NULL || p->slots[i].next != NULL)
             return false;
     return true;
 }
 
 static void cancel_everything(wp_pool *p)
 {
-    const char *why = "the pool shut down before the task ran";
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->next != NULL)
+            stop_task(p, s, s->next, WP_ECANCELED, "the pool shut down before the task finished");
+        if (s->task != NULL)
+            stop_task(p, s, s->task, WP_ECANCELED, "the pool shut down before the task finished");
+    }
     task *t;
     while ((t = next_task(p, INT64_MAX)) != NULL)
-        task_settle(p, t, WP_ECANCELED, 0, why, NULL, 0);
-    for (unsigned i = 0; i < p->opts.workers; i++)
-        if (p->slots[i].task != NULL)
-            slot_stop(p, &p->slots[i], true, WP_ECANCELED,
-                      "the pool shut down before the task finished");
+        task_settle(p, t, WP_ECANCELED, 0, "the pool shut down before the task ran", NULL, 0);
 }
 
 /* Deadlines, the shutdown grace, and starting or stopping workers. */
@@ -624,11 +763,11 @@ static void handle_timers(wp_pool *p)
     bool done = closing && drained(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY && s->deadline >= 0 && now >= s->deadline) {
+        if (s->state == SLOT_BUSY && s->task != NULL && s->deadline >= 0 && now >= s->deadline) {
             char msg[96];
             snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
                      (long long)s->task->opts.timeout_ms);
-            slot_stop(p, s, true, WP_ETIMEDOUT, msg);
+            stop_task(p, s, s->task, WP_ETIMEDOUT, msg);
         }
         if (done && s->state != SLOT_EMPTY)
             slot_stop(p, s, true, 0, NULL);
@@ -655,9 +794,8 @@ static int build_poll_set(wp_pool *p)
         add_pfd(p, &n, p->fs.sock, POLLIN);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        bool writing = s->state == SLOT_BUSY && s->out_done < sizeof s->out + s->task->arg_len;
         s->pi_read = s->h.result_fd >= 0 ? add_pfd(p, &n, s->h.result_fd, POLLIN) : -1;
-        s->pi_write = writing ? add_pfd(p, &n, s->h.task_fd, POLLOUT) : -1;
+        s->pi_write = s->writing != NULL ? add_pfd(p, &n, s->h.task_fd, POLLOUT) : -1;
         s->pi_pid = !p->use_forkserver && s->h.pidfd >= 0 ? add_pfd(p, &n, s->h.pidfd, POLLIN) : -1;
     }
     return n;
@@ -679,7 +817,7 @@ static int poll_timeout(wp_pool *p, bool hungry)
         next = grace;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY)
+        if (s->state == SLOT_BUSY && s->task != NULL)
             next = min_deadline(next, s->deadline);
         if (s->state == SLOT_EMPTY && !done)
             next = min_deadline(next, s->spawn_at);
@@ -692,10 +830,13 @@ static int poll_timeout(wp_pool *p, bool hungry)
     return left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
 }
 
-static bool has_idle_worker(const wp_pool *p)
+/* Would the dispatcher take a task now? */
+static bool hungry(const wp_pool *p)
 {
+    if (spawn_broken(p))
+        return true;
     for (unsigned i = 0; i < p->opts.workers; i++)
-        if (p->slots[i].state == SLOT_IDLE)
+        if (p->slots[i].state == SLOT_IDLE || slot_takes_next(p, &p->slots[i]))
             return true;
     return false;
 }
@@ -706,7 +847,7 @@ static void handle_io(wp_pool *p)
         read_forkserver(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        if (s->pi_write >= 0 && p->pfds[s->pi_write].revents && s->state == SLOT_BUSY)
+        if (s->pi_write >= 0 && p->pfds[s->pi_write].revents)
             slot_write(p, s);
         if (s->pi_read >= 0 && p->pfds[s->pi_read].revents && s->h.result_fd >= 0)
             slot_read(p, s);
@@ -732,9 +873,9 @@ static void *dispatcher_main(void *arg)
     handle_timers(p); /* start the workers */
     while (!finished(p)) {
         int n = build_poll_set(p);
-        bool hungry = has_idle_worker(p) || spawn_broken(p);
-        int timeout = poll_timeout(p, hungry);
-        if (!wp__queue_may_sleep(&p->queue, hungry) || atomic_load(&p->cancels) != NULL)
+        bool want = hungry(p);
+        int timeout = poll_timeout(p, want);
+        if (!wp__queue_may_sleep(&p->queue, want) || atomic_load(&p->cancels) != NULL)
             timeout = 0;
         if (poll(p->pfds, (nfds_t)n, timeout) < 0)
             memset(p->pfds, 0, sizeof *p->pfds * (size_t)n);
@@ -781,6 +922,8 @@ static void pool_free(wp_pool *p)
     wp__queue_destroy(&p->queue);
     pthread_mutex_destroy(&p->stop_mu);
     pthread_cond_destroy(&p->stop_cv);
+    if (p->shared != NULL)
+        munmap(p->shared, sizeof *p->shared * p->opts.workers);
     free(p->slots);
     free(p->pfds);
     free(p);
@@ -822,8 +965,18 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
     p->held_tail = &p->held;
-    p->owner = getpid();
+    p->owner = wp__getpid();
+    /* Shared with every worker; mapped before the fork server is forked. */
+    size_t shared_len = sizeof *p->shared * p->opts.workers;
+    p->shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p->shared == MAP_FAILED) {
+        p->shared = NULL;
+        pool_free(p);
+        return WP_ENOMEM;
+    }
     p->wcfg = (worker_config){
+        .shared = p->shared,
+        .slots = p->opts.workers,
         .max_message = p->opts.max_message,
         .max_tasks = p->opts.max_tasks_per_worker,
         .memory_limit = p->opts.worker_memory_limit,
@@ -838,6 +991,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     }
     for (unsigned i = 0; i < p->opts.workers; i++) {
         p->slots[i].h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
+        p->slots[i].shared = &p->shared[i];
         wp__frame_reader_init(&p->slots[i].in);
     }
     p->use_forkserver = p->opts.start_method == WP_START_FORKSERVER;
@@ -857,7 +1011,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
 
 bool wp__pool_must_not_wait(const wp_pool *p)
 {
-    return dispatching == p || getpid() != p->owner;
+    return dispatching == p || wp__getpid() != p->owner;
 }
 
 unsigned wp__pool_workers(const wp_pool *p)
@@ -943,7 +1097,7 @@ int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
         opts = &defaults;
     if (pool == NULL || fn == NULL || (arg == NULL && arg_len > 0) || check_task_options(opts) < 0)
         return WP_EINVAL;
-    if (getpid() != pool->owner)
+    if (wp__getpid() != pool->owner)
         return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
     if (arg_len > pool->opts.max_message)
         return WP_E2BIG;

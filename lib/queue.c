@@ -181,10 +181,13 @@ void *wp__queue_pop(wp_queue *q)
     if (!ck_ring_dequeue_mpmc(&q->ring, q->slots, &item))
         return NULL;
     HANDOFF_ACQUIRE(item);
-    atomic_fetch_sub(&q->count, 1);
-    if (atomic_load(&q->blocked) > 0) {
+    /* Blocked producers wake when the queue has drained to half, not at
+       every pop: one wake-up then refills many slots, instead of a
+       producer and the consumer taking turns one item at a time. */
+    unsigned left = atomic_fetch_sub(&q->count, 1) - 1;
+    if (left <= q->capacity / 2 && atomic_load(&q->blocked) > 0) {
         pthread_mutex_lock(&q->room_mu);
-        pthread_cond_signal(&q->room_cv);
+        pthread_cond_broadcast(&q->room_cv);
         pthread_mutex_unlock(&q->room_mu);
     }
     return item;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,12 +193,28 @@ int wp__describe_status(int status, char *buf, size_t size)
     return 256 + code;
 }
 
-void wp__block_sigpipe(void)
+static atomic_int cached_pid;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_pid(void)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_pid);
+}
+
+pid_t wp__getpid(void)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pid_t pid = (pid_t)atomic_load_explicit(&cached_pid, memory_order_relaxed);
+    if (pid == 0) {
+        pid = getpid();
+        atomic_store_explicit(&cached_pid, (int)pid, memory_order_relaxed);
+    }
+    return pid;
 }
 
 const char *wp_strerror(int code)

@@ -51,8 +51,9 @@ const char *wp__signal_name(int sig, char *buf, size_t size) WP_INTERNAL;
    status 3".  Returns the future code: the signal number, or 256 + status. */
 int wp__describe_status(int status, char *buf, size_t size) WP_INTERNAL;
 
-/* Keep SIGPIPE from killing the program when a worker's pipe closes under a
-   write: blocked on the library's own threads. */
-void wp__block_sigpipe(void) WP_INTERNAL;
+/* getpid() without a system call: cached, and reset in every child by a
+   pthread_atfork handler (so a forked copy of a pool knows it is a copy). */
+pid_t wp__getpid(void) WP_INTERNAL;
+
 
 #endif

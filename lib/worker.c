@@ -80,6 +80,7 @@ int wp_buf_fail(wp_buf *b, int code, const char *message)
 
 typedef struct worker {
     const worker_config *cfg;
+    worker_shared *shared;
     int   task_fd, result_fd;
     void *checked_fn;       /* last function found in the image */
 } worker;
@@ -160,6 +161,11 @@ static void run_task(worker *w, const frame_header *task, const void *arg)
     void *addr;
     memcpy(&fn, &task->fn, sizeof fn);
     memcpy(&addr, &fn, sizeof addr);
+    atomic_store(&w->shared->started, task->task_id);
+    if (atomic_load(&w->shared->skip) == task->task_id) {
+        send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started");
+        return;
+    }
     if (!callable(w, addr)) {
         send_failure(w, task->task_id, WP_ENOFUNC, 0,
                      "function not in the worker's image (loaded after the pool was created?)");
@@ -167,7 +173,9 @@ static void run_task(worker *w, const frame_header *task, const void *arg)
     }
     wp_buf result = { .max = w->cfg->max_message };
     int rc = fn(arg, (size_t)task->length, &result);
-    fflush(NULL); /* the task's own output, before anyone can kill us */
+    /* The task's own output, before anyone can kill us. */
+    fflush(stdout);
+    fflush(stderr);
     if (result.overflow) {
         char msg[128];
         snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
@@ -186,9 +194,9 @@ static void run_task(worker *w, const frame_header *task, const void *arg)
     free(result.data);
 }
 
-static _Noreturn void worker_main(const worker_config *cfg, int task_fd, int result_fd)
+static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int task_fd, int result_fd)
 {
-    worker w = { .cfg = cfg, .task_fd = task_fd, .result_fd = result_fd };
+    worker w = { .cfg = cfg, .shared = &cfg->shared[slot], .task_fd = task_fd, .result_fd = result_fd };
     if (cfg->memory_limit > 0) {
         struct rlimit rl = { .rlim_cur = cfg->memory_limit, .rlim_max = cfg->memory_limit };
         if (setrlimit(RLIMIT_AS, &rl) < 0)
@@ -213,7 +221,8 @@ static _Noreturn void worker_main(const worker_config *cfg, int task_fd, int res
 }
 
 /* In the child, right after fork: become a clean worker. */
-static _Noreturn void become_worker(const worker_config *cfg, pid_t parent, int task_fd, int result_fd)
+static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid_t parent,
+                                    int task_fd, int result_fd)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(WORKER_EXIT_SETUP);
@@ -228,10 +237,10 @@ static _Noreturn void become_worker(const worker_config *cfg, pid_t parent, int 
     /* Output the parent had buffered but not written is the parent's. */
     __fpurge(stdout);
     __fpurge(stderr);
-    worker_main(cfg, task_fd, result_fd);
+    worker_main(cfg, slot, task_fd, result_fd);
 }
 
-int wp__worker_spawn(const worker_config *cfg, worker_handle *out)
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out)
 {
     int to_worker[2], from_worker[2];
     if (pipe2(to_worker, O_CLOEXEC) < 0)
@@ -249,7 +258,7 @@ int wp__worker_spawn(const worker_config *cfg, worker_handle *out)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        become_worker(cfg, parent, to_worker[0], from_worker[1]);
+        become_worker(cfg, slot, parent, to_worker[0], from_worker[1]);
     int e = errno;
     close(to_worker[0]);
     close(from_worker[1]);

@@ -7,6 +7,7 @@
 #ifndef WP_WORKER_H
 #define WP_WORKER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -19,7 +20,24 @@ enum {
     WORKER_EXIT_SETUP       = 122  /* could not set itself up (pipes, limits) */
 };
 
+/*
+ * One per worker slot, in memory shared with every worker (mapped before the
+ * fork server is forked).  The pool may write a second task into a busy
+ * worker's pipe so the worker never waits for the dispatcher; to take such a
+ * task back, the pool stores its id in `skip` and then reads `started`; the
+ * worker stores the id in `started` and then reads `skip`.  Both sequentially
+ * consistent, so either the worker sees the skip and does not run the task,
+ * or the pool sees that it started: never both, never neither.
+ */
+typedef struct worker_shared {
+    atomic_uint_fast64_t started;  /* id of the task the worker took up last */
+    atomic_uint_fast64_t skip;     /* id of a task it must not run */
+    char pad[64 - 2 * sizeof(atomic_uint_fast64_t)];
+} worker_shared;
+
 typedef struct worker_config {
+    worker_shared *shared;  /* one per slot */
+    unsigned slots;
     size_t   max_message;
     unsigned max_tasks;     /* exit cleanly after this many; 0 = never */
     size_t   memory_limit;  /* RLIMIT_AS; 0 = none */
@@ -34,8 +52,8 @@ typedef struct worker_handle {
     int   pidfd;      /* -1 where the kernel has no pidfd */
 } worker_handle;
 
-/* Fork one worker.  0, or -errno if pipes or fork failed.  In the child this
-   never returns. */
-int wp__worker_spawn(const worker_config *cfg, worker_handle *out) WP_INTERNAL;
+/* Fork the worker for slot.  0, or -errno if pipes or fork failed.  In the
+   child this never returns. */
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out) WP_INTERNAL;
 
 #endif
