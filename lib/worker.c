@@ -32,16 +32,6 @@ _Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel
 
 /* ------------------------------------------------------------ result buf */
 
-struct wp_buf {
-    char  *data;
-    size_t len, cap;
-    size_t max;       /* max_message */
-    bool   overflow;  /* an append would have crossed max */
-    bool   failed;    /* wp_buf_fail was called */
-    int    code;
-    char   message[FRAME_MESSAGE_MAX];
-};
-
 int wp_buf_append(wp_buf *b, const void *data, size_t len)
 {
     if (b == NULL || (data == NULL && len > 0))

@@ -13,6 +13,19 @@
 
 #include "util.h"
 
+/* A task's result: the bytes it appended, or why it failed.  Lives in the
+   worker; the batcher's trampoline gives each item one of its own. */
+#define WP_BUF_MESSAGE_MAX 1024
+struct wp_buf {
+    char  *data;
+    size_t len, cap;
+    size_t max;       /* max_message */
+    bool   overflow;  /* an append would have crossed max */
+    bool   failed;    /* wp_buf_fail was called */
+    int    code;
+    char   message[WP_BUF_MESSAGE_MAX];
+};
+
 /* Exit statuses a worker uses on its own, so the pool can say why. */
 enum {
     WORKER_EXIT_INIT_FAILED = 120, /* worker_init returned non-zero */
