@@ -460,6 +460,16 @@ static void *batcher_main(void *arg)
 
 /* ------------------------------------------------------------- public API */
 
+static void batcher_free(wp_batcher *b)
+{
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->work_cv);
+    pthread_cond_destroy(&b->room_cv);
+    free(b->flying);
+    free(b->flying_futures);
+    free(b);
+}
+
 int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
                       const wp_batcher_options *opts)
 {
@@ -503,19 +513,10 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     b->max_item = wp__pool_max_message(pool) - overhead;
     b->grace_deadline = -1;
     pthread_mutex_init(&b->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->work_cv, &ca);
-    pthread_cond_init(&b->room_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wp__cond_init_monotonic(&b->work_cv);
+    wp__cond_init_monotonic(&b->room_cv);
     if (pthread_create(&b->thread, NULL, batcher_main, b) != 0) {
-        pthread_mutex_destroy(&b->mu);
-        pthread_cond_destroy(&b->work_cv);
-        pthread_cond_destroy(&b->room_cv);
-        free(b->flying);
-        free(b->flying_futures);
-        free(b);
+        batcher_free(b);
         return WP_ENOMEM;
     }
     *out = b;
@@ -604,18 +605,11 @@ int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms)
         return WP_EBUSY;
     int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
     pthread_mutex_lock(&b->mu);
-    if (!b->closing || (deadline >= 0 && (b->grace_deadline < 0 || deadline < b->grace_deadline)))
-        b->grace_deadline = deadline;
+    b->grace_deadline = wp__grace_deadline(!b->closing, b->grace_deadline, deadline);
     b->closing = true;
     pthread_cond_signal(&b->work_cv);
     pthread_cond_broadcast(&b->room_cv);
-    while (!b->stopped)
-        pthread_cond_wait(&b->room_cv, &b->mu);
-    bool join = !b->joined;
-    b->joined = true;
-    pthread_mutex_unlock(&b->mu);
-    if (join)
-        pthread_join(b->thread, NULL);
+    wp__await_stop(&b->mu, &b->room_cv, &b->stopped, &b->joined, b->thread);
     return 0;
 }
 
@@ -623,12 +617,7 @@ void wp_batcher_destroy(wp_batcher *b)
 {
     if (b == NULL || wp_batcher_shutdown(b, -1) != 0)
         return;
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->work_cv);
-    pthread_cond_destroy(&b->room_cv);
-    free(b->flying);
-    free(b->flying_futures);
-    free(b);
+    batcher_free(b);
 }
 
 int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out)

@@ -35,15 +35,6 @@ struct future_waiter_link {
     struct future_waiter_link *next, **pprev;
 };
 
-static void cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* Wait on cv until deadline_ms (-1 = none); false once it has passed. */
 static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms)
 {
@@ -59,7 +50,7 @@ static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t dea
 void wp__future_init(wp_future *f, const future_ops *ops)
 {
     pthread_mutex_init(&f->mu, NULL);
-    cond_init_monotonic(&f->cv);
+    wp__cond_init_monotonic(&f->cv);
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, WP_PENDING);
     f->cancel_requested = false;
@@ -332,7 +323,7 @@ static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64
         return WP_ENOMEM;
     future_waiter w = { .settled = 0, .target = 0 };
     pthread_mutex_init(&w.mu, NULL);
-    cond_init_monotonic(&w.cv);
+    wp__cond_init_monotonic(&w.cv);
     /* Not under w.mu: settling takes the future's mutex, then w.mu. */
     size_t already = n - link_waiter(fs, n, &w, links);
     pthread_mutex_lock(&w.mu);

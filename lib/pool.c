@@ -1032,23 +1032,13 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
         return WP_EBUSY;
     int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
     pthread_mutex_lock(&pool->stop_mu);
-    int64_t cur = atomic_load(&pool->grace_deadline);
-    if (!atomic_load(&pool->closing) || (deadline >= 0 && (cur < 0 || deadline < cur)))
-        atomic_store(&pool->grace_deadline, deadline);
+    atomic_store(&pool->grace_deadline,
+                 wp__grace_deadline(!atomic_load(&pool->closing),
+                                    atomic_load(&pool->grace_deadline), deadline));
     atomic_store(&pool->closing, true);
-    pthread_mutex_unlock(&pool->stop_mu);
-
     wp__queue_close(&pool->queue);
     wp__queue_kick(&pool->queue);
-
-    pthread_mutex_lock(&pool->stop_mu);
-    while (!pool->stopped)
-        pthread_cond_wait(&pool->stop_cv, &pool->stop_mu);
-    bool join = !pool->joined;
-    pool->joined = true;
-    pthread_mutex_unlock(&pool->stop_mu);
-    if (join)
-        pthread_join(pool->thread, NULL);
+    wp__await_stop(&pool->stop_mu, &pool->stop_cv, &pool->stopped, &pool->joined, pool->thread);
     return 0;
 }
 

@@ -72,11 +72,7 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->closed, false);
     atomic_init(&q->blocked, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->room_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wp__cond_init_monotonic(&q->room_cv);
     pthread_mutex_init(&q->room_mu, NULL);
     q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (q->wake_fd < 0) {

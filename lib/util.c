@@ -44,6 +44,34 @@ void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)
     ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
 }
 
+void wp__cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)
+{
+    if (first || (asked >= 0 && (current < 0 || asked < current)))
+        return asked;
+    return current;
+}
+
+void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stopped,
+                    bool *joined, pthread_t thread)
+{
+    while (!*stopped)
+        pthread_cond_wait(cv, mu);
+    bool join = !*joined;
+    *joined = true;
+    pthread_mutex_unlock(mu);
+    if (join)
+        pthread_join(thread, NULL);
+}
+
 int wp__fd_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

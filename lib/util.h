@@ -27,6 +27,21 @@ int64_t wp__deadline_after(int64_t timeout_ms) WP_INTERNAL;
 struct timespec;
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms) WP_INTERNAL;
 
+/* A condition variable whose timed waits use CLOCK_MONOTONIC, so a wall
+   clock step never stretches or cuts a timeout. */
+#include <pthread.h>
+void wp__cond_init_monotonic(pthread_cond_t *cv) WP_INTERNAL;
+
+/* Shutdown with a grace: the deadline in force after a call asking for
+   `asked` (-1 = none).  A first call sets it; a later one can only
+   shorten it. */
+int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked) WP_INTERNAL;
+
+/* With mu held: wait on cv until *stopped, then unlock; the first caller
+   to get there joins thread. */
+void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stopped,
+                    bool *joined, pthread_t thread) WP_INTERNAL;
+
 int wp__fd_set_nonblock(int fd) WP_INTERNAL;
 
 /* Close every descriptor >= lowfd except those listed (close_range where the
