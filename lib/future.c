@@ -131,6 +131,8 @@ int wp__future_settle(wp_future *f, int error, int code, const char *message,
         /* A message that cannot be copied is left out, never a crash. */
         f->message = message != NULL ? strdup(message) : NULL;
     }
+    if (f->ops->settling != NULL)
+        f->ops->settling(f, state, error);
     struct future_callback *cbs = f->callbacks;
     f->callbacks = NULL;
     f->callbacks_tail = &f->callbacks;

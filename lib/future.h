@@ -25,6 +25,9 @@ typedef struct future_ops {
     int  (*cancel)(wp_future *f);
     /* Frees the record the future is embedded in (after the last release). */
     void (*free)(wp_future *f);
+    /* Optional: told the final state and error under f->mu just before the
+       outcome is published, so counts are right by the time anyone wakes. */
+    void (*settling)(wp_future *f, int state, int error);
 } future_ops;
 
 struct wp_future {

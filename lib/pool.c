@@ -136,7 +136,6 @@ static void task_free(wp_future *f)
     free(t->arg);
     free(t);
 }
-static const future_ops task_ops = { .cancel = task_cancel, .free = task_free };
 
 static void count_settled(wp_pool *p, int state, int error)
 {
@@ -153,14 +152,22 @@ static void count_settled(wp_pool *p, int state, int error)
     }
 }
 
+static void task_settling(wp_future *f, int state, int error)
+{
+    count_settled(((task *)f)->pool, state, error);
+}
+
+static const future_ops task_ops = {
+    .cancel = task_cancel, .free = task_free, .settling = task_settling,
+};
+
 /* Settle t for good and let go of the dispatcher's reference. */
-static void task_settle(wp_pool *p, task *t, int error, int code, const char *msg,
+static void task_settle(task *t, int error, int code, const char *msg,
                         void *result, size_t len)
 {
     free(t->arg);
     t->arg = NULL;
-    int state = wp__future_settle(&t->future, error, code, msg, result, len);
-    count_settled(p, state, error);
+    wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
 }
 
@@ -213,7 +220,7 @@ static void task_finish(wp_pool *p, task *t, int error, int code, const char *ms
         held_push(p, t, wp__now_ms() + delay, false);
         return;
     }
-    task_settle(p, t, error, code, msg, result, len);
+    task_settle(t, error, code, msg, result, len);
 }
 
 /* ------------------------------------------------------------------ slots */
@@ -650,10 +657,9 @@ static void handle_cancels(wp_pool *p)
             stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
         } else if (*held != NULL) {
             held_unlink(p, held);
-            task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+            task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
         } else { /* still in the queue: settle now, drop when it comes out */
-            int state = wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);
-            count_settled(p, state, WP_ECANCELED);
+            wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);
         }
         wp_future_release(&t->future);
         t = next;
@@ -719,9 +725,9 @@ static void dispatch(wp_pool *p)
                 if (t == NULL)
                     break;
                 if (broken)
-                    task_settle(p, t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
+                    task_settle(t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
                 else if (pass == 0 && !wp__future_start(&t->future))
-                    task_settle(p, t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+                    task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
                 else
                     slot_send(p, s, t);
             }
@@ -749,7 +755,7 @@ static void cancel_everything(wp_pool *p)
     }
     task *t;
     while ((t = next_task(p, INT64_MAX)) != NULL)
-        task_settle(p, t, WP_ECANCELED, 0, "the pool shut down before the task ran", NULL, 0);
+        task_settle(t, WP_ECANCELED, 0, "the pool shut down before the task ran", NULL, 0);
 }
 
 /* Deadlines, the shutdown grace, and starting or stopping workers. */
