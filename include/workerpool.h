@@ -155,8 +155,10 @@ typedef struct wp_pool_stats {
     unsigned workers_alive;   /* right now: worker processes ready or busy */
 } wp_pool_stats;
 
-/* Fill *out.  Lock-free and cheap enough to poll for a progress bar.
-   submitted == succeeded + failed + cancelled + (tasks not yet settled). */
+/* Fill *out: 0, or WP_EINVAL if pool or out is NULL.  Lock-free and cheap
+   enough to poll for a progress bar.  submitted == succeeded + failed +
+   cancelled + (tasks not yet settled); a future's outcome is counted before
+   the future is seen settled. */
 WP_EXTERN int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out);
 
 /* ------------------------------------------------------------- submitting */
@@ -170,8 +172,11 @@ typedef struct wp_task_options {
     int64_t  timeout_ms;     /* run-time limit per attempt, counted from the start of
                                 the attempt in a worker; the worker is killed past it
                                 and the task fails with WP_ETIMEDOUT; 0 = none */
-    unsigned retries;        /* further attempts after WP_ECRASHED, WP_ETIMEDOUT or WP_ETASK; 0 = none */
-    unsigned retry_delay_ms; /* wait before the first retry, doubled for each next one; 0 = at once */
+    unsigned retries;        /* further attempts after WP_ECRASHED, WP_ETIMEDOUT or WP_ETASK
+                                (never after a cancel); the future settles with the last
+                                attempt's outcome and is WP_PENDING between attempts; 0 = none */
+    unsigned retry_delay_ms; /* wait before the first retry, doubled for each next one
+                                (at most 2^20 times); 0 = at once */
     unsigned flags;          /* WP_TASK_NOWAIT, WP_TASK_SHIELD */
 } wp_task_options;
 
@@ -212,7 +217,8 @@ WP_EXTERN int wp_future_error(const wp_future *f);
 
 /* On success: the result bytes (owned by the future, valid until its last
    reference is released; aligned for any type) and their length in *len
-   (len may be NULL).  Otherwise NULL and *len = 0. */
+   (len may be NULL); never NULL on success, even for an empty result.
+   Otherwise NULL and *len = 0. */
 WP_EXTERN const void *wp_future_result(const wp_future *f, size_t *len);
 
 /* WP_ETASK: the task's own code; WP_ECRASHED: the signal number, or 256 +
@@ -225,11 +231,13 @@ WP_EXTERN const char *wp_future_message(const wp_future *f);
 
 /*
  * Cancel the task.  A queued task never runs; a running one has its worker
- * killed and replaced.  Either way the future settles as WP_CANCELLED with
- * WP_ECANCELED, promptly, on the dispatcher thread.
+ * killed and replaced (no other task is touched).  Either way the future
+ * settles as WP_CANCELLED with WP_ECANCELED, promptly, on the dispatcher
+ * thread (a batcher item still pending: on the batcher's thread).  During a
+ * retry delay the cancel wins.
  * Returns 0 (it will settle as cancelled, even if it was about to finish),
- * WP_EINVAL (already settled, or a future the batcher owns that has left in a
- * batch) or WP_EBUSY (WP_TASK_SHIELD and already running).
+ * WP_EINVAL (already settled, or f NULL) or WP_EBUSY (a WP_TASK_SHIELD task
+ * already running, or a batcher item already sent in a batch).
  */
 WP_EXTERN int wp_future_cancel(wp_future *f);
 
@@ -272,7 +280,8 @@ typedef struct wp_item {
  * A batch function.  Runs in a worker process: n items in, result i goes to
  * results[i].  Return non-zero to fail the whole batch (every item fails
  * with WP_ETASK and that code); wp_buf_fail(results[i], ...) fails item i
- * alone.
+ * alone.  Item bytes are not aligned: memcpy them out before reading
+ * anything wider than a byte.
  */
 typedef int (*wp_batch_fn)(const wp_item *items, size_t n, wp_buf *const *results);
 
@@ -284,18 +293,23 @@ typedef struct wp_batcher_options {
     wp_task_options task;     /* timeout, retries and flags applied to each batch */
 } wp_batcher_options;
 
-/* Create a batcher that runs fn on pool.  0, WP_EINVAL, WP_ENOMEM,
-   WP_ESHUTDOWN (the pool is shutting down). */
+/* Create a batcher that runs fn on pool.  0, WP_EINVAL (out, pool or fn
+   NULL, a negative time, unknown task flags), WP_ENOMEM, WP_EBUSY (from a
+   done-callback or task code).  Item futures settle on the pool's
+   dispatcher thread (their done-callbacks run there), except pending items
+   that are cancelled, which settle on the batcher's own thread.  A batch
+   carries at most max_message bytes in all, so one item may be up to
+   max_message - 24 bytes. */
 WP_EXTERN int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
                       const wp_batcher_options *opts);
 
-/* Submit one item (copied); *out gets its future (out may be NULL).  Blocks
-   while max_pending items wait.  0, WP_EINVAL, WP_ESHUTDOWN, WP_E2BIG,
-   WP_ENOMEM. */
+/* Submit one item (copied); *out gets its future (out may be NULL; NULL on
+   failure).  Blocks while max_pending items wait.  0, WP_EINVAL,
+   WP_ESHUTDOWN, WP_E2BIG (item too large for a batch), WP_ENOMEM. */
 WP_EXTERN int wp_batcher_submit(wp_batcher *b, const void *item, size_t len, wp_future **out);
 
 /* As wp_batcher_submit, with flags: WP_TASK_NOWAIT gives WP_EAGAIN instead
-   of blocking. */
+   of blocking; any other flag is WP_EINVAL. */
 WP_EXTERN int wp_batcher_submit_opts(wp_batcher *b, const void *item, size_t len,
                            unsigned flags, wp_future **out);
 
@@ -304,9 +318,11 @@ WP_EXTERN int wp_batcher_submit_opts(wp_batcher *b, const void *item, size_t len
 WP_EXTERN int wp_batcher_flush(wp_batcher *b);
 
 /* Stop accepting, flush, wait up to grace_ms for batches to finish (-1 = as
-   long as they take), then cancel what is left.  Every item future settles
-   before this returns.  Idempotent.  0, WP_EINVAL, WP_EBUSY (from a
-   done-callback). */
+   long as they take, 0 = not at all), then cancel what is left: pending
+   items, and batches in flight (their tasks are cancelled, unless
+   WP_TASK_SHIELD, which runs to the end).  Every item future settles before
+   this returns.  Idempotent; a later call with a shorter grace shortens it.
+   0, WP_EINVAL, WP_EBUSY (from a done-callback or task code). */
 WP_EXTERN int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms);
 
 /* wp_batcher_shutdown(b, -1) if not done, then free it.  Call it before
@@ -318,7 +334,9 @@ typedef struct wp_batcher_stats {
     uint64_t batches;           /* batches sent */
     uint64_t items_batched;     /* items sent in those batches */
     double   mean_batch_size;   /* items_batched / batches */
-    uint64_t wait_us_total;     /* sum over sent items of submit-to-send time, µs */
+    uint64_t wait_us_total;     /* sum over sent items of submit-to-send time, µs (includes
+                                   waiting for a free in-flight slot, not only for the batch
+                                   to fill) */
     uint64_t wait_us_max;       /* longest submit-to-send time, µs */
     double   mean_wait_us;      /* wait_us_total / items_batched */
     unsigned pending;           /* right now: items waiting for a batch */
