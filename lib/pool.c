@@ -724,9 +724,14 @@ static void dispatch(wp_pool *p)
                     t = steal_next(p);
                 if (t == NULL)
                     break;
+                /* A cancel settles a task still in the queue; it is dropped
+                   here.  One written behind a busy worker stays WP_PENDING
+                   until it starts (slot_advance). */
+                bool cancelled = pass == 0 ? !wp__future_start(&t->future)
+                                           : wp_future_state(&t->future) != WP_PENDING;
                 if (broken)
                     task_settle(t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
-                else if (pass == 0 && !wp__future_start(&t->future))
+                else if (cancelled)
                     task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
                 else
                     slot_send(p, s, t);

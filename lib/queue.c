@@ -137,7 +137,7 @@ static bool wait_for_room(wp_queue *q)
 
 static void ring_publish(wp_queue *q, void *item)
 {
-    unsigned ticket;
+    unsigned ticket = 0;
     void **slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->slots, &ticket);
     /* Cannot fail: the count keeps the ring at most half full. */
     *slot = item;

@@ -1,15 +1,1631 @@
-/* placeholder: replaced by the real suite */
+/*
+ * check_control.c — controlling tasks and workers (issue #3; DESIGN §1 step
+ * 5, §2, §4 "Submitting", "Futures"): per-task deadlines, cancellation
+ * (queued, running, shielded, prefetched, late), retries with doubling
+ * delays, worker lifecycle (max_tasks_per_worker, worker_init, WP_ESPAWN,
+ * recovery, worker_memory_limit), the crash-loop guard, and a concurrent
+ * stress test where every future must settle exactly once.
+ *
+ * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
+ * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * joins threads, or polls the observed condition against a deadline.  Sleeps
+ * happen only inside task functions, as the work being measured.
+ *
+ * Tasks that must count their attempts, or leave a mark if they ever run,
+ * append one byte per run to a file in a per-test temporary directory
+ * (count_task); worker_init functions append their pid to a file the same
+ * way.  Files, not memory: each attempt runs in a different process.
+ *
+ * Under WP_START_FORK the dispatcher forks workers from this very process,
+ * and ASan's allocator is not fork-safe (TU_ASAN in testutil.h): so after
+ * anything that makes the pool start a worker (creation, a crash, a kill),
+ * a test first waits for it without allocating — raw waits on futures, then
+ * quiet_workers() — and only then calls Check or allocates again.
+ */
+#define _GNU_SOURCE
 #include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
-START_TEST(placeholder) { ck_assert(1); }
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define DEADLINE_MS 20000 /* for conditions that must come true */
+
+/* worker_memory_limit cannot work under ASan/TSan: their shadow memory
+   already exceeds any sane RLIMIT_AS, so every allocation would fail. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+# define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+# if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#  define UNDER_SANITIZER 1
+# endif
+#endif
+#ifndef UNDER_SANITIZER
+# define UNDER_SANITIZER 0
+#endif
+
+static int method; /* the start method of the running test (loop index) */
+
+/* ------------------------------------------------------------- helpers */
+
+/* Poll, without allocating or calling Check inside the loop, until at least
+   `alive` workers are up and `started` have ever reached ready: a worker
+   forked then has run (see the top of the file). */
+static void quiet_workers(wp_pool *p, unsigned alive, uint64_t started)
+{
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < alive || s.workers_started < started) &&
+           tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(s.workers_alive >= alive && s.workers_started >= started,
+                  "workers_alive %u (want %u), workers_started %llu (want %llu)", s.workers_alive,
+                  alive, (unsigned long long)s.workers_started, (unsigned long long)started);
+}
+
+/* Wait until every future of fs has settled, without allocating (unlike
+   wp_wait_all): true if they all did within timeout_ms. */
+static bool quiet_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    size_t i = 0;
+    while (i < n) {
+        if (wp_future_wait(fs[i], 0) == 0)
+            i++;
+        else if (tu_now_ms() >= deadline)
+            return false;
+        else
+            tu_poll_pause();
+    }
+    return true;
+}
+
+/* A pool with the test's start method; unless its workers cannot start,
+   it returns once they all have. */
+static wp_pool *create_pool(wp_pool_options o)
+{
+    wp_pool *p = NULL;
+    o.start_method = method;
+    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+static wp_pool *make_pool(wp_pool_options o)
+{
+    wp_pool *p = create_pool(o);
+    quiet_workers(p, o.workers, o.workers);
+    return p;
+}
+
+static wp_pool_stats stats_of(wp_pool *p)
+{
+    wp_pool_stats s;
+    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
+    return s;
+}
+
+/* The stats, once n tasks have been seen settled: their outcomes must be
+   counted already (a future's outcome is counted before it is published). */
+static wp_pool_stats settled_stats(wp_pool *p, uint64_t n)
+{
+    wp_pool_stats s = stats_of(p);
+    ck_assert_msg(s.succeeded + s.failed + s.cancelled >= n,
+                  "%llu tasks seen settled, the stats count %llu", (unsigned long long)n,
+                  (unsigned long long)(s.succeeded + s.failed + s.cancelled));
+    return s;
+}
+
+static void wait_settled(wp_future *f)
+{
+    ck_assert_msg(wp_future_wait(f, DEADLINE_MS) == 0, "a future did not settle in %d ms",
+                  DEADLINE_MS);
+}
+
+static wp_future *submit(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                         const wp_task_options *o)
+{
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, fn, arg, len, o, &f), 0);
+    ck_assert_ptr_nonnull(f);
+    return f;
+}
+
+static void wait_pid_exited(int pid)
+{
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (!tu_pid_exited(pid)) {
+        ck_assert_msg(tu_now_ms() < deadline, "worker %d is still running", pid);
+        tu_poll_pause();
+    }
+}
+
+static tu_report_arg report_arg(int64_t ms, const tu_fifo *report, const tu_fifo *gate)
+{
+    tu_report_arg a;
+    memset(&a, 0, sizeof a);
+    a.ms = ms;
+    if (report != NULL)
+        snprintf(a.report, sizeof a.report, "%s", report->path);
+    if (gate != NULL)
+        snprintf(a.gate, sizeof a.gate, "%s", gate->path);
+    return a;
+}
+
+/* Submit a tu_report task that reports its pid and then hangs (or sleeps
+   ms); returns once it runs in a worker, with that worker's pid. */
+static wp_future *submit_running(wp_pool *p, tu_fifo *report, int64_t ms,
+                                 const wp_task_options *o, int *pid)
+{
+    tu_report_arg a = report_arg(ms, report, NULL);
+    wp_future *f = submit(p, tu_report, &a, sizeof a, o);
+    *pid = tu_fifo_read_pid(report, DEADLINE_MS);
+    ck_assert_int_gt(*pid, 0);
+    return f;
+}
+
+static void check_echo(wp_future *f, const void *want, size_t want_len)
+{
+    size_t len = 12345;
+    wait_settled(f);
+    ck_assert_msg(wp_future_state(f) == WP_SUCCEEDED, "state %d, error %d (%s)",
+                  wp_future_state(f), wp_future_error(f), wp_future_message(f));
+    ck_assert_int_eq(wp_future_error(f), 0);
+    const void *r = wp_future_result(f, &len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_uint_eq(len, want_len);
+    ck_assert_int_eq(memcmp(r, want, want_len), 0);
+}
+
+static void check_cancelled(wp_future *f)
+{
+    size_t len = 12345;
+    ck_assert_int_eq(wp_future_state(f), WP_CANCELLED);
+    ck_assert_int_eq(wp_future_error(f), WP_ECANCELED);
+    ck_assert_ptr_null(wp_future_result(f, &len));
+    ck_assert_uint_eq(len, 0);
+}
+
+/* Milliseconds from cancel to settled; fails if it does not settle.  For
+   a task that has not reached a worker, or waits behind another. */
+static int64_t cancel_and_time(wp_future *f)
+{
+    int64_t t0 = tu_now_ms();
+    ck_assert_int_eq(wp_future_cancel(f), 0);
+    wait_settled(f);
+    return tu_now_ms() - t0;
+}
+
+/* The same for a running task, whose worker is killed and replaced: then
+   waits for the pool to have `alive` workers, `started` ever. */
+static int64_t cancel_kill(wp_pool *p, wp_future *f, unsigned alive, uint64_t started)
+{
+    int64_t t0 = tu_now_ms();
+    int rc = wp_future_cancel(f);
+    int w = wp_future_wait(f, DEADLINE_MS);
+    int64_t took = tu_now_ms() - t0;
+    quiet_workers(p, alive, started);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(w == 0, "a cancelled task did not settle in %d ms", DEADLINE_MS);
+    return took;
+}
+
+/* Submit and wait for a task that kills its worker, then for the pool to
+   have `alive` workers, `started` ever. */
+static wp_future *run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                            const wp_task_options *o, unsigned alive, uint64_t started)
+{
+    wp_future *f = submit(p, fn, arg, len, o);
+    int w = wp_future_wait(f, DEADLINE_MS);
+    quiet_workers(p, alive, started);
+    ck_assert_msg(w == 0, "a future did not settle in %d ms", DEADLINE_MS);
+    return f;
+}
+
+/* Busy-wait for us microseconds: jitter for races, not a wait for events. */
+static void spin_us(unsigned us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < (long)us);
+}
+
+static void count_done(wp_future *f, void *ctx)
+{
+    (void)f;
+    atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+/* ---------------------------------------------------- temporary files */
+
+/* Each test case gets a directory, made and removed by an unchecked
+   fixture in the runner's process, so it goes away even when a test fails
+   (a failed assertion ends the test's process at once).  Each run of a
+   test makes its own subdirectories in it: one for its files (tmp_make)
+   and one per FIFO (fifo_open). */
+static char basedir[32];
+static char tmpdir[128];
+
+static void base_setup(void)
+{
+    snprintf(basedir, sizeof basedir, "/tmp/wp-ctl-XXXXXX");
+    if (mkdtemp(basedir) == NULL)
+        basedir[0] = '\0';
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void base_teardown(void)
+{
+    if (basedir[0] != '\0')
+        nftw(basedir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+    basedir[0] = '\0';
+}
+
+static void tmp_make(void)
+{
+    ck_assert_str_ne(basedir, "");
+    snprintf(tmpdir, sizeof tmpdir, "%s/t-XXXXXX", basedir);
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void tmp_path(char *buf, size_t n, const char *name)
+{
+    int w = snprintf(buf, n, "%s/%s", tmpdir, name);
+    ck_assert(w > 0 && (size_t)w < n);
+}
+
+/* What tu_fifo_open does, in the test case's directory. */
+static void fifo_open(tu_fifo *f)
+{
+    ck_assert_str_ne(basedir, "");
+    snprintf(f->dir, sizeof f->dir, "%s/f-XXXXXX", basedir);
+    ck_assert_ptr_nonnull(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/fifo", f->dir);
+    ck_assert_int_eq(mkfifo(f->path, 0600), 0);
+    f->fd = open(f->path, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(f->fd, 0);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return 0;
+    return (long)st.st_size;
+}
+
+/* Append len bytes to path; the file's size afterwards, or -1. */
+static long file_append(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    long size = -1;
+    if (write(fd, data, len) == (ssize_t)len && fstat(fd, &st) == 0)
+        size = (long)st.st_size;
+    close(fd);
+    return size;
+}
+
+/* ------------------------------------------------------ task functions */
+
+/*
+ * count_task: each run appends one byte to path, then: if the file now
+ * holds at least ok_at bytes it succeeds with that count (an int);
+ * otherwise it fails (CT_FAIL: wp_buf_fail with code 100 + count), dies
+ * of SIGSEGV (CT_SEGV) or hangs (CT_HANG).  So attempt n of a task sees
+ * count n.
+ */
+enum { CT_FAIL, CT_SEGV, CT_HANG };
+typedef struct count_arg {
+    char path[200];
+    int  ok_at;
+    int  mode;
+} count_arg;
+
+static count_arg count_arg_of(const char *path, int ok_at, int mode)
+{
+    count_arg a;
+    memset(&a, 0, sizeof a);
+    int n = snprintf(a.path, sizeof a.path, "%s", path);
+    ck_assert_int_lt(n, (int)sizeof a.path);
+    a.ok_at = ok_at;
+    a.mode = mode;
+    return a;
+}
+
+static int count_task(const void *arg, size_t len, wp_buf *out)
+{
+    count_arg a;
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "count_task: bad argument");
+    memcpy(&a, arg, sizeof a);
+    a.path[sizeof a.path - 1] = '\0';
+    long n = file_append(a.path, "x", 1);
+    if (n < 0)
+        return wp_buf_fail(out, 5, "count_task: cannot append");
+    if (n >= a.ok_at) {
+        int v = (int)n;
+        return wp_buf_append(out, &v, sizeof v);
+    }
+    if (a.mode == CT_SEGV)
+        raise(SIGSEGV);
+    if (a.mode == CT_HANG)
+        for (;;)
+            pause();
+    char msg[64];
+    snprintf(msg, sizeof msg, "attempt %ld fails", n);
+    return wp_buf_fail(out, 100 + (int)n, msg);
+}
+
+/* alloc_task: tu_alloc through an opaque pointer to malloc.  (clang -O1
+   removes tu_alloc's malloc/memset/free as unobservable, so there the
+   allocation "succeeds" whatever the limit.)  Fails WP_ETASK with code 12
+   when malloc returns NULL. */
+static void *(*volatile opaque_malloc)(size_t) = malloc;
+
+static int alloc_task(const void *arg, size_t len, wp_buf *out)
+{
+    size_t n = 0;
+    if (len >= sizeof n)
+        memcpy(&n, arg, sizeof n);
+    unsigned char *p = opaque_malloc(n);
+    if (p == NULL)
+        return wp_buf_fail(out, 12, "allocation failed");
+    memset(p, 1, n);
+    int rc = wp_buf_append(out, &p[n / 2], 1);
+    free(p);
+    return rc;
+}
+
+/* worker_init: appends the worker's pid to the file ctx names; fails after
+   that if fail_first > 0 and this is one of the first fail_first calls
+   (fail_first < 0: always fails). */
+typedef struct init_ctx {
+    char path[200];
+    int  fail_first;
+} init_ctx;
+
+static int init_count(void *ctx)
+{
+    const init_ctx *c = ctx;
+    int pid = (int)getpid();
+    long n = file_append(c->path, &pid, sizeof pid);
+    if (n < 0)
+        return 1;
+    long calls = n / (long)sizeof pid;
+    if (c->fail_first < 0 || calls <= c->fail_first)
+        return 1;
+    return 0;
+}
+
+static init_ctx init_ctx_of(const char *path, int fail_first)
+{
+    init_ctx c;
+    memset(&c, 0, sizeof c);
+    int n = snprintf(c.path, sizeof c.path, "%s", path);
+    ck_assert_int_lt(n, (int)sizeof c.path);
+    c.fail_first = fail_first;
+    return c;
+}
+
+/* ==================================================== 1. deadlines */
+
+/* The deadline counts from the start of the attempt: a task that waited
+   longer than its timeout behind another one still succeeds. */
+START_TEST(deadline_counts_from_start)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    int64_t t0 = tu_now_ms();
+    int64_t ms_a = 300, ms_b = 100;
+    wp_future *a = submit(p, tu_sleep, &ms_a, sizeof ms_a, NULL);
+    wp_task_options o = { .timeout_ms = 200 };
+    wp_future *b = submit(p, tu_sleep, &ms_b, sizeof ms_b, &o);
+    check_echo(b, &ms_b, sizeof ms_b);
+    ck_assert_int_ge(tu_now_ms() - t0, ms_a + ms_b); /* it did wait behind a */
+    check_echo(a, &ms_a, sizeof ms_a);
+    wp_pool_stats s = settled_stats(p, 2);
+    ck_assert_uint_eq(s.timed_out, 0);
+    ck_assert_uint_eq(s.succeeded, 2);
+    wp_future_release(a);
+    wp_future_release(b);
+    wp_pool_destroy(p);
+}
 END_TEST
-int main(void)
+
+/* Past its deadline the worker is killed, the task fails WP_ETIMEDOUT with
+   the limit in its message, and a replacement serves the next task. */
+START_TEST(deadline_kills_worker)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report;
+    fifo_open(&report);
+    wp_task_options o = { .timeout_ms = 200 };
+    int64_t t0 = tu_now_ms();
+    int pid;
+    wp_future *f = submit_running(p, &report, 5000, &o, &pid);
+    int w = wp_future_wait(f, DEADLINE_MS);
+    int64_t took = tu_now_ms() - t0;
+    quiet_workers(p, 1, 2); /* the replacement */
+    ck_assert_int_eq(w, 0);
+    ck_assert_int_ge(took, 200);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETIMEDOUT);
+    ck_assert_ptr_null(wp_future_result(f, NULL));
+    ck_assert_msg(strstr(wp_future_message(f), "200 ms") != NULL,
+                  "message \"%s\" does not name the limit", wp_future_message(f));
+    wait_pid_exited(pid);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.timed_out, 1);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.crashed, 0);
+
+    wp_future *g = tu_run(p, tu_pid, NULL, 0, NULL);
+    ck_assert_int_eq(wp_future_state(g), WP_SUCCEEDED);
+    int pid2;
+    memcpy(&pid2, wp_future_result(g, NULL), sizeof pid2);
+    ck_assert_int_ne(pid2, pid);
+    wp_future_release(f);
+    wp_future_release(g);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+START_TEST(deadline_on_hang)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_task_options o = { .timeout_ms = 100 };
+    wp_future *f[3];
+    for (int i = 0; i < 3; i++)
+        f[i] = submit(p, tu_hang, NULL, 0, &o);
+    bool all = quiet_wait_all(f, 3, DEADLINE_MS);
+    quiet_workers(p, 2, 2 + 3); /* one replacement per kill */
+    ck_assert(all);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(wp_future_state(f[i]), WP_FAILED);
+        ck_assert_int_eq(wp_future_error(f[i]), WP_ETIMEDOUT);
+        ck_assert_ptr_nonnull(strstr(wp_future_message(f[i]), "100 ms"));
+        wp_future_release(f[i]);
+    }
+    const char msg[] = "after the hangs";
+    wp_future *g = tu_run(p, tu_echo, msg, sizeof msg, NULL);
+    check_echo(g, msg, sizeof msg);
+    wp_future_release(g);
+    wp_pool_stats s = settled_stats(p, 4);
+    ck_assert_uint_eq(s.timed_out, 3);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.workers_started, 2 + 3);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* Tasks that finish right around their deadline: each settles exactly
+   once, either way. */
+START_TEST(deadline_race_settles_once)
+{
+    method = _i;
+    enum { N = 48 };
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 4 });
+    wp_future *f[N];
+    int64_t ms[N];
+    atomic_int calls[N];
+    for (int i = 0; i < N; i++) {
+        int64_t t = 20 + (i % 4) * 10;
+        ms[i] = t + ((i % 3) - 1) * 2;
+        atomic_init(&calls[i], 0);
+        wp_task_options o = { .timeout_ms = t };
+        f[i] = submit(p, tu_sleep, &ms[i], sizeof ms[i], &o);
+        ck_assert_int_eq(wp_future_on_done(f[i], count_done, &calls[i]), 0);
+    }
+    bool all = quiet_wait_all(f, N, 60000);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* callbacks have all run */
+    ck_assert(all);
+    unsigned ok = 0, late = 0;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(atomic_load(&calls[i]), 1);
+        int st = wp_future_state(f[i]);
+        if (st == WP_SUCCEEDED) {
+            check_echo(f[i], &ms[i], sizeof ms[i]);
+            ok++;
+        } else {
+            ck_assert_int_eq(st, WP_FAILED);
+            ck_assert_int_eq(wp_future_error(f[i]), WP_ETIMEDOUT);
+            late++;
+        }
+        wp_future_release(f[i]);
+    }
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, N);
+    ck_assert_uint_eq(s.succeeded, ok);
+    ck_assert_uint_eq(s.failed, late);
+    ck_assert_uint_eq(s.timed_out, late);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_eq(s.crashed, 0);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ================================================== 2. cancellation */
+
+/* A queued task cancelled behind a busy worker never runs. */
+START_TEST(cancel_queued)
+{
+    method = _i;
+    tmp_make();
+    char mark[256];
+    tmp_path(mark, sizeof mark, "mark");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report;
+    fifo_open(&report);
+    int pid;
+    wp_future *h = submit_running(p, &report, -1, NULL, &pid);
+    count_arg a = count_arg_of(mark, 1, CT_FAIL);
+    wp_future *q = submit(p, count_task, &a, sizeof a, NULL);
+    ck_assert_int_ne(wp_future_state(q), WP_RUNNING);
+    int64_t took = cancel_and_time(q);
+    ck_assert_int_lt(took, 1000);
+    check_cancelled(q);
+    ck_assert_int_eq(wp_future_cancel(q), WP_EINVAL);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.cancelled, 1);
+    ck_assert_uint_eq(s.succeeded, 0);
+    ck_assert_int_eq(wp_future_state(h), WP_RUNNING); /* the hang did not notice */
+
+    ck_assert_int_lt(cancel_kill(p, h, 1, 2), 1000);
+    check_cancelled(h);
+    wait_pid_exited(pid);
+    /* The replacement runs what comes next, and the cancelled one never. */
+    wp_future *g = tu_run(p, tu_pid, NULL, 0, NULL);
+    ck_assert_int_eq(wp_future_state(g), WP_SUCCEEDED);
+    wp_pool_destroy(p);
+    ck_assert_int_eq(file_size(mark), 0);
+    wp_future_release(h);
+    wp_future_release(q);
+    wp_future_release(g);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+/* A task cancelled while it waits in the queue behind a busy worker never
+   runs, even when that worker then finishes normally (rather than being
+   killed, as above) and goes on to the next task.  Every other round the
+   cancelled task is shielded (the shield only counts once it runs). */
+START_TEST(cancel_queued_worker_finishes)
+{
+    method = _i;
+    enum { ROUNDS = 20 };
+    tmp_make();
+    char mark[256];
+    tmp_path(mark, sizeof mark, "mark");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report, gate;
+    fifo_open(&report);
+    fifo_open(&gate);
+    for (int i = 0; i < ROUNDS; i++) {
+        tu_report_arg r = report_arg(0, &report, &gate);
+        wp_future *h = submit(p, tu_report, &r, sizeof r, NULL);
+        ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0); /* h runs */
+        count_arg a = count_arg_of(mark, 1, CT_FAIL);
+        wp_task_options o = { .flags = i % 2 ? WP_TASK_SHIELD : 0 };
+        wp_future *q = submit(p, count_task, &a, sizeof a, &o);
+        ck_assert_int_eq(wp_future_cancel(q), 0);
+        wait_settled(q);
+        check_cancelled(q);
+        tu_fifo_release(&gate, 1); /* h finishes; the worker takes what is next */
+        wait_settled(h);
+        ck_assert_int_eq(wp_future_state(h), WP_SUCCEEDED);
+        wp_future *x = tu_run(p, tu_echo, &i, sizeof i, NULL);
+        check_echo(x, &i, sizeof i);
+        ck_assert_msg(file_size(mark) == 0, "round %d: a task cancelled in the queue ran", i);
+        wp_future_release(h);
+        wp_future_release(q);
+        wp_future_release(x);
+    }
+    wp_pool_stats s = settled_stats(p, 3 * ROUNDS);
+    ck_assert_uint_eq(s.cancelled, ROUNDS);
+    ck_assert_uint_eq(s.succeeded, 2 * ROUNDS);
+    ck_assert_uint_eq(s.workers_started, 1);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
+/* Cancelling a running task kills its worker, promptly. */
+START_TEST(cancel_running)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report;
+    fifo_open(&report);
+    for (int round = 0; round < 3; round++) {
+        int pid;
+        wp_future *h = submit_running(p, &report, -1, NULL, &pid);
+        ck_assert_int_eq(wp_future_state(h), WP_RUNNING);
+        int64_t took = cancel_kill(p, h, 1, (uint64_t)round + 2);
+        ck_assert_msg(took < 1000, "cancel took %lld ms", (long long)took);
+        check_cancelled(h);
+        ck_assert_int_eq(wp_future_cancel(h), WP_EINVAL);
+        wait_pid_exited(pid);
+        wp_future_release(h);
+    }
+    const char msg[] = "still serving";
+    wp_future *g = tu_run(p, tu_echo, msg, sizeof msg, NULL);
+    check_echo(g, msg, sizeof msg);
+    wp_future_release(g);
+    wp_pool_stats s = settled_stats(p, 4);
+    ck_assert_uint_eq(s.cancelled, 3);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.succeeded, 1);
+    ck_assert_uint_eq(s.workers_started, 4);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+START_TEST(cancel_settled)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    int code = 4;
+    wp_future *ok = tu_run(p, tu_echo, "x", 1, NULL);
+    wp_future *bad = tu_run(p, tu_fail, &code, sizeof code, NULL);
+    wp_future *crash = run_crash(p, tu_segv, NULL, 0, NULL, 1, 2);
+    ck_assert_int_eq(wp_future_cancel(ok), WP_EINVAL);
+    ck_assert_int_eq(wp_future_cancel(bad), WP_EINVAL);
+    ck_assert_int_eq(wp_future_cancel(crash), WP_EINVAL);
+    ck_assert_int_eq(wp_future_state(ok), WP_SUCCEEDED);
+    ck_assert_int_eq(wp_future_error(bad), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(bad), 4);
+    ck_assert_int_eq(wp_future_error(crash), WP_ECRASHED);
+    ck_assert_int_eq(wp_future_code(crash), SIGSEGV);
+    wp_pool_stats s = settled_stats(p, 3);
+    ck_assert_uint_eq(s.cancelled, 0);
+    wp_future_release(ok);
+    wp_future_release(bad);
+    wp_future_release(crash);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* A shielded running task cannot be cancelled: WP_EBUSY, and it completes. */
+START_TEST(shield_running)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report, gate;
+    fifo_open(&report);
+    fifo_open(&gate);
+    tu_report_arg a = report_arg(0, &report, &gate);
+    wp_task_options o = { .flags = WP_TASK_SHIELD };
+    wp_future *f = submit(p, tu_report, &a, sizeof a, &o);
+    int pid = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(pid, 0);
+    ck_assert_int_eq(wp_future_cancel(f), WP_EBUSY);
+    ck_assert_int_eq(wp_future_cancel(f), WP_EBUSY);
+    ck_assert_int_eq(wp_future_state(f), WP_RUNNING);
+    tu_fifo_release(&gate, 1);
+    check_echo(f, &pid, sizeof pid);
+    ck_assert_int_eq(wp_future_cancel(f), WP_EINVAL);
+    ck_assert(tu_pid_alive(pid)); /* the worker was not killed */
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_eq(s.succeeded, 1);
+    ck_assert_uint_eq(s.workers_started, 1);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
+/* A shielded task can still be cancelled while queued: it never runs. */
+START_TEST(shield_queued)
+{
+    method = _i;
+    tmp_make();
+    char mark[256];
+    tmp_path(mark, sizeof mark, "mark");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report;
+    fifo_open(&report);
+    int pid;
+    wp_future *h = submit_running(p, &report, -1, NULL, &pid);
+    count_arg a = count_arg_of(mark, 1, CT_FAIL);
+    wp_task_options o = { .flags = WP_TASK_SHIELD };
+    wp_future *q = submit(p, count_task, &a, sizeof a, &o);
+    int64_t took = cancel_and_time(q);
+    ck_assert_int_lt(took, 1000);
+    check_cancelled(q);
+    ck_assert_int_lt(cancel_kill(p, h, 1, 2), 1000);
+    check_cancelled(h);
+    wait_pid_exited(pid);
+    wp_future *g = tu_run(p, tu_echo, "y", 1, NULL);
+    check_echo(g, "y", 1);
+    wp_pool_destroy(p);
+    ck_assert_int_eq(file_size(mark), 0);
+    wp_future_release(g);
+    wp_future_release(h);
+    wp_future_release(q);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+/* A cancel that arrives as its task completes never hits the task after it
+   on the same worker. */
+START_TEST(late_cancel_spares_next)
+{
+    method = _i;
+    enum { ROUNDS = 200 };
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    unsigned seed = 12345u + (unsigned)method;
+    unsigned won = 0, lost = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        int64_t ms = 1;
+        wp_future *a = submit(p, tu_sleep, &ms, sizeof ms, NULL);
+        wp_future *b = submit(p, tu_echo, &i, sizeof i, NULL);
+        spin_us((unsigned)rand_r(&seed) % 2500);
+        int rc = wp_future_cancel(a);
+        /* b settles after a replacement for a killed worker has started:
+           no allocation before that (see the top of the file). */
+        int wb = wp_future_wait(b, DEADLINE_MS);
+        int wa = wp_future_wait(a, DEADLINE_MS);
+        ck_assert_int_eq(wb, 0);
+        ck_assert_int_eq(wa, 0);
+        if (rc == 0) {
+            ck_assert_msg(wp_future_state(a) == WP_CANCELLED,
+                          "round %d: cancel returned 0 but the task ended %d (%s)", i,
+                          wp_future_state(a), wp_future_message(a));
+            won++;
+        } else {
+            ck_assert_int_eq(rc, WP_EINVAL);
+            check_echo(a, &ms, sizeof ms);
+            lost++;
+        }
+        /* The next task is never disturbed. */
+        ck_assert_msg(wp_future_state(b) == WP_SUCCEEDED, "round %d: next task ended %d (%s)", i,
+                      wp_future_state(b), wp_future_message(b));
+        check_echo(b, &i, sizeof i);
+        wp_future_release(a);
+        wp_future_release(b);
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 2 * ROUNDS);
+    ck_assert_uint_eq(s.cancelled, won);
+    ck_assert_uint_eq(s.succeeded, ROUNDS + lost);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* Cancel a task prefetched behind a busy worker's hanging task: it settles
+   promptly and never runs; the other prefetched task runs once a worker
+   frees. */
+START_TEST(cancel_prefetched)
+{
+    method = _i;
+    tmp_make();
+    char mark[256];
+    tmp_path(mark, sizeof mark, "mark");
+    /* make_pool waits for both workers, so each hang gets a worker of its
+       own (a hang sent behind the other one and then taken back by a worker
+       that became idle would keep its first worker from taking a task
+       behind its hang until the "skipped" reply, which never comes). */
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    tu_fifo report;
+    fifo_open(&report);
+    int pid[2];
+    wp_future *h[2];
+    h[0] = submit_running(p, &report, -1, NULL, &pid[0]);
+    h[1] = submit_running(p, &report, -1, NULL, &pid[1]);
+    ck_assert_int_ne(pid[0], pid[1]);
+
+    count_arg a = count_arg_of(mark, 1, CT_FAIL);
+    wp_future *q1 = submit(p, count_task, &a, sizeof a, NULL);
+    const char msg[] = "q2";
+    wp_future *q2 = submit(p, tu_echo, msg, sizeof msg, NULL);
+    /* Both leave the queue: each sits behind one of the hangs. */
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (stats_of(p).queued != 0) {
+        ck_assert_msg(tu_now_ms() < deadline, "the quick tasks were never prefetched (%u queued)",
+                      stats_of(p).queued);
+        tu_poll_pause();
+    }
+    ck_assert_int_eq(wp_future_state(q1), WP_PENDING);
+    ck_assert_int_eq(wp_future_state(q2), WP_PENDING);
+
+    int64_t took = cancel_and_time(q1);
+    ck_assert_msg(took < 1000, "cancel took %lld ms", (long long)took);
+    check_cancelled(q1);
+    ck_assert_int_eq(wp_future_wait(q2, 0), WP_ETIMEDOUT); /* no worker is free */
+    ck_assert_int_eq(wp_future_state(h[0]), WP_RUNNING);
+    ck_assert_int_eq(wp_future_state(h[1]), WP_RUNNING);
+
+    /* Free one worker: q2 runs, whichever hang it was behind. */
+    int64_t t0 = tu_now_ms();
+    int rc = wp_future_cancel(h[0]);
+    int w0 = wp_future_wait(h[0], DEADLINE_MS);
+    took = tu_now_ms() - t0;
+    int w2 = wp_future_wait(q2, DEADLINE_MS);
+    quiet_workers(p, 2, 3);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(w0, 0);
+    ck_assert_int_eq(w2, 0);
+    ck_assert_int_lt(took, 1000);
+    check_cancelled(h[0]);
+    check_echo(q2, msg, sizeof msg);
+    ck_assert_int_eq(wp_future_state(h[1]), WP_RUNNING);
+    ck_assert_int_lt(cancel_kill(p, h[1], 2, 4), 1000);
+    check_cancelled(h[1]);
+    wait_pid_exited(pid[0]);
+    wait_pid_exited(pid[1]);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    ck_assert_int_eq(file_size(mark), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.cancelled, 3);
+    ck_assert_uint_eq(s.succeeded, 1);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_future_release(h[0]);
+    wp_future_release(h[1]);
+    wp_future_release(q1);
+    wp_future_release(q2);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+/* ======================================================= 3. retries */
+
+START_TEST(retry_until_success)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    count_arg a = count_arg_of(path, 3, CT_FAIL);
+    wp_task_options o = { .retries = 3 };
+    wp_future *f = tu_run(p, count_task, &a, sizeof a, &o);
+    int want = 3;
+    check_echo(f, &want, sizeof want);
+    ck_assert_int_eq(file_size(path), 3);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.retried, 2);
+    ck_assert_uint_eq(s.succeeded, 1);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(retries_exhausted)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    count_arg a = count_arg_of(path, 100, CT_FAIL);
+    wp_task_options o = { .retries = 2 };
+    wp_future *f = tu_run(p, count_task, &a, sizeof a, &o);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(f), 103); /* the third attempt's own code */
+    ck_assert_str_eq(wp_future_message(f), "attempt 3 fails");
+    ck_assert_int_eq(file_size(path), 3);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.retried, 2);
+    ck_assert_uint_eq(s.failed, 1);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(retry_after_crash)
+{
+    method = _i;
+    tmp_make();
+    char path[256], path2[256];
+    tmp_path(path, sizeof path, "count");
+    tmp_path(path2, sizeof path2, "count2");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    count_arg a = count_arg_of(path, 2, CT_SEGV);
+    wp_task_options o = { .retries = 1 };
+    wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 2);
+    int want = 2;
+    check_echo(f, &want, sizeof want);
+    ck_assert_int_eq(file_size(path), 2);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.retried, 1);
+    ck_assert_uint_eq(s.crashed, 0); /* only outcomes count */
+    ck_assert_uint_eq(s.workers_started, 2);
+
+    /* Crashing on every attempt: the last crash is the outcome. */
+    a = count_arg_of(path2, 100, CT_SEGV);
+    o.retries = 2;
+    wp_future *g = run_crash(p, count_task, &a, sizeof a, &o, 1, 2 + 3);
+    ck_assert_int_eq(wp_future_error(g), WP_ECRASHED);
+    ck_assert_int_eq(wp_future_code(g), SIGSEGV);
+    ck_assert_int_eq(file_size(path2), 3);
+    s = settled_stats(p, 2);
+    ck_assert_uint_eq(s.retried, 3);
+    ck_assert_uint_eq(s.crashed, 1);
+    wp_future_release(f);
+    wp_future_release(g);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* The deadline is per attempt: a first attempt that hangs is killed at
+   its deadline, and the retry, with a deadline of its own, succeeds. */
+START_TEST(retry_after_timeout)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    count_arg a = count_arg_of(path, 3, CT_HANG);
+    wp_task_options o = { .timeout_ms = 150, .retries = 2 };
+    int64_t t0 = tu_now_ms();
+    wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 1 + 2);
+    int64_t took = tu_now_ms() - t0;
+    int want = 3;
+    check_echo(f, &want, sizeof want);
+    ck_assert_int_ge(took, 2 * 150);
+    ck_assert_int_eq(file_size(path), 3);
+    wp_pool_stats s = settled_stats(p, 1);
+    ck_assert_uint_eq(s.retried, 2);
+    ck_assert_uint_eq(s.timed_out, 0); /* only outcomes count */
+    ck_assert_uint_eq(s.succeeded, 1);
+    wp_future_release(f);
+
+    /* Every attempt hangs: the last timeout is the outcome. */
+    tmp_path(path, sizeof path, "count2");
+    a = count_arg_of(path, 100, CT_HANG);
+    o = (wp_task_options){ .timeout_ms = 100, .retries = 1 };
+    f = run_crash(p, count_task, &a, sizeof a, &o, 1, 3 + 2);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETIMEDOUT);
+    ck_assert_ptr_nonnull(strstr(wp_future_message(f), "100 ms"));
+    ck_assert_int_eq(file_size(path), 2);
+    s = settled_stats(p, 2);
+    ck_assert_uint_eq(s.retried, 3);
+    ck_assert_uint_eq(s.timed_out, 1);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* retry_delay_ms before the first retry, doubled before each next one. */
+START_TEST(retry_delay_doubles)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    count_arg a = count_arg_of(path, 3, CT_FAIL);
+    wp_task_options o = { .retries = 2, .retry_delay_ms = 100 };
+    int64_t t0 = tu_now_ms();
+    wp_future *f = tu_run(p, count_task, &a, sizeof a, &o);
+    int64_t took = tu_now_ms() - t0;
+    int want = 3;
+    check_echo(f, &want, sizeof want);
+    ck_assert_msg(took >= 300, "two retries after 100 + 200 ms took only %lld ms", (long long)took);
+    ck_assert_uint_eq(stats_of(p).retried, 2);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* A task waiting out its retry delay holds up nothing. */
+START_TEST(retry_delay_does_not_block)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    count_arg a = count_arg_of(path, 2, CT_FAIL);
+    wp_task_options o = { .retries = 1, .retry_delay_ms = 1500 };
+    int64_t t0 = tu_now_ms();
+    wp_future *r = submit(p, count_task, &a, sizeof a, &o);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (stats_of(p).retried < 1) { /* the first attempt failed: it waits */
+        ck_assert_msg(tu_now_ms() < deadline, "the first attempt never failed");
+        tu_poll_pause();
+    }
+    enum { N = 20 };
+    wp_future *f[N];
+    int v[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = i * 31;
+        f[i] = submit(p, tu_echo, &v[i], sizeof v[i], NULL);
+    }
+    ck_assert_int_eq(wp_wait_all(f, N, DEADLINE_MS), 0);
+    int64_t others_done = tu_now_ms() - t0;
+    ck_assert_msg(wp_future_wait(r, 0) == WP_ETIMEDOUT,
+                  "the retry did not wait (the others took %lld ms)", (long long)others_done);
+    ck_assert_int_eq(wp_future_state(r), WP_PENDING); /* between attempts */
+    ck_assert_int_eq(file_size(path), 1);
+    for (int i = 0; i < N; i++) {
+        check_echo(f[i], &v[i], sizeof v[i]);
+        wp_future_release(f[i]);
+    }
+    wait_settled(r);
+    int want = 2;
+    check_echo(r, &want, sizeof want);
+    ck_assert_int_ge(tu_now_ms() - t0, 1500);
+    wp_future_release(r);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* Cancelled during its retry delay: settles at once, no attempt follows. */
+START_TEST(cancel_during_retry_delay)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "count");
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    count_arg a = count_arg_of(path, 100, CT_FAIL);
+    wp_task_options o = { .retries = 5, .retry_delay_ms = 300 };
+    wp_future *r = submit(p, count_task, &a, sizeof a, &o);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (stats_of(p).retried < 1) {
+        ck_assert_msg(tu_now_ms() < deadline, "the first attempt never failed");
+        tu_poll_pause();
+    }
+    int64_t took = cancel_and_time(r);
+    ck_assert_msg(took < 1000, "cancel took %lld ms", (long long)took);
+    check_cancelled(r);
+    long attempts = file_size(path);
+    ck_assert_int_ge(attempts, 1);
+    uint64_t retried = stats_of(p).retried;
+    /* While a 900 ms task keeps one worker busy, the other stays free for a
+       retry that would be due after 300 ms (and 600 ms more): none comes. */
+    int64_t ms = 900;
+    wp_future *w = tu_run(p, tu_sleep, &ms, sizeof ms, NULL);
+    check_echo(w, &ms, sizeof ms);
+    ck_assert_int_eq(file_size(path), attempts);
+    wp_pool_stats s = settled_stats(p, 2);
+    ck_assert_uint_eq(s.retried, retried);
+    ck_assert_uint_eq(s.cancelled, 1);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_future_release(w);
+    wp_future_release(r);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ============================================== 4. worker lifecycle */
+
+/* Run N tu_pid tasks on a pool, all submitted at once; their pids in pids[]
+   (fails unless all succeed).  Shuts the pool down before any Check call,
+   so no worker is being started meanwhile (see the top of the file). */
+static void run_pids(wp_pool *p, int *pids, int n)
+{
+    wp_future *f[16];
+    ck_assert_int_le(n, 16);
+    for (int i = 0; i < n; i++)
+        f[i] = submit(p, tu_pid, NULL, 0, NULL);
+    bool all = quiet_wait_all(f, (size_t)n, 60000);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    ck_assert(all);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(wp_future_state(f[i]) == WP_SUCCEEDED, "task %d ended %d (%s)", i,
+                      wp_future_state(f[i]), wp_future_message(f[i]));
+        size_t len;
+        const void *r = wp_future_result(f[i], &len);
+        ck_assert_uint_eq(len, sizeof(int));
+        memcpy(&pids[i], r, sizeof(int));
+        wp_future_release(f[i]);
+    }
+}
+
+static int uses_of(const int *pids, int n, int pid)
+{
+    int uses = 0;
+    for (int j = 0; j < n; j++)
+        uses += pids[j] == pid;
+    return uses;
+}
+
+START_TEST(max_tasks_per_worker)
+{
+    method = _i;
+    enum { N = 10 };
+    int pids[N];
+
+    /* Two workers: tasks spread, prefetched and taken back as they come. */
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2, .max_tasks_per_worker = 3 });
+    run_pids(p, pids, N);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(uses_of(pids, N, pids[i]) <= 3, "worker %d ran %d tasks", pids[i],
+                      uses_of(pids, N, pids[i]));
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_ge(s.workers_started, 4);
+    ck_assert_uint_eq(s.submitted, N);
+    ck_assert_uint_eq(s.succeeded, N);
+    ck_assert_uint_eq(s.failed + s.cancelled + s.crashed, 0);
+    wp_pool_destroy(p);
+
+    /* One worker: exactly 3 + 3 + 3 + 1, four workers. */
+    p = make_pool((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 3 });
+    run_pids(p, pids, N);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(pids[i] == pids[i / 3 * 3], "task %d ran on %d, task %d on %d", i, pids[i],
+                      i / 3 * 3, pids[i / 3 * 3]);
+    for (int k = 3; k < N; k += 3)
+        ck_assert_int_ne(pids[k], pids[k - 3]);
+    s = stats_of(p);
+    ck_assert_uint_eq(s.workers_started, 4);
+    ck_assert_uint_eq(s.succeeded, N);
+    wp_pool_destroy(p);
+
+    /* One task per worker: every task in a fresh process. */
+    p = make_pool((wp_pool_options){ .workers = 2, .max_tasks_per_worker = 1 });
+    run_pids(p, pids, 6);
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(uses_of(pids, 6, pids[i]), 1);
+    s = stats_of(p);
+    ck_assert_uint_ge(s.workers_started, 6);
+    ck_assert_uint_eq(s.succeeded, 6);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* worker_init runs once in each new worker, in that worker: one worker
+   retired every 2 tasks, then crashed twice, so 1 + 4 + 2 workers. */
+START_TEST(worker_init_once_per_worker)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "inits");
+    init_ctx c = init_ctx_of(path, 0);
+    wp_pool *p = make_pool((wp_pool_options){
+        .workers = 1, .max_tasks_per_worker = 2, .worker_init = init_count, .worker_init_ctx = &c });
+    enum { N = 8 };
+    int task_pids[N];
+    for (int i = 0; i < N; i++) {
+        wp_future *f = submit(p, tu_pid, NULL, 0, NULL);
+        int w = wp_future_wait(f, DEADLINE_MS);
+        quiet_workers(p, 1, 1 + (uint64_t)(i + 1) / 2); /* a retired one's replacement */
+        ck_assert_int_eq(w, 0);
+        ck_assert_int_eq(wp_future_state(f), WP_SUCCEEDED);
+        memcpy(&task_pids[i], wp_future_result(f, NULL), sizeof(int));
+        wp_future_release(f);
+    }
+    for (int i = 0; i < 2; i++) { /* crashes make replacements too */
+        wp_future *f = run_crash(p, tu_segv, NULL, 0, NULL, 1, 1 + N / 2 + (uint64_t)i + 1);
+        ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
+        wp_future_release(f);
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.workers_started, 1 + N / 2 + 2);
+    long n = file_size(path) / (long)sizeof(int);
+    ck_assert_msg(n == (long)s.workers_started, "worker_init ran %ld times for %llu workers", n,
+                  (unsigned long long)s.workers_started);
+    /* Each init ran in its own process, and every task's worker ran it. */
+    int inits[16];
+    FILE *fp = fopen(path, "re");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fread(inits, sizeof(int), (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    for (long i = 0; i < n; i++)
+        for (long j = i + 1; j < n; j++)
+            ck_assert_int_ne(inits[i], inits[j]);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(task_pids[i], inits[i / 2]); /* in the order they started */
+        ck_assert_int_eq(task_pids[i], task_pids[i / 2 * 2]);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* A worker_init that always fails: no worker can start, and tasks fail
+   with WP_ESPAWN in bounded time instead of waiting forever.  (Such a
+   worker exits before it allocates: no care for TU_ASAN is needed.) */
+START_TEST(worker_init_fails_espawn)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "inits");
+    init_ctx c = init_ctx_of(path, -1);
+    wp_pool *p = create_pool((wp_pool_options){
+        .workers = 2, .worker_init = init_count, .worker_init_ctx = &c });
+    int64_t t0 = tu_now_ms();
+    wp_future *f = submit(p, tu_echo, "a", 1, NULL);
+    ck_assert_int_eq(wp_future_wait(f, 10000), 0);
+    int64_t took = tu_now_ms() - t0;
+    ck_assert_msg(took < 10000, "WP_ESPAWN took %lld ms", (long long)took);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ESPAWN);
+    ck_assert_str_ne(wp_future_message(f), "");
+    /* Later submits fail the same way. */
+    for (int i = 0; i < 3; i++) {
+        wp_future *g = submit(p, tu_echo, "b", 1, NULL);
+        t0 = tu_now_ms();
+        ck_assert_int_eq(wp_future_wait(g, 10000), 0);
+        ck_assert_int_lt(tu_now_ms() - t0, 10000);
+        ck_assert_int_eq(wp_future_error(g), WP_ESPAWN);
+        wp_future_release(g);
+    }
+    wp_pool_stats s = settled_stats(p, 4);
+    ck_assert_uint_eq(s.workers_started, 0);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    ck_assert_uint_eq(s.failed, 4);
+    ck_assert_int_ge(file_size(path), 3 * (long)sizeof(int));
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* A worker_init that fails its first 5 calls, then works: the pool
+   recovers and tasks succeed (one submitted while nothing could start may
+   fail with WP_ESPAWN first). */
+START_TEST(worker_init_recovers)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "inits");
+    init_ctx c = init_ctx_of(path, 5);
+    wp_pool *p = create_pool((wp_pool_options){
+        .workers = 1, .worker_init = init_count, .worker_init_ctx = &c });
+    wp_future *f = submit(p, tu_echo, "r", 1, NULL);
+    int w = wp_future_wait(f, DEADLINE_MS);
+    quiet_workers(p, 1, 1); /* it did recover */
+    ck_assert_int_eq(w, 0);
+    unsigned espawn = 0;
+    if (wp_future_state(f) == WP_SUCCEEDED) {
+        check_echo(f, "r", 1);
+    } else {
+        ck_assert_msg(wp_future_error(f) == WP_ESPAWN, "failed with %d (%s)", wp_future_error(f),
+                      wp_future_message(f));
+        espawn++;
+    }
+    wp_future_release(f);
+    for (int i = 0; i < 5; i++) {
+        wp_future *g = tu_run(p, tu_echo, &i, sizeof i, NULL);
+        check_echo(g, &i, sizeof i);
+        wp_future_release(g);
+    }
+    ck_assert_int_eq(file_size(path), 6 * (long)sizeof(int));
+    wp_pool_stats s = settled_stats(p, 1 + 5);
+    ck_assert_uint_eq(s.workers_started, 1);
+    ck_assert_uint_eq(s.failed, espawn);
+    ck_assert_uint_eq(s.succeeded, 6 - espawn);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* An allocation past worker_memory_limit fails in the task alone. */
+START_TEST(memory_limit)
+{
+    method = _i;
+    if (UNDER_SANITIZER)
+        return; /* see UNDER_SANITIZER */
+    wp_pool *p = make_pool((wp_pool_options){
+        .workers = 1, .worker_memory_limit = (size_t)256 << 20 });
+    wp_future *g = tu_run(p, tu_pid, NULL, 0, NULL);
+    ck_assert_int_eq(wp_future_state(g), WP_SUCCEEDED);
+    int pid;
+    memcpy(&pid, wp_future_result(g, NULL), sizeof pid);
+    size_t big = (size_t)1 << 30, small = (size_t)16 << 20;
+    wp_future *f = tu_run(p, alloc_task, &big, sizeof big, NULL);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(f), 12);
+    wp_future *h = tu_run(p, alloc_task, &small, sizeof small, NULL);
+    check_echo(h, "\1", 1);
+    wp_future *k = tu_run(p, tu_pid, NULL, 0, NULL);
+    ck_assert_int_eq(wp_future_state(k), WP_SUCCEEDED);
+    int pid2;
+    memcpy(&pid2, wp_future_result(k, NULL), sizeof pid2);
+    ck_assert_int_eq(pid2, pid); /* the same worker carried on */
+    wp_pool_stats s = settled_stats(p, 4);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.workers_started, 1);
+    wp_future_release(f);
+    wp_future_release(g);
+    wp_future_release(h);
+    wp_future_release(k);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ============================================= 5. crash-loop guard */
+
+/* With a worker_init that always fails, the pool backs off instead of
+   forking in a tight loop: in a second, two slots fork a bounded number of
+   workers (a tight loop would fork thousands). */
+START_TEST(crash_loop_backoff)
+{
+    method = _i;
+    tmp_make();
+    char path[256];
+    tmp_path(path, sizeof path, "inits");
+    init_ctx c = init_ctx_of(path, -1);
+    int64_t t0 = tu_now_ms();
+    wp_pool *p = create_pool((wp_pool_options){
+        .workers = 2, .worker_init = init_count, .worker_init_ctx = &c });
+    long n = 0;
+    while (tu_now_ms() - t0 < 1000) { /* watch for one second */
+        n = file_size(path) / (long)sizeof(int);
+        ck_assert_msg(n < 100, "%ld workers forked in %lld ms", n, (long long)(tu_now_ms() - t0));
+        tu_poll_pause();
+    }
+    ck_assert_int_ge(n, 2); /* it did try */
+    ck_assert_uint_eq(stats_of(p).workers_started, 0);
+    wp_pool_destroy(p);
+    n = file_size(path) / (long)sizeof(int);
+    ck_assert_msg(n < 100, "%ld workers forked", n);
+}
+END_TEST
+
+/* ==================================================== 6. stress */
+
+enum { ST_THREADS = 4, ST_TASKS = 1500, ST_N = ST_THREADS * ST_TASKS };
+enum { K_ECHO, K_SEGV, K_EXIT, K_FAIL, K_HANG };
+#define NOT_CANCELLED 1
+
+typedef struct stress_rec {
+    wp_future *f;
+    int        kind;
+    int        value;      /* echo: the argument; fail: the code */
+    int        cancel_rc;  /* NOT_CANCELLED, or what wp_future_cancel said */
+    atomic_int calls;
+} stress_rec;
+
+typedef struct stress_thread {
+    wp_pool    *pool;
+    stress_rec *recs;      /* ST_TASKS of them */
+    unsigned    seed;
+    int         error;     /* a submit or on_done failure */
+} stress_thread;
+
+static void stress_cancel(stress_rec *r)
+{
+    if (r->cancel_rc == NOT_CANCELLED)
+        r->cancel_rc = wp_future_cancel(r->f);
+}
+
+static void *stress_main(void *arg)
+{
+    stress_thread *t = arg;
+    struct { int index, due; } later[ST_TASKS];
+    int nlater = 0;
+    for (int k = 0; k < ST_TASKS; k++) {
+        stress_rec *r = &t->recs[k];
+        int x = rand_r(&t->seed) % 100;
+        r->kind = x < 2 ? K_HANG : x < 7 ? K_SEGV : x < 12 ? K_EXIT : x < 22 ? K_FAIL : K_ECHO;
+        r->value = r->kind == K_FAIL ? 40 + k % 7 : r->kind == K_EXIT ? 3 : k;
+        r->cancel_rc = NOT_CANCELLED;
+        atomic_init(&r->calls, 0);
+        wp_task_options o = { .timeout_ms = r->kind == K_HANG ? 100 : 0 };
+        static const wp_task_fn fns[] = { tu_echo, tu_segv, tu_exit, tu_fail, tu_hang };
+        int rc = wp_submit(t->pool, fns[r->kind], &r->value, sizeof r->value, &o, &r->f);
+        if (rc == 0)
+            rc = wp_future_on_done(r->f, count_done, &r->calls);
+        if (rc != 0) {
+            t->error = rc;
+            return NULL;
+        }
+        int c = rand_r(&t->seed) % 30;
+        if (c == 0) {                       /* right after submit */
+            stress_cancel(r);
+        } else if (c == 1) {                /* a few submits later */
+            later[nlater].index = k;
+            later[nlater].due = k + 1 + rand_r(&t->seed) % 8;
+            nlater++;
+        } else if (c == 2) {                /* after a short random wait */
+            wp_future_wait(r->f, rand_r(&t->seed) % 3);
+            stress_cancel(r);
+        }
+        for (int i = 0; i < nlater;)
+            if (later[i].due <= k) {
+                stress_cancel(&t->recs[later[i].index]);
+                later[i] = later[--nlater];
+            } else {
+                i++;
+            }
+    }
+    for (int i = 0; i < nlater; i++)
+        stress_cancel(&t->recs[later[i].index]);
+    return NULL;
+}
+
+/* Why rec r's outcome is wrong, or NULL. */
+static const char *stress_wrong(const stress_rec *r)
+{
+    if (atomic_load(&r->calls) != 1)
+        return "done-callbacks did not run exactly once";
+    int st = wp_future_state(r->f), err = wp_future_error(r->f), code = wp_future_code(r->f);
+    if (r->cancel_rc != NOT_CANCELLED && r->cancel_rc != 0 && r->cancel_rc != WP_EINVAL)
+        return "wp_future_cancel returned something else than 0 or WP_EINVAL";
+    if (r->cancel_rc == 0)
+        return st == WP_CANCELLED && err == WP_ECANCELED ? NULL
+                                                         : "cancel returned 0, not cancelled";
+    if (st == WP_CANCELLED)
+        return "cancelled, but cancel was not called or said WP_EINVAL";
+    switch (r->kind) {
+    case K_ECHO: {
+        size_t len;
+        const void *res = wp_future_result(r->f, &len);
+        if (st != WP_SUCCEEDED || res == NULL || len != sizeof r->value ||
+            memcmp(res, &r->value, len) != 0)
+            return "echo did not echo";
+        return NULL;
+    }
+    case K_SEGV:
+        return st == WP_FAILED && err == WP_ECRASHED && code == SIGSEGV ? NULL
+                                                                         : "segv did not crash";
+    case K_EXIT:
+        return st == WP_FAILED && err == WP_ECRASHED && code == 256 + 3 ? NULL
+                                                                         : "exit(3) did not crash";
+    case K_FAIL:
+        return st == WP_FAILED && err == WP_ETASK && code == r->value ? NULL
+                                                                       : "fail did not fail";
+    default:
+        return st == WP_FAILED && err == WP_ETIMEDOUT ? NULL : "hang did not time out";
+    }
+}
+
+START_TEST(stress_mixed)
+{
+    method = _i;
+    /* Four threads allocate all the time while the dispatcher forks:
+       WP_START_FORK is documented unsafe then, and ASan's allocator is
+       such a case (TU_ASAN in testutil.h).  The fork server is not. */
+    if (TU_ASAN && method == WP_START_FORK)
+        return;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 4 });
+    stress_rec *recs = calloc(ST_N, sizeof *recs);
+    wp_future **fs = calloc(ST_N, sizeof *fs);
+    ck_assert_ptr_nonnull(recs);
+    ck_assert_ptr_nonnull(fs);
+    stress_thread th[ST_THREADS];
+    pthread_t tid[ST_THREADS];
+    for (int i = 0; i < ST_THREADS; i++) {
+        th[i] = (stress_thread){ .pool = p, .recs = recs + i * ST_TASKS,
+                                 .seed = 777u * (unsigned)(i + 1) + (unsigned)method };
+        ck_assert_int_eq(pthread_create(&tid[i], NULL, stress_main, &th[i]), 0);
+    }
+    for (int i = 0; i < ST_THREADS; i++) {
+        pthread_join(tid[i], NULL);
+        ck_assert_msg(th[i].error == 0, "thread %d: submit failed with %d", i, th[i].error);
+    }
+    for (int i = 0; i < ST_N; i++)
+        fs[i] = recs[i].f;
+    bool all = quiet_wait_all(fs, ST_N, 100000);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* every callback has run */
+    ck_assert_msg(all, "not every future settled");
+
+    uint64_t n_ok = 0, n_failed = 0, n_cancelled = 0, n_crashed = 0, n_timed_out = 0;
+    int wrong = 0, first_wrong = -1;
+    const char *why = NULL;
+    for (int i = 0; i < ST_N; i++) {
+        const stress_rec *r = &recs[i];
+        const char *w = stress_wrong(r);
+        if (w != NULL && wrong++ == 0) {
+            first_wrong = i;
+            why = w;
+        }
+        int st = wp_future_state(r->f), err = wp_future_error(r->f);
+        n_ok += st == WP_SUCCEEDED;
+        n_failed += st == WP_FAILED;
+        n_cancelled += st == WP_CANCELLED;
+        n_crashed += st == WP_FAILED && err == WP_ECRASHED;
+        n_timed_out += st == WP_FAILED && err == WP_ETIMEDOUT;
+    }
+    ck_assert_msg(wrong == 0, "%d futures wrong; first: task %d (kind %d, cancel %d): %s "
+                  "[state %d, error %d, code %d, \"%s\"]", wrong, first_wrong,
+                  first_wrong >= 0 ? recs[first_wrong].kind : -1,
+                  first_wrong >= 0 ? recs[first_wrong].cancel_rc : 0, why,
+                  first_wrong >= 0 ? wp_future_state(recs[first_wrong].f) : 0,
+                  first_wrong >= 0 ? wp_future_error(recs[first_wrong].f) : 0,
+                  first_wrong >= 0 ? wp_future_code(recs[first_wrong].f) : 0,
+                  first_wrong >= 0 ? wp_future_message(recs[first_wrong].f) : "");
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, ST_N);
+    ck_assert_uint_eq(s.submitted, s.succeeded + s.failed + s.cancelled);
+    ck_assert_uint_eq(s.succeeded, n_ok);
+    ck_assert_uint_eq(s.failed, n_failed);
+    ck_assert_uint_eq(s.cancelled, n_cancelled);
+    ck_assert_uint_eq(s.crashed, n_crashed);
+    ck_assert_uint_eq(s.timed_out, n_timed_out);
+    ck_assert_uint_eq(s.retried, 0);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.running, 0);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    for (int i = 0; i < ST_N; i++)
+        wp_future_release(recs[i].f);
+    free(fs);
+    free(recs);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ main */
+
+static Suite *control_suite(void)
 {
     Suite *s = suite_create("control");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, placeholder);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
+    struct { const char *name; const TTest *fn; } tests[] = {
+        { "deadline_counts_from_start", deadline_counts_from_start },
+        { "deadline_kills_worker", deadline_kills_worker },
+        { "deadline_on_hang", deadline_on_hang },
+        { "deadline_race_settles_once", deadline_race_settles_once },
+        { "cancel_queued", cancel_queued },
+        { "cancel_queued_worker_finishes", cancel_queued_worker_finishes },
+        { "cancel_running", cancel_running },
+        { "cancel_settled", cancel_settled },
+        { "shield_running", shield_running },
+        { "shield_queued", shield_queued },
+        { "late_cancel_spares_next", late_cancel_spares_next },
+        { "cancel_prefetched", cancel_prefetched },
+        { "retry_until_success", retry_until_success },
+        { "retries_exhausted", retries_exhausted },
+        { "retry_after_crash", retry_after_crash },
+        { "retry_after_timeout", retry_after_timeout },
+        { "retry_delay_doubles", retry_delay_doubles },
+        { "retry_delay_does_not_block", retry_delay_does_not_block },
+        { "cancel_during_retry_delay", cancel_during_retry_delay },
+        { "max_tasks_per_worker", max_tasks_per_worker },
+        { "worker_init_once_per_worker", worker_init_once_per_worker },
+        { "worker_init_fails_espawn", worker_init_fails_espawn },
+        { "worker_init_recovers", worker_init_recovers },
+        { "memory_limit", memory_limit },
+        { "crash_loop_backoff", crash_loop_backoff },
+        { "stress_mixed", stress_mixed },
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        TCase *tc = tcase_create(tests[i].name);
+        tcase_set_timeout(tc, 120);
+        tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
+        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(control_suite());
+    srunner_set_fork_status(r, CK_FORK);
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
