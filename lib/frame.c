@@ -38,7 +38,7 @@ void *wp__frame_reader_space(frame_reader *r, size_t *len)
     }
     size_t got = r->have - sizeof r->hdr;
     *len = (size_t)r->hdr.length - got;
-    return r->payload + got;
+    return r->payload != NULL ? r->payload + got : NULL;
 }
 
 static int check_header(frame_reader *r, const frame_expect *ex)
@@ -66,7 +66,7 @@ static int check_header(frame_reader *r, const frame_expect *ex)
         return WP_EPROTO;
     }
     uint64_t limit = h->type == FRAME_FAILURE ? FRAME_MESSAGE_MAX : ex->max_message;
-    if (h->length > limit) {
+    if (h->length > limit || h->length >= SIZE_MAX) { /* +1 below must not wrap */
         r->why = "length over the limit";
         return h->type == FRAME_FAILURE ? WP_EPROTO : WP_E2BIG;
     }

@@ -123,11 +123,13 @@ static bool wait_for_room(wp_queue *q)
     bool ok = true;
     pthread_mutex_lock(&q->room_mu);
     atomic_fetch_add(&q->blocked, 1);
-    while (!reserve_room(q)) {
-        if (atomic_load(&q->closed)) {
+    for (;;) {
+        if (atomic_load(&q->closed)) { /* before room: closed means closed */
             ok = false;
             break;
         }
+        if (reserve_room(q))
+            break;
         pthread_cond_wait(&q->room_cv, &q->room_mu);
     }
     atomic_fetch_sub(&q->blocked, 1);
