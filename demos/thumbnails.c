@@ -714,9 +714,9 @@ static int generate_task(const void *arg, size_t arg_len, wp_buf *result)
 
 /* =================================================== main-side helpers */
 
-static void *xrealloc(void *p, size_t n)
+/* Out of memory on the main side is a setup error: report it and stop. */
+static void *check_alloc(void *p)
 {
-    p = realloc(p, n);
     if (p == NULL) {
         fputs("thumbnails: out of memory\n", stderr);
         exit(EXIT_SETUP);
@@ -724,25 +724,26 @@ static void *xrealloc(void *p, size_t n)
     return p;
 }
 
-PRINTF_LIKE(1, 2)
-static char *str_printf(const char *fmt, ...)
+static void *xrealloc(void *p, size_t n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = xrealloc(NULL, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
+    return check_alloc(realloc(p, n));
+}
+
+static char *xstrdup(const char *s)
+{
+    return check_alloc(strdup(s));
 }
 
 /* "dir" + "name", with exactly one slash between them. */
 static char *join_path(const char *dir, const char *name)
 {
-    size_t n = strlen(dir);
-    return str_printf("%s%s%s", dir, n > 0 && dir[n - 1] == '/' ? "" : "/", name);
+    size_t n = strlen(dir), m = strlen(name);
+    bool slash = n > 0 && dir[n - 1] == '/';
+    char *path = check_alloc(malloc(n + !slash + m + 1));
+    memcpy(path, dir, n);
+    path[n] = '/';
+    memcpy(path + n + !slash, name, m + 1);
+    return path;
 }
 
 static double seconds_between(const struct timespec *a, const struct timespec *b)
@@ -760,7 +761,7 @@ static double seconds_since(const struct timespec *start)
 /* mkdir -p: create each missing ancestor, then path itself. */
 static int make_dirs(const char *path)
 {
-    char *p = str_printf("%s", path);
+    char *p = xstrdup(path);
     int rc = 0;
     for (char *cut = p + 1; rc == 0; cut++) {
         char saved = *cut;
@@ -862,7 +863,7 @@ static int collect_jpegs(const char *dir, const struct stat *skip, struct path_l
    b/x.jpg do not overwrite each other. */
 static char *flat_name(const char *relative)
 {
-    char *name = str_printf("%s", relative);
+    char *name = xstrdup(relative);
     for (char *p = name; *p != '\0'; p++)
         if (*p == '/')
             *p = '_';
@@ -1266,9 +1267,12 @@ static int submit_generators(struct batch *b, wp_pool *pool, const struct option
         /* Seeds spread out so neighbouring images do not look alike. */
         struct gen_job job = { .seed = (i + 1) * 2654435761u,
                                .flags = corrupt ? GEN_TRUNCATE : i % 10 == 9 ? GEN_GRAY : 0 };
-        char *file = corrupt ? str_printf("corrupt.jpg") : str_printf("img%04u.jpg", i);
+        char file[32];
+        if (corrupt)
+            snprintf(file, sizeof file, "corrupt.jpg");
+        else
+            snprintf(file, sizeof file, "img%04u.jpg", i);
         char *path = join_path(o->dir, file);
-        free(file);
         path_list_add(names, path);
         const char *paths[1] = { path };
         int rc = batch_submit(b, pool, generate_task, &job, sizeof job, paths, 1, path, 0);
