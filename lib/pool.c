@@ -266,8 +266,7 @@ static void slot_kill(wp_pool *p, slot *s)
 static task *slot_take_back(slot *s)
 {
     task *t = s->next;
-    atomic_store(&s->shared->skip, t->id);
-    if (atomic_load(&s->shared->started) == t->id)
+    if (!wp__claim(s->shared, CLAIM_SKIP(t->id), CLAIM_STARTED(t->id)))
         return NULL;
     s->next = NULL;
     s->skipped_id = t->id;

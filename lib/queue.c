@@ -102,19 +102,20 @@ static bool reserve_room(wp_queue *q)
     return false;
 }
 
-static void wake_consumer(wp_queue *q, bool only_if_hungry)
+static void write_wake_fd(wp_queue *q)
 {
-    int was;
-    if (only_if_hungry) {
-        was = CONSUMER_HUNGRY;
-        if (!atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
-            return;
-    } else if (atomic_exchange(&q->consumer, CONSUMER_AWAKE) == CONSUMER_AWAKE) {
-        return;
-    }
     uint64_t one = 1;
     ssize_t n = write(q->wake_fd, &one, sizeof one);
     WP_UNUSED(n); /* EAGAIN means the counter is already non-zero: awake anyway */
+}
+
+/* Only the producer that finds the consumer asleep and hungry pays for the
+   write, so a busy dispatcher costs producers nothing. */
+static void wake_hungry_consumer(wp_queue *q)
+{
+    int was = CONSUMER_HUNGRY;
+    if (atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
+        write_wake_fd(q);
 }
 
 /* Wait for room; false if the queue closed meanwhile. */
@@ -167,9 +168,9 @@ int wp__queue_push(wp_queue *q, void *item, bool nowait)
        mirror of queue_may_sleep's store-then-check. */
     atomic_fetch_sub(&q->pushers, 1);
     if (atomic_load(&q->closed))
-        wake_consumer(q, false); /* it may be waiting for the queue to seal */
+        wp__queue_kick(q); /* it may be waiting for the queue to seal */
     else if (rc == 0)
-        wake_consumer(q, true);
+        wake_hungry_consumer(q);
     return rc;
 }
 
@@ -233,5 +234,8 @@ void wp__queue_awake(wp_queue *q, bool drain)
 
 void wp__queue_kick(wp_queue *q)
 {
-    wake_consumer(q, false);
+    /* Always written: a consumer still marked awake may be about to sleep
+       having already looked at what this kick is about. */
+    atomic_store(&q->consumer, CONSUMER_AWAKE);
+    write_wake_fd(q);
 }

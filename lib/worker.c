@@ -151,8 +151,7 @@ static void run_task(worker *w, const frame_header *task, const void *arg)
     void *addr;
     memcpy(&fn, &task->fn, sizeof fn);
     memcpy(&addr, &fn, sizeof addr);
-    atomic_store(&w->shared->started, task->task_id);
-    if (atomic_load(&w->shared->skip) == task->task_id) {
+    if (!wp__claim(w->shared, CLAIM_STARTED(task->task_id), CLAIM_SKIP(task->task_id))) {
         send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started");
         return;
     }

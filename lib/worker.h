@@ -37,16 +37,30 @@ enum {
  * One per worker slot, in memory shared with every worker (mapped before the
  * fork server is forked).  The pool may write a second task into a busy
  * worker's pipe so the worker never waits for the dispatcher; to take such a
- * task back, the pool stores its id in `skip` and then reads `started`; the
- * worker stores the id in `started` and then reads `skip`.  Both sequentially
- * consistent, so either the worker sees the skip and does not run the task,
- * or the pool sees that it started: never both, never neither.
+ * task back it must be sure the worker has not started it.  Both sides claim
+ * a task id in one word, by compare-and-swap: the worker swaps in
+ * CLAIM_STARTED(id) unless it finds CLAIM_SKIP(id), the pool swaps in
+ * CLAIM_SKIP(id) unless it finds CLAIM_STARTED(id).  Exactly one wins.
  */
 typedef struct worker_shared {
-    atomic_uint_fast64_t started;  /* id of the task the worker took up last */
-    atomic_uint_fast64_t skip;     /* id of a task it must not run */
-    char pad[64 - 2 * sizeof(atomic_uint_fast64_t)];
+    atomic_uint_fast64_t claim;
+    char pad[64 - sizeof(atomic_uint_fast64_t)];
 } worker_shared;
+
+#define CLAIM_STARTED(id) ((uint64_t)(id) << 1)
+#define CLAIM_SKIP(id)    (((uint64_t)(id) << 1) | 1u)
+
+/* Claim task id for `want` (CLAIM_STARTED or CLAIM_SKIP of id); false if
+   the other side claimed it first. */
+static inline bool wp__claim(worker_shared *ws, uint64_t want, uint64_t rival)
+{
+    uint_fast64_t cur = atomic_load(&ws->claim);
+    do
+        if (cur == rival)
+            return false;
+    while (!atomic_compare_exchange_weak(&ws->claim, &cur, want));
+    return true;
+}
 
 typedef struct worker_config {
     worker_shared *shared;  /* one per slot */

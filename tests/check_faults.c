@@ -1,15 +1,727 @@
-/* placeholder: replaced by the real suite */
+/*
+ * check_faults.c — workers that crash, exit, fail, break the protocol or
+ * hang; shutdown while busy; the owning process dying (DESIGN §1 step 5,
+ * §2 "No process outlives its owner", §4 wp_pool_shutdown).
+ *
+ * The invariant hammered here: every submitted task settles exactly once,
+ * with the outcome it deserves, and a misbehaving worker takes down only
+ * its own task.
+ *
+ * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
+ * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * joins threads, reads what tasks report through FIFOs, or polls the
+ * observed condition against a deadline.
+ *
+ * WP_ENOFUNC (a function loaded after the fork server started) is not
+ * tested here.
+ */
+#define _GNU_SOURCE
 #include <check.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
-START_TEST(placeholder) { ck_assert(1); }
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define DEADLINE_MS 20000 /* for conditions that must come true */
+#define GONE_MS     2000  /* for processes that must be gone */
+
+static int method; /* the start method of the running test (loop index) */
+
+static void wait_alive(wp_pool *p, unsigned n);
+
+/* A pool with the test's start method, its workers all started. */
+static wp_pool *make_pool(unsigned workers)
+{
+    wp_pool *p = NULL;
+    wp_pool_options o = { .workers = workers, .start_method = method };
+    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
+    ck_assert_ptr_nonnull(p);
+    wait_alive(p, workers);
+    return p;
+}
+
+static wp_pool_stats stats_of(wp_pool *p)
+{
+    wp_pool_stats s;
+    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
+    return s;
+}
+
+/* Poll the stats until workers_alive reaches n (and workers_started
+   at least started).  The loop neither allocates nor calls Check: under
+   WP_START_FORK the dispatcher may be forking meanwhile (see TU_ASAN). */
+static void wait_workers(wp_pool *p, unsigned n, uint64_t started)
+{
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < n || s.workers_started < started) &&
+           tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(s.workers_alive >= n && s.workers_started >= started,
+                  "workers_alive %u (want %u), workers_started %llu (want %llu)",
+                  s.workers_alive, n, (unsigned long long)s.workers_started,
+                  (unsigned long long)started);
+}
+
+static void wait_alive(wp_pool *p, unsigned n)
+{
+    wait_workers(p, n, n);
+}
+
+static tu_report_arg report_arg(int64_t ms, const tu_fifo *report)
+{
+    tu_report_arg a;
+    memset(&a, 0, sizeof a);
+    a.ms = ms;
+    if (report != NULL)
+        snprintf(a.report, sizeof a.report, "%s", report->path);
+    return a;
+}
+
+static int result_int(const wp_future *f)
+{
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_uint_eq(len, sizeof(int));
+    int v;
+    memcpy(&v, r, sizeof v);
+    return v;
+}
+
+/* The pid of the worker that runs the next task (with one worker: the one). */
+static int worker_pid(wp_pool *p)
+{
+    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid = result_int(f);
+    wp_future_release(f);
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+/* Does text hold the number n, not as part of a longer number? */
+static bool has_number(const char *text, int n)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", n);
+    size_t len = strlen(num);
+    for (const char *p = strstr(text, num); p != NULL; p = strstr(p + 1, num))
+        if ((p == text || !isdigit((unsigned char)p[-1])) && !isdigit((unsigned char)p[len]))
+            return true;
+    return false;
+}
+
+/* Every pid in pids is gone (reaped).  Under WP_START_FORK the library
+   reaps its workers itself before shutdown returns; under the fork server
+   the server reaps them, and the pool reaps the server, so they should be
+   gone at once too — but we allow that case a bounded poll (GONE_MS) for
+   the kernel to finish tearing the processes down. */
+static void assert_gone(const int *pids, size_t n)
+{
+    int64_t deadline = tu_now_ms() + (method == WP_START_FORKSERVER ? GONE_MS : 0);
+    for (size_t i = 0; i < n; i++) {
+        while (tu_pid_alive(pids[i]) && tu_now_ms() < deadline)
+            tu_poll_pause();
+        ck_assert_msg(!tu_pid_alive(pids[i]), "process %d is still there", pids[i]);
+    }
+}
+
+/* A killed worker is reaped within a bounded time (the pool does not wait
+   for it before settling the task). */
+static void wait_gone(int pid)
+{
+    int64_t deadline = tu_now_ms() + GONE_MS;
+    while (tu_pid_alive(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(!tu_pid_alive(pid), "worker %d was never reaped", pid);
+}
+
+/* The fork server, found as the parent of one of its workers; -1 under
+   WP_START_FORK (the workers' parent is this process). */
+static int forkserver_of(int worker)
+{
+    int parent = tu_pid_parent(worker);
+    ck_assert_int_gt(parent, 0);
+    if (method == WP_START_FORK) {
+        ck_assert_int_eq(parent, (int)getpid());
+        return -1;
+    }
+    ck_assert_int_ne(parent, (int)getpid());
+    ck_assert_int_eq(tu_pid_parent(parent), (int)getpid());
+    return parent;
+}
+
+/* ---------------------------------------------------------------- crashes */
+
+START_TEST(worker_crashes)
+{
+    method = _i;
+    static const struct {
+        wp_task_fn fn;
+        int        arg;
+        int        code;
+        const char *text;
+    } kinds[] = {
+        { tu_segv, 0, 11, "SIGSEGV" },
+        { tu_abort, 0, 6, "SIGABRT" },
+        { tu_exit, 3, 256 + 3, "exited with status 3" },
+    };
+    wp_pool *p = make_pool(1);
+    int pid = worker_pid(p);
+    for (unsigned k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        wp_future *f = NULL;
+        ck_assert_int_eq(wp_submit(p, kinds[k].fn, &kinds[k].arg, sizeof kinds[k].arg, NULL, &f), 0);
+        wp_future_wait(f, -1);
+        wait_workers(p, 1, k + 2); /* the replacement */
+        ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+        ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
+        ck_assert_int_eq(wp_future_code(f), kinds[k].code);
+        const char *msg = wp_future_message(f);
+        ck_assert_msg(strstr(msg, kinds[k].text) != NULL, "message \"%s\" lacks \"%s\"", msg,
+                      kinds[k].text);
+        ck_assert_msg(has_number(msg, pid), "message \"%s\" lacks the worker's pid %d", msg, pid);
+        ck_assert_ptr_null(wp_future_result(f, NULL));
+        wp_future_release(f);
+        wait_gone(pid);
+
+        /* A replacement serves the next tasks. */
+        int next = worker_pid(p);
+        ck_assert_int_ne(next, pid);
+        f = tu_run(p, tu_echo, "ok", 2, NULL);
+        ck_assert_int_eq(wp_future_error(f), 0);
+        wp_future_release(f);
+        wp_pool_stats s = stats_of(p);
+        ck_assert_uint_eq(s.crashed, k + 1);
+        ck_assert_uint_eq(s.failed, k + 1);
+        ck_assert_uint_eq(s.workers_started, k + 2);
+        ck_assert_uint_eq(s.workers_alive, 1);
+        pid = next;
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 1 + 3 * 3);
+    ck_assert_uint_eq(s.succeeded, 1 + 3 * 2);
+    ck_assert_uint_eq(s.failed, 3);
+    ck_assert_uint_eq(s.crashed, 3);
+    ck_assert_uint_eq(s.timed_out, 0);
+    ck_assert_uint_eq(s.cancelled, 0);
+    assert_gone(&pid, 1);
+    wp_pool_destroy(p);
+}
 END_TEST
-int main(void)
+
+START_TEST(protocol_garbage)
+{
+    method = _i;
+    wp_pool *p = make_pool(1);
+    int pid = worker_pid(p);
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_garbage, NULL, 0, NULL, &f), 0);
+    wp_future_wait(f, -1);
+    wait_workers(p, 1, 2); /* the replacement */
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_EPROTO);
+    ck_assert_str_ne(wp_future_message(f), "");
+    wp_future_release(f);
+    wait_gone(pid); /* it was killed */
+
+    int next = worker_pid(p);
+    ck_assert_int_ne(next, pid);
+    for (int i = 0; i < 10; i++) {
+        f = tu_run(p, tu_echo, &i, sizeof i, NULL);
+        ck_assert_int_eq(result_int(f), i);
+        wp_future_release(f);
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 13);
+    ck_assert_uint_eq(s.succeeded, 12);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.workers_started, 2);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(task_failures)
+{
+    method = _i;
+    wp_pool *p = make_pool(1);
+    int pid = worker_pid(p);
+
+    int code = 42;
+    wp_future *f = tu_run(p, tu_fail, &code, sizeof code, NULL);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(f), 42);
+    ck_assert_str_eq(wp_future_message(f), "tu_fail");
+    size_t len = 7;
+    ck_assert_ptr_null(wp_future_result(f, &len));
+    ck_assert_uint_eq(len, 0);
+    wp_future_release(f);
+
+    code = 5;
+    f = tu_run(p, tu_return, &code, sizeof code, NULL);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(f), 5);
+    ck_assert_str_ne(wp_future_message(f), "");
+    wp_future_release(f);
+
+    code = 0;
+    f = tu_run(p, tu_return, &code, sizeof code, NULL);
+    ck_assert_int_eq(wp_future_state(f), WP_SUCCEEDED);
+    ck_assert_int_eq(wp_future_code(f), 0);
+    wp_future_release(f);
+
+    /* A failing task is no reason to replace its worker. */
+    ck_assert_int_eq(worker_pid(p), pid);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 5);
+    ck_assert_uint_eq(s.succeeded, 3);
+    ck_assert_uint_eq(s.failed, 2);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.workers_started, 1);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ---------------------------------------- crashes among successes, 4 threads */
+
+enum { IL_THREADS = 4, IL_PER_THREAD = 100, IL_TASKS = IL_THREADS * IL_PER_THREAD, IL_EVERY = 7 };
+static atomic_int il_done[IL_TASKS];   /* done-callback runs per task */
+static atomic_int il_state[IL_TASKS];  /* the state each callback saw */
+
+typedef struct il_thread {
+    wp_pool   *pool;
+    int        first;
+    bool       check;  /* wait for and check the outcomes in the thread */
+    int        submit_failed, wrong;
+    wp_future *fs[IL_PER_THREAD];
+} il_thread;
+
+static void il_on_done(wp_future *f, void *ctx)
+{
+    int id = (int)(intptr_t)ctx;
+    atomic_store(&il_state[id], wp_future_state(f));
+    atomic_fetch_add(&il_done[id], 1);
+}
+
+/* Wait for this thread's tasks, check each outcome, release the futures. */
+static void il_check(il_thread *t)
+{
+    for (int k = 0; k < IL_PER_THREAD; k++) {
+        int id = t->first + k;
+        wp_future *f = t->fs[k];
+        if (f == NULL)
+            continue;
+        if (wp_future_wait(f, -1) != 0) {
+            t->wrong++;
+        } else if (id % IL_EVERY == 0) {
+            if (wp_future_state(f) != WP_FAILED || wp_future_error(f) != WP_ECRASHED ||
+                wp_future_code(f) != 11 || strstr(wp_future_message(f), "SIGSEGV") == NULL)
+                t->wrong++;
+        } else {
+            size_t len = 0;
+            const void *r = wp_future_result(f, &len);
+            if (wp_future_state(f) != WP_SUCCEEDED || r == NULL || len != sizeof id ||
+                memcmp(r, &id, sizeof id) != 0) {
+                fprintf(stderr, "task %d: state %d error %s message \"%s\"\n", id,
+                        wp_future_state(f), wp_strerror(wp_future_error(f)), wp_future_message(f));
+                t->wrong++;
+            }
+        }
+        wp_future_release(f);
+        t->fs[k] = NULL;
+    }
+}
+
+static void *il_run(void *arg)
+{
+    il_thread *t = arg;
+    for (int k = 0; k < IL_PER_THREAD; k++) {
+        int id = t->first + k;
+        wp_task_fn fn = id % IL_EVERY == 0 ? tu_segv : tu_echo;
+        t->fs[k] = NULL;
+        if (wp_submit(t->pool, fn, &id, sizeof id, NULL, &t->fs[k]) != 0 ||
+            wp_future_on_done(t->fs[k], il_on_done, (void *)(intptr_t)id) != 0)
+            t->submit_failed++;
+    }
+    if (t->check)
+        il_check(t);
+    return NULL;
+}
+
+START_TEST(interleaved_crashes)
+{
+    method = _i;
+    for (int i = 0; i < IL_TASKS; i++) {
+        atomic_store(&il_done[i], 0);
+        atomic_store(&il_state[i], -1);
+    }
+    wp_pool *p = make_pool(2);
+    /* Under ASan with WP_START_FORK, replacements must not be forked while
+       our threads are in the allocator (see TU_ASAN): hold both workers at
+       a gate while the threads submit, and open it once they are done. */
+    bool gated = TU_ASAN && method == WP_START_FORK;
+    tu_fifo report, gate;
+    wp_future *held[2] = { NULL, NULL };
+    if (gated) {
+        tu_fifo_open(&report);
+        tu_fifo_open(&gate);
+        tu_report_arg a;
+        memset(&a, 0, sizeof a);
+        snprintf(a.report, sizeof a.report, "%s", report.path);
+        snprintf(a.gate, sizeof a.gate, "%s", gate.path);
+        for (int i = 0; i < 2; i++) {
+            ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held[i]), 0);
+            ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+        }
+    }
+    pthread_t th[IL_THREADS];
+    static il_thread t[IL_THREADS];
+    for (int i = 0; i < IL_THREADS; i++) {
+        t[i] = (il_thread){ .pool = p, .first = i * IL_PER_THREAD, .check = !gated };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, il_run, &t[i]), 0);
+    }
+    for (int i = 0; i < IL_THREADS; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    if (gated) {
+        /* Open the gate, then wait without allocating until every task has
+           settled and the crashed workers are replaced. */
+        for (int i = 0; i < 2; i++)
+            while (write(gate.fd, "x", 1) < 0 && errno == EINTR)
+                ;
+        for (int i = 0; i < IL_THREADS; i++)
+            for (int k = 0; k < IL_PER_THREAD; k++)
+                if (t[i].fs[k] != NULL)
+                    wp_future_wait(t[i].fs[k], -1);
+        wait_workers(p, 2, 0);
+        for (int i = 0; i < IL_THREADS; i++)
+            il_check(&t[i]);
+        for (int i = 0; i < 2; i++) {
+            ck_assert_int_eq(wp_future_wait(held[i], -1), 0);
+            ck_assert_int_eq(wp_future_state(held[i]), WP_SUCCEEDED);
+            wp_future_release(held[i]);
+        }
+        tu_fifo_close(&report);
+        tu_fifo_close(&gate);
+    }
+    for (int i = 0; i < IL_THREADS; i++) {
+        ck_assert_int_eq(t[i].submit_failed, 0);
+        ck_assert_int_eq(t[i].wrong, 0);
+    }
+    /* Shutdown returns once the dispatcher is done: every callback ran. */
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    unsigned segv = 0;
+    for (int id = 0; id < IL_TASKS; id++) {
+        ck_assert_msg(atomic_load(&il_done[id]) == 1, "task %d: %d done-callbacks", id,
+                      atomic_load(&il_done[id]));
+        bool crash = id % IL_EVERY == 0;
+        segv += crash;
+        ck_assert_int_eq(atomic_load(&il_state[id]), crash ? WP_FAILED : WP_SUCCEEDED);
+    }
+    unsigned extra = gated ? 2 : 0; /* the held tasks */
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, IL_TASKS + extra);
+    ck_assert_uint_eq(s.submitted, s.succeeded + s.failed + s.cancelled);
+    ck_assert_uint_eq(s.succeeded, IL_TASKS - segv + extra);
+    ck_assert_uint_eq(s.failed, segv);
+    ck_assert_uint_eq(s.crashed, segv);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_ge(s.workers_started, segv); /* the last crashes may go unreplaced */
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ----------------------------------------------------- shutdown while busy */
+
+START_TEST(shutdown_grace_unlimited)
+{
+    method = _i;
+    wp_pool *p = make_pool(2);
+    enum { N = 6 };
+    wp_future *fs[N];
+    tu_report_arg a = report_arg(30, NULL);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    int pids[N];
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(wp_future_wait(fs[i], 0), 0);
+        ck_assert_int_eq(wp_future_state(fs[i]), WP_SUCCEEDED);
+        pids[i] = result_int(fs[i]);
+        wp_future_release(fs[i]);
+    }
+    assert_gone(pids, N);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.succeeded, N);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    ck_assert_uint_eq(s.running, 0);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(shutdown_grace_zero)
+{
+    method = _i;
+    tu_fifo report;
+    tu_fifo_open(&report);
+    wp_pool *p = make_pool(2);
+
+    /* Both workers hang in tasks we saw start, one after the other. */
+    enum { N = 6 };
+    wp_future *fs[N];
+    int pids[3];
+    tu_report_arg a = report_arg(-1, &report);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &fs[i]), 0);
+        pids[i] = tu_fifo_read_pid(&report, DEADLINE_MS);
+        ck_assert_int_gt(pids[i], 0);
+    }
+    ck_assert_int_ne(pids[0], pids[1]);
+    pids[2] = forkserver_of(pids[0]);
+    /* Queued behind them: plain hangs and echoes. */
+    for (int i = 2; i < N; i++) {
+        if (i % 2 == 0)
+            ck_assert_int_eq(wp_submit(p, tu_hang, NULL, 0, NULL, &fs[i]), 0);
+        else
+            ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, 0), 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(wp_future_wait(fs[i], 0), 0);
+        ck_assert_int_eq(wp_future_state(fs[i]), WP_CANCELLED);
+        ck_assert_int_eq(wp_future_error(fs[i]), WP_ECANCELED);
+        ck_assert_ptr_null(wp_future_result(fs[i], NULL));
+        wp_future_release(fs[i]);
+    }
+    assert_gone(pids, method == WP_START_FORKSERVER ? 3 : 2);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, N);
+    ck_assert_uint_eq(s.cancelled, N);
+    ck_assert_uint_eq(s.succeeded, 0);
+    ck_assert_uint_eq(s.failed, 0);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    ck_assert_uint_eq(s.running, 0);
+    ck_assert_uint_eq(s.queued, 0);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+START_TEST(shutdown_grace_limited)
+{
+    method = _i;
+    const int64_t grace = 400;
+    tu_fifo report;
+    tu_fifo_open(&report);
+    wp_pool *p = make_pool(2);
+
+    int pids[3];
+    wp_future *hang, *shortf, *queued;
+    /* tu_report with ms -1 is tu_hang that first tells us it runs. */
+    tu_report_arg a = report_arg(-1, &report);
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &hang), 0);
+    pids[0] = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(pids[0], 0);
+    a = report_arg(30, &report);
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &shortf), 0);
+    pids[1] = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(pids[1], 0);
+    ck_assert_int_ne(pids[0], pids[1]);
+    pids[2] = forkserver_of(pids[0]);
+    int v = 77;
+    ck_assert_int_eq(wp_submit(p, tu_echo, &v, sizeof v, NULL, &queued), 0);
+
+    int64_t t0 = tu_now_ms();
+    ck_assert_int_eq(wp_pool_shutdown(p, grace), 0);
+    int64_t took = tu_now_ms() - t0;
+    /* The hanging task held the pool for the whole grace, then was cancelled. */
+    ck_assert_msg(took >= grace - 5, "shutdown took %lld ms, grace %lld", (long long)took,
+                  (long long)grace);
+    ck_assert_msg(took < grace + 10000, "shutdown took %lld ms", (long long)took);
+    ck_assert_int_eq(wp_future_state(hang), WP_CANCELLED);
+    ck_assert_int_eq(wp_future_error(hang), WP_ECANCELED);
+    /* The short one and the one queued behind it finished within it. */
+    ck_assert_int_eq(wp_future_state(shortf), WP_SUCCEEDED);
+    ck_assert_int_eq(result_int(shortf), pids[1]);
+    ck_assert_int_eq(wp_future_state(queued), WP_SUCCEEDED);
+    ck_assert_int_eq(result_int(queued), 77);
+    wp_future_release(hang);
+    wp_future_release(shortf);
+    wp_future_release(queued);
+    assert_gone(pids, method == WP_START_FORKSERVER ? 3 : 2);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 3);
+    ck_assert_uint_eq(s.succeeded, 2);
+    ck_assert_uint_eq(s.cancelled, 1);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+/* ------------------------------------------------------ the owner dies */
+
+/* In a child of the test: create a pool, get both workers hanging in tasks
+   that report their pids, pass the pids on to the test, and wait to be
+   killed.  No Check calls here: this is not the test's process. */
+static _Noreturn void owner_main(int start_method, tu_fifo *report, int out)
+{
+    wp_pool *p = NULL;
+    wp_pool_options o = { .workers = 2, .start_method = start_method };
+    if (wp_pool_create(&p, &o) != 0)
+        _exit(10);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && s.workers_alive < 2) {
+        if (tu_now_ms() > deadline)
+            _exit(11);
+        tu_poll_pause();
+    }
+    tu_report_arg a = report_arg(-1, report);
+    for (int i = 0; i < 2; i++) {
+        if (wp_submit(p, tu_report, &a, sizeof a, NULL, NULL) != 0)
+            _exit(12);
+        int pid = tu_fifo_read_pid(report, DEADLINE_MS);
+        if (pid <= 0 || write(out, &pid, sizeof pid) != (ssize_t)sizeof pid)
+            _exit(13);
+    }
+    for (;;)
+        pause();
+}
+
+static int read_int(int fd, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    char buf[sizeof(int)];
+    size_t have = 0;
+    while (have < sizeof buf) {
+        int64_t left = deadline - tu_now_ms();
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        if (left <= 0)
+            return -1;
+        int rc = poll(&pfd, 1, (int)left);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return -1;
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+    }
+    int v;
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+START_TEST(owner_dies)
+{
+    method = _i;
+    tu_fifo report;
+    tu_fifo_open(&report);
+    int pp[2];
+    ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
+    pid_t owner = fork();
+    ck_assert_int_ge(owner, 0);
+    if (owner == 0) {
+        close(pp[0]);
+        owner_main(method, &report, pp[1]);
+    }
+    close(pp[1]);
+    int pids[3];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = read_int(pp[0], DEADLINE_MS);
+        if (pids[i] <= 0) {
+            int st = 0;
+            kill(owner, SIGKILL);
+            waitpid(owner, &st, 0);
+            ck_abort_msg("the owner did not report its workers (status 0x%x)", (unsigned)st);
+        }
+    }
+    close(pp[0]);
+    ck_assert_int_ne(pids[0], pids[1]);
+    /* Who is whose child: workers under the owner (fork), or under a fork
+       server under the owner. */
+    int n = 2;
+    for (int i = 0; i < 2; i++) {
+        int parent = tu_pid_parent(pids[i]);
+        if (method == WP_START_FORK) {
+            ck_assert_int_eq(parent, owner);
+        } else {
+            ck_assert_int_ne(parent, owner);
+            ck_assert_int_eq(tu_pid_parent(parent), owner);
+            if (i == 0)
+                pids[n++] = parent;
+            else
+                ck_assert_int_eq(parent, pids[2]);
+        }
+    }
+
+    ck_assert_int_eq(kill(owner, SIGKILL), 0);
+    int st;
+    ck_assert_int_eq(waitpid(owner, &st, 0), owner);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+    /* Orphans are reparented to a reaper we do not control: an exited one
+       may linger as a zombie, which counts as gone. */
+    int64_t deadline = tu_now_ms() + GONE_MS;
+    for (int i = 0; i < n; i++) {
+        while (!tu_pid_exited(pids[i]) && tu_now_ms() < deadline)
+            tu_poll_pause();
+        ck_assert_msg(tu_pid_exited(pids[i]), "%s %d outlived its owner",
+                      i < 2 ? "worker" : "fork server", pids[i]);
+    }
+    tu_fifo_close(&report);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ main */
+
+static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, placeholder);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
+    struct { const char *name; const TTest *fn; } tests[] = {
+        { "worker_crashes", worker_crashes },
+        { "protocol_garbage", protocol_garbage },
+        { "task_failures", task_failures },
+        { "interleaved_crashes", interleaved_crashes },
+        { "shutdown_grace_unlimited", shutdown_grace_unlimited },
+        { "shutdown_grace_zero", shutdown_grace_zero },
+        { "shutdown_grace_limited", shutdown_grace_limited },
+        { "owner_dies", owner_dies },
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        TCase *tc = tcase_create(tests[i].name);
+        tcase_set_timeout(tc, 60);
+        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
+        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(faults_suite());
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);

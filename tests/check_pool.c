@@ -1,15 +1,847 @@
-/* placeholder: replaced by the real suite */
+/*
+ * check_pool.c — the pool's public behaviour (DESIGN §1, §2, §4 "Pool",
+ * "Submitting"): creation and options, submit/wait/result, argument checks,
+ * many submitting threads, backpressure, big frames, result limits, stats,
+ * done-callbacks, shutdown, and what workers inherit.
+ *
+ * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
+ * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * joins threads, or polls the observed condition against a deadline.
+ * Tasks that must stay running while the test looks use tu_report with
+ * FIFOs the test owns (testutil.h).
+ */
+#define _GNU_SOURCE
 #include <check.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
-START_TEST(placeholder) { ck_assert(1); }
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define DEADLINE_MS 20000 /* for conditions that must come true */
+
+static int method; /* the start method of the running test (loop index) */
+
+static void wait_alive(wp_pool *p, unsigned n);
+
+/* A pool with the test's start method, its workers all started. */
+static wp_pool *make_pool(wp_pool_options o)
+{
+    wp_pool *p = NULL;
+    o.start_method = method;
+    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
+    ck_assert_ptr_nonnull(p);
+    wait_alive(p, o.workers);
+    return p;
+}
+
+static wp_pool_stats stats_of(wp_pool *p)
+{
+    wp_pool_stats s;
+    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
+    return s;
+}
+
+/* Poll the stats until workers_alive reaches n.  The loop neither
+   allocates nor calls Check: under WP_START_FORK the dispatcher may be
+   forking meanwhile (see TU_ASAN in testutil.h). */
+static void wait_alive(wp_pool *p, unsigned n)
+{
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && s.workers_alive < n && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(s.workers_alive >= n, "workers_alive %u, never reached %u", s.workers_alive, n);
+}
+
+static tu_report_arg report_arg(int64_t ms, const tu_fifo *report, const tu_fifo *gate)
+{
+    tu_report_arg a;
+    memset(&a, 0, sizeof a);
+    a.ms = ms;
+    if (report != NULL)
+        snprintf(a.report, sizeof a.report, "%s", report->path);
+    if (gate != NULL)
+        snprintf(a.gate, sizeof a.gate, "%s", gate->path);
+    return a;
+}
+
+static void check_echo(wp_future *f, const void *want, size_t want_len)
+{
+    size_t len = 12345;
+    ck_assert_int_eq(wp_future_wait(f, -1), 0);
+    ck_assert_int_eq(wp_future_state(f), WP_SUCCEEDED);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_int_eq(wp_future_code(f), 0);
+    ck_assert_str_eq(wp_future_message(f), "");
+    const void *r = wp_future_result(f, &len);
+    ck_assert_uint_eq(len, want_len);
+    if (want_len > 0) {
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(memcmp(r, want, want_len), 0);
+    }
+}
+
+/* ------------------------------------------------------------- creation */
+
+START_TEST(create_null_options)
+{
+    method = _i;
+    wp_pool *p = NULL;
+    ck_assert_int_eq(wp_pool_create(&p, NULL), 0);
+    ck_assert_ptr_nonnull(p);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN); /* workers 0 = online CPUs */
+    wait_alive(p, cpus > 0 ? (unsigned)cpus : 1);
+    wp_future *f = tu_run(p, tu_echo, "abc", 3, NULL);
+    check_echo(f, "abc", 3);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
 END_TEST
-int main(void)
+
+START_TEST(create_with_options)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){
+        .workers = 3, .queue_capacity = 16, .max_message = 1 << 20 });
+    wp_future *f = tu_run(p, tu_echo, "options", 7, NULL);
+    check_echo(f, "options", 7);
+    wp_future_release(f);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.workers_alive, 3);
+    ck_assert_uint_ge(s.workers_started, 3);
+    /* max_message applies to arguments */
+    static char big[(1 << 20) + 1];
+    f = (wp_future *)&f;
+    ck_assert_int_eq(wp_submit(p, tu_echo, big, sizeof big, NULL, &f), WP_E2BIG);
+    ck_assert_ptr_null(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(create_bad_options)
+{
+    method = _i;
+    wp_pool *p = (wp_pool *)&p;
+    wp_pool_options o = { .workers = 1, .start_method = 7 };
+    ck_assert_int_eq(wp_pool_create(&p, &o), WP_EINVAL);
+    ck_assert_ptr_null(p);
+
+    p = (wp_pool *)&p;
+    o = (wp_pool_options){ .workers = 100000, .start_method = method };
+    ck_assert_int_eq(wp_pool_create(&p, &o), WP_EINVAL);
+    ck_assert_ptr_null(p);
+
+    o = (wp_pool_options){ .workers = 1, .start_method = method };
+    ck_assert_int_eq(wp_pool_create(NULL, &o), WP_EINVAL);
+    ck_assert_int_eq(wp_pool_create(NULL, NULL), WP_EINVAL);
+}
+END_TEST
+
+/* --------------------------------------------------------------- submit */
+
+START_TEST(echo_small_and_empty)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    const char msg[] = "hello, worker";
+    wp_future *f = tu_run(p, tu_echo, msg, sizeof msg, NULL);
+    check_echo(f, msg, sizeof msg);
+    wp_future_release(f);
+
+    f = tu_run(p, tu_echo, NULL, 0, NULL); /* empty argument, empty result */
+    check_echo(f, NULL, 0);
+    wp_future_release(f);
+
+    f = tu_run(p, tu_echo, msg, 0, NULL); /* non-NULL pointer, zero length */
+    check_echo(f, NULL, 0);
+    wp_future_release(f);
+
+    f = tu_run(p, tu_empty, msg, sizeof msg, NULL);
+    check_echo(f, NULL, 0);
+    wp_future_release(f);
+
+    /* Many futures waited at once, each with its own bytes. */
+    enum { N = 64 };
+    wp_future *fs[N];
+    int vals[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i * 7919;
+        ck_assert_int_eq(wp_submit(p, tu_echo, &vals[i], sizeof vals[i], NULL, &fs[i]), 0);
+    }
+    ck_assert_int_eq(wp_wait_all(fs, N, -1), 0);
+    for (int i = 0; i < N; i++) {
+        check_echo(fs[i], &vals[i], sizeof vals[i]);
+        wp_future_release(fs[i]);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(submit_bad_arguments)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .max_message = 4096 });
+    wp_future *f;
+    const char arg[] = "x";
+#define EXPECT_FAIL(code, call)                  \
+    do {                                         \
+        f = (wp_future *)&f;                     \
+        ck_assert_int_eq((call), (code));        \
+        ck_assert_ptr_null(f);                   \
+    } while (0)
+    EXPECT_FAIL(WP_EINVAL, wp_submit(NULL, tu_echo, arg, 1, NULL, &f));
+    EXPECT_FAIL(WP_EINVAL, wp_submit(p, NULL, arg, 1, NULL, &f));
+    EXPECT_FAIL(WP_EINVAL, wp_submit(p, tu_echo, NULL, 5, NULL, &f));
+    wp_task_options o = { .timeout_ms = -1 };
+    EXPECT_FAIL(WP_EINVAL, wp_submit(p, tu_echo, arg, 1, &o, &f));
+    o = (wp_task_options){ .flags = 1u << 7 };
+    EXPECT_FAIL(WP_EINVAL, wp_submit(p, tu_echo, arg, 1, &o, &f));
+    o = (wp_task_options){ .flags = WP_TASK_NOWAIT | (1u << 30) };
+    EXPECT_FAIL(WP_EINVAL, wp_submit(p, tu_echo, arg, 1, &o, &f));
+
+    /* arg_len > max_message: E2BIG; exactly max_message is fine. */
+    char *big = malloc(4097);
+    ck_assert_ptr_nonnull(big);
+    tu_pattern(big, 4097, 3);
+    EXPECT_FAIL(WP_E2BIG, wp_submit(p, tu_echo, big, 4097, NULL, &f));
+#undef EXPECT_FAIL
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 0); /* nothing was queued */
+
+    f = tu_run(p, tu_echo, big, 4096, NULL);
+    check_echo(f, big, 4096);
+    wp_future_release(f);
+    free(big);
+
+    wp_pool_stats st;
+    ck_assert_int_eq(wp_pool_get_stats(NULL, &st), WP_EINVAL);
+    ck_assert_int_eq(wp_pool_get_stats(p, NULL), WP_EINVAL);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ------------------------------------------------- many submitting threads */
+
+enum { THREADS = 8, PER_THREAD = 2000 };
+
+typedef struct submitter {
+    wp_pool  *pool;
+    uint32_t  id;
+    int       bad;      /* results that did not match */
+    int       failed;   /* submits that failed */
+} submitter;
+
+static void *submit_many(void *arg)
+{
+    submitter *s = arg;
+    wp_future **fs = calloc(PER_THREAD, sizeof *fs);
+    if (fs == NULL) {
+        s->failed = PER_THREAD;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < PER_THREAD; i++) {
+        uint32_t v[2] = { s->id, i };
+        if (wp_submit(s->pool, tu_echo, v, sizeof v, NULL, &fs[i]) != 0)
+            s->failed++;
+    }
+    for (uint32_t i = 0; i < PER_THREAD; i++) {
+        if (fs[i] == NULL)
+            continue;
+        uint32_t v[2] = { s->id, i };
+        size_t len = 0;
+        const void *r = NULL;
+        if (wp_future_wait(fs[i], -1) != 0 || wp_future_state(fs[i]) != WP_SUCCEEDED ||
+            (r = wp_future_result(fs[i], &len)) == NULL || len != sizeof v ||
+            memcmp(r, v, sizeof v) != 0) {
+            uint32_t got[2] = { 0, 0 };
+            if (r != NULL && len == sizeof got)
+                memcpy(got, r, sizeof got);
+            fprintf(stderr, "thread %u task %u: state %d, %s, \"%s\", %zu bytes {%u, %u}\n",
+                    (unsigned)s->id, (unsigned)i, wp_future_state(fs[i]),
+                    wp_strerror(wp_future_error(fs[i])), wp_future_message(fs[i]), len,
+                    (unsigned)got[0], (unsigned)got[1]);
+            s->bad++;
+        }
+        wp_future_release(fs[i]);
+    }
+    free(fs);
+    return NULL;
+}
+
+START_TEST(many_submitting_threads)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2, .queue_capacity = 256 });
+    pthread_t th[THREADS];
+    submitter sub[THREADS];
+    for (uint32_t t = 0; t < THREADS; t++) {
+        sub[t] = (submitter){ .pool = p, .id = t };
+        ck_assert_int_eq(pthread_create(&th[t], NULL, submit_many, &sub[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++)
+        ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+    for (int t = 0; t < THREADS; t++) {
+        ck_assert_int_eq(sub[t].failed, 0);
+        ck_assert_int_eq(sub[t].bad, 0);
+    }
+    /* Every future was waited on; after shutdown every count is final. */
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, (uint64_t)THREADS * PER_THREAD);
+    ck_assert_uint_eq(s.succeeded, s.submitted);
+    ck_assert_uint_eq(s.failed, 0);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_eq(s.timed_out, 0);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.retried, 0);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.running, 0);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------- backpressure */
+
+typedef struct blocked_submitter {
+    wp_pool   *pool;
+    wp_future *fs[4];
+    int        rc[4];
+    atomic_bool done;
+} blocked_submitter;
+
+static void *submit_blocking(void *arg)
+{
+    blocked_submitter *b = arg;
+    for (int i = 0; i < 4; i++) {
+        int v = 1000 + i;
+        b->rc[i] = wp_submit(b->pool, tu_echo, &v, sizeof v, NULL, &b->fs[i]);
+    }
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+START_TEST(backpressure)
+{
+    method = _i;
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 1 });
+
+    /* The only worker runs a blocker until the test opens its gate. */
+    tu_report_arg a = report_arg(0, &report, &gate);
+    wp_future *blocker;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &blocker), 0);
+    int wpid = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(wpid, 0);
+
+    /* Fill the queue without blocking until it says WP_EAGAIN.  A queue of
+       one, plus at most the one task the dispatcher may pipeline to the busy
+       worker, takes at most two: the dispatcher can take a task off the
+       queue between our submits, so count what gets in rather than expect
+       EAGAIN at a given submit. */
+    wp_future *fs[16];
+    int accepted = 0, rc = 0;
+    wp_task_options nowait = { .flags = WP_TASK_NOWAIT };
+    while (accepted < 16) {
+        wp_future *f = (wp_future *)&f;
+        rc = wp_submit(p, tu_echo, &accepted, sizeof accepted, &nowait, &f);
+        if (rc != 0) {
+            ck_assert_ptr_null(f);
+            break;
+        }
+        fs[accepted++] = f;
+    }
+    ck_assert_int_eq(rc, WP_EAGAIN);
+    ck_assert_int_ge(accepted, 1);
+    /* out == NULL with NOWAIT: the same, until EAGAIN. */
+    int anonymous = 0;
+    while (anonymous < 16 && (rc = wp_submit(p, tu_echo, "x", 1, &nowait, NULL)) == 0)
+        anonymous++;
+    ck_assert_int_eq(rc, WP_EAGAIN);
+    ck_assert_int_le(accepted + anonymous, 2);
+    wp_pool_stats s = stats_of(p); /* failed submits queued nothing */
+    ck_assert_uint_eq(s.submitted, 1 + (uint64_t)accepted + (uint64_t)anonymous);
+
+    /* A blocking submitter cannot get 4 more tasks in while the worker is
+       held; it finishes once the gate opens. */
+    blocked_submitter b = { .pool = p };
+    atomic_init(&b.done, false);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, submit_blocking, &b), 0);
+    ck_assert(!atomic_load(&b.done));
+    ck_assert_int_eq(wp_future_state(blocker), WP_RUNNING);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert(atomic_load(&b.done));
+
+    ck_assert_int_eq(wp_future_wait(blocker, -1), 0);
+    check_echo(blocker, &wpid, sizeof wpid);
+    wp_future_release(blocker);
+    for (int i = 0; i < accepted; i++) {
+        check_echo(fs[i], &i, sizeof i);
+        wp_future_release(fs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        int v = 1000 + i;
+        ck_assert_int_eq(b.rc[i], 0);
+        check_echo(b.fs[i], &v, sizeof v);
+        wp_future_release(b.fs[i]);
+    }
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 1 + (uint64_t)accepted + (uint64_t)anonymous + 4);
+    ck_assert_uint_eq(s.succeeded, s.submitted);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
+START_TEST(submit_without_future)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    for (int i = 0; i < 50; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, NULL), 0);
+    int code = 9;
+    ck_assert_int_eq(wp_submit(p, tu_fail, &code, sizeof code, NULL, NULL), 0);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* they run to the end */
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 51);
+    ck_assert_uint_eq(s.succeeded, 50);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.cancelled, 0);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------ big frames */
+
+START_TEST(big_argument_and_result)
+{
+    method = _i;
+    const size_t big_len = (size_t)8 << 20;
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+
+    /* One worker is held (and reads nothing) for the whole test. */
+    tu_report_arg a = report_arg(0, &report, &gate);
+    wp_future *held;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+
+    /* 8 MiB each way, then 100 small tasks: they all finish while the held
+       worker still holds, whichever worker the big frame went to. */
+    char *big = malloc(big_len);
+    ck_assert_ptr_nonnull(big);
+    tu_pattern(big, big_len, 42);
+    wp_future *bf;
+    ck_assert_int_eq(wp_submit(p, tu_echo, big, big_len, NULL, &bf), 0);
+    memset(big, 0, big_len); /* the argument was copied */
+    enum { SMALL = 100 };
+    wp_future *fs[SMALL];
+    for (int i = 0; i < SMALL; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, SMALL, DEADLINE_MS), 0);
+    for (int i = 0; i < SMALL; i++) {
+        check_echo(fs[i], &i, sizeof i);
+        wp_future_release(fs[i]);
+    }
+    ck_assert_int_eq(wp_future_error(held), WP_EAGAIN); /* still running */
+
+    ck_assert_int_eq(wp_future_wait(bf, DEADLINE_MS), 0);
+    size_t len = 0;
+    const void *r = wp_future_result(bf, &len);
+    ck_assert_int_eq(wp_future_error(bf), 0);
+    ck_assert_uint_eq(len, big_len);
+    ck_assert_ptr_nonnull(r);
+    ck_assert(tu_pattern_ok(r, len, 42));
+    ck_assert_uint_eq((uintptr_t)r % _Alignof(max_align_t), 0);
+    wp_future_release(bf);
+
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(wp_future_wait(held, -1), 0);
+    ck_assert_int_eq(wp_future_error(held), 0);
+    wp_future_release(held);
+    free(big);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
+START_TEST(result_over_max_message)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .max_message = (size_t)1 << 20 });
+    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid_before;
+    ck_assert_int_eq(wp_future_error(f), 0);
+    memcpy(&pid_before, wp_future_result(f, NULL), sizeof pid_before);
+    wp_future_release(f);
+
+    size_t n = (size_t)2 << 20;
+    f = tu_run(p, tu_big_result, &n, sizeof n, NULL);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_E2BIG);
+    size_t len = 99;
+    ck_assert_ptr_null(wp_future_result(f, &len));
+    ck_assert_uint_eq(len, 0);
+    ck_assert_str_ne(wp_future_message(f), "");
+    wp_future_release(f);
+
+    /* Exactly max_message is allowed. */
+    n = (size_t)1 << 20;
+    f = tu_run(p, tu_big_result, &n, sizeof n, NULL);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    const void *r = wp_future_result(f, &len);
+    ck_assert_uint_eq(len, n);
+    ck_assert(tu_pattern_ok(r, len, 7));
+    wp_future_release(f);
+
+    /* The same worker goes on serving. */
+    f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid_after;
+    ck_assert_int_eq(wp_future_error(f), 0);
+    memcpy(&pid_after, wp_future_result(f, NULL), sizeof pid_after);
+    wp_future_release(f);
+    ck_assert_int_eq(pid_after, pid_before);
+
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 4);
+    ck_assert_uint_eq(s.succeeded, 3);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.workers_started, 1);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* ----------------------------------------------------------------- stats */
+
+START_TEST(stats_fields)
+{
+    method = _i;
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.workers_alive, 2);
+    ck_assert_uint_eq(s.workers_started, 2);
+    ck_assert_uint_eq(s.submitted, 0);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.running, 0);
+
+    tu_report_arg a = report_arg(0, &report, &gate);
+    wp_future *held;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 1);
+    ck_assert_uint_eq(s.running, 1);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.workers_alive, 2);
+    ck_assert_int_eq(wp_future_state(held), WP_RUNNING);
+
+    wp_future *fs[7];
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+    int code = 42;
+    for (int i = 5; i < 7; i++)
+        ck_assert_int_eq(wp_submit(p, tu_fail, &code, sizeof code, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, 7, -1), 0);
+    for (int i = 0; i < 7; i++)
+        wp_future_release(fs[i]);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(wp_future_wait(held, -1), 0);
+    wp_future_release(held);
+
+    /* The counts settle right after the futures do: poll for them. */
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    for (s = stats_of(p); s.succeeded + s.failed < 8; s = stats_of(p)) {
+        ck_assert(tu_now_ms() < deadline);
+        tu_poll_pause();
+    }
+    ck_assert_uint_eq(s.submitted, 8);
+    ck_assert_uint_eq(s.succeeded, 6);
+    ck_assert_uint_eq(s.failed, 2);
+    ck_assert_uint_eq(s.cancelled, 0);
+    ck_assert_uint_eq(s.timed_out, 0);
+    ck_assert_uint_eq(s.crashed, 0);
+    ck_assert_uint_eq(s.retried, 0);
+    ck_assert_uint_eq(s.workers_started, 2);
+    ck_assert_uint_eq(s.workers_alive, 2);
+
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    s = stats_of(p); /* still readable after shutdown */
+    ck_assert_uint_eq(s.workers_alive, 0);
+    ck_assert_uint_eq(s.running, 0);
+    ck_assert_uint_eq(s.queued, 0);
+    ck_assert_uint_eq(s.submitted, 8);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
+/* -------------------------------------------------------- done-callbacks */
+
+enum { CB_TASKS = 200 };
+static atomic_int cb_total;
+static atomic_int cb_each[CB_TASKS];
+static pthread_t cb_registering_thread;
+static atomic_int cb_inline;
+
+static void on_done_count(wp_future *f, void *ctx)
+{
+    atomic_int *c = ctx;
+    /* The future is settled when its callbacks run. */
+    if (wp_future_state(f) == WP_SUCCEEDED)
+        atomic_fetch_add(c, 1);
+    atomic_fetch_add(&cb_total, 1);
+}
+
+static void on_done_inline(wp_future *f, void *ctx)
+{
+    (void)ctx;
+    if (pthread_equal(pthread_self(), cb_registering_thread) && wp_future_error(f) == 0)
+        atomic_fetch_add(&cb_inline, 1);
+}
+
+START_TEST(done_callbacks)
+{
+    method = _i;
+    atomic_store(&cb_total, 0);
+    atomic_store(&cb_inline, 0);
+    for (int i = 0; i < CB_TASKS; i++)
+        atomic_store(&cb_each[i], 0);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_future *fs[CB_TASKS];
+    for (int i = 0; i < CB_TASKS; i++) {
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+        ck_assert_int_eq(wp_future_on_done(fs[i], on_done_count, &cb_each[i]), 0);
+    }
+    ck_assert_int_eq(wp_future_on_done(NULL, on_done_count, NULL), WP_EINVAL);
+    ck_assert_int_eq(wp_future_on_done(fs[0], NULL, NULL), WP_EINVAL);
+    ck_assert_int_eq(wp_wait_all(fs, CB_TASKS, -1), 0);
+
+    /* Callbacks run on the dispatcher right after the future settles:
+       poll for the count. */
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (atomic_load(&cb_total) < CB_TASKS) {
+        ck_assert_msg(tu_now_ms() < deadline, "only %d callbacks ran", atomic_load(&cb_total));
+        tu_poll_pause();
+    }
+    /* On a settled future a callback runs at once, in the caller. */
+    cb_registering_thread = pthread_self();
+    ck_assert_int_eq(wp_future_on_done(fs[0], on_done_inline, NULL), 0);
+    ck_assert_int_eq(atomic_load(&cb_inline), 1);
+
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    ck_assert_int_eq(atomic_load(&cb_total), CB_TASKS);
+    for (int i = 0; i < CB_TASKS; i++) {
+        ck_assert_int_eq(atomic_load(&cb_each[i]), 1);
+        wp_future_release(fs[i]);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* -------------------------------------------------------------- shutdown */
+
+static void *shutdown_thread(void *arg)
+{
+    return (void *)(intptr_t)wp_pool_shutdown(arg, -1);
+}
+
+START_TEST(shutdown_idempotent_and_concurrent)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    ck_assert_int_eq(wp_pool_shutdown(p, 0), 0);
+    wp_pool_destroy(p);
+
+    /* Two threads at once, with work in flight: both return once it is
+       all done, and the work completes (grace -1). */
+    p = make_pool((wp_pool_options){ .workers = 2 });
+    enum { N = 8 };
+    wp_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        int64_t ms = 20;
+        ck_assert_int_eq(wp_submit(p, tu_sleep, &ms, sizeof ms, NULL, &fs[i]), 0);
+    }
+    pthread_t a, b;
+    ck_assert_int_eq(pthread_create(&a, NULL, shutdown_thread, p), 0);
+    ck_assert_int_eq(pthread_create(&b, NULL, shutdown_thread, p), 0);
+    void *ra, *rb;
+    ck_assert_int_eq(pthread_join(a, &ra), 0);
+    ck_assert_int_eq(pthread_join(b, &rb), 0);
+    ck_assert_int_eq((int)(intptr_t)ra, 0);
+    ck_assert_int_eq((int)(intptr_t)rb, 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(wp_future_wait(fs[i], 0), 0); /* settled already */
+        int64_t ms = 20;
+        check_echo(fs[i], &ms, sizeof ms);
+        wp_future_release(fs[i]);
+    }
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.succeeded, N);
+    ck_assert_uint_eq(s.workers_alive, 0);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    wp_pool_destroy(p);
+    ck_assert_int_eq(wp_pool_shutdown(NULL, -1), WP_EINVAL);
+    wp_pool_destroy(NULL);
+}
+END_TEST
+
+START_TEST(submit_after_shutdown)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    wp_future *f = tu_run(p, tu_echo, "a", 1, NULL);
+    wp_future_release(f);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    f = (wp_future *)&f;
+    ck_assert_int_eq(wp_submit(p, tu_echo, "b", 1, NULL, &f), WP_ESHUTDOWN);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(wp_submit(p, tu_echo, "b", 1, NULL, NULL), WP_ESHUTDOWN);
+    wp_task_options nowait = { .flags = WP_TASK_NOWAIT };
+    f = (wp_future *)&f;
+    ck_assert_int_eq(wp_submit(p, tu_echo, "b", 1, &nowait, &f), WP_ESHUTDOWN);
+    ck_assert_ptr_null(f);
+    wp_pool_stats s = stats_of(p);
+    ck_assert_uint_eq(s.submitted, 1);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+START_TEST(futures_outlive_pool)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    enum { N = 20 };
+    wp_future *fs[N];
+    char payload[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(payload[i], sizeof payload[i], "result number %d", i);
+        ck_assert_int_eq(wp_submit(p, tu_echo, payload[i], strlen(payload[i]) + 1, NULL, &fs[i]), 0);
+    }
+    int code = 17;
+    wp_future *failing;
+    ck_assert_int_eq(wp_submit(p, tu_fail, &code, sizeof code, NULL, &failing), 0);
+    ck_assert_int_eq(wp_future_wait(fs[0], -1), 0);
+    /* Destroy without waiting for the rest: it runs them to the end. */
+    wp_pool_destroy(p);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(wp_future_wait(fs[i], 0), 0);
+        check_echo(fs[i], payload[i], strlen(payload[i]) + 1);
+        wp_future_release(fs[i]);
+    }
+    ck_assert_int_eq(wp_future_state(failing), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(failing), WP_ETASK);
+    ck_assert_int_eq(wp_future_code(failing), 17);
+    ck_assert_str_eq(wp_future_message(failing), "tu_fail");
+    ck_assert_int_eq(wp_future_cancel(failing), WP_EINVAL);
+    wp_future_release(failing);
+}
+END_TEST
+
+/* ------------------------------------------------------------ descriptors */
+
+START_TEST(workers_inherit_no_descriptors)
+{
+    method = _i;
+    /* 20 descriptors without O_CLOEXEC, open while the pool starts. */
+    int fds[20];
+    for (int i = 0; i < 16; i += 2)
+        ck_assert_int_eq(pipe(&fds[i]), 0);
+    for (int i = 16; i < 20; i++) {
+        fds[i] = open("/dev/null", O_RDWR);
+        ck_assert_int_ge(fds[i], 0);
+    }
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    enum { N = 8 };
+    wp_future *fs[N];
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(wp_submit(p, tu_count_fds, NULL, 0, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, N, -1), 0);
+    for (int i = 0; i < N; i++) {
+        size_t len = 0;
+        const void *r = wp_future_result(fs[i], &len);
+        ck_assert_int_eq(wp_future_error(fs[i]), 0);
+        ck_assert_uint_eq(len, sizeof(int));
+        int n;
+        memcpy(&n, r, sizeof n);
+        ck_assert_msg(n == 2, "a worker has %d descriptors open above stderr, not 2", n);
+        wp_future_release(fs[i]);
+    }
+    /* Descriptors opened after the pool started are not seen either. */
+    int late[2];
+    ck_assert_int_eq(pipe(late), 0);
+    wp_future *f = tu_run(p, tu_count_fds, NULL, 0, NULL);
+    int n;
+    memcpy(&n, wp_future_result(f, NULL), sizeof n);
+    ck_assert_int_eq(n, 2);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+    close(late[0]);
+    close(late[1]);
+    for (int i = 0; i < 20; i++)
+        close(fds[i]);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ main */
+
+static Suite *pool_suite(void)
 {
     Suite *s = suite_create("pool");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, placeholder);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
+    struct { const char *name; const TTest *fn; } tests[] = {
+        { "create_null_options", create_null_options },
+        { "create_with_options", create_with_options },
+        { "create_bad_options", create_bad_options },
+        { "echo_small_and_empty", echo_small_and_empty },
+        { "submit_bad_arguments", submit_bad_arguments },
+        { "many_submitting_threads", many_submitting_threads },
+        { "backpressure", backpressure },
+        { "submit_without_future", submit_without_future },
+        { "big_argument_and_result", big_argument_and_result },
+        { "result_over_max_message", result_over_max_message },
+        { "stats_fields", stats_fields },
+        { "done_callbacks", done_callbacks },
+        { "shutdown_idempotent_and_concurrent", shutdown_idempotent_and_concurrent },
+        { "submit_after_shutdown", submit_after_shutdown },
+        { "futures_outlive_pool", futures_outlive_pool },
+        { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        TCase *tc = tcase_create(tests[i].name);
+        tcase_set_timeout(tc, 60);
+        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
+        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(pool_suite());
     srunner_run_all(r, CK_NORMAL);
     int failed = srunner_ntests_failed(r);
     srunner_free(r);

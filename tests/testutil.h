@@ -25,6 +25,37 @@ int tu_big_result(const void *arg, size_t len, wp_buf *out);  /* *(size_t*)arg b
 int tu_alloc(const void *arg, size_t len, wp_buf *out);       /* malloc *(size_t*)arg bytes; WP_ETASK(12) if NULL */
 int tu_pid(const void *arg, size_t len, wp_buf *out);         /* result = getpid() */
 int tu_count_fds(const void *arg, size_t len, wp_buf *out);   /* result = int: open fds >= 3 */
+int tu_report(const void *arg, size_t len, wp_buf *out);      /* arg = tu_report_arg; result = int pid */
+
+/*
+ * tu_report: lets a test see a task running and hold it there, through FIFOs
+ * the test owns (a worker inherits no descriptor, but it can open a path).
+ * In order: if report[0], write getpid() (an int, atomically) to the FIFO
+ * report; if gate[0], read one byte from the FIFO gate (blocks until the
+ * test releases it, or every writer is gone); then sleep ms milliseconds, or
+ * hang forever if ms < 0; result = the pid.
+ */
+typedef struct tu_report_arg {
+    int64_t ms;
+    char    report[128];
+    char    gate[128];
+} tu_report_arg;
+
+/* A FIFO in a fresh temporary directory, held open O_RDWR by the test (so
+   a worker's open() never blocks and its reads never see end-of-file while
+   the test lives). */
+typedef struct tu_fifo {
+    char dir[64];
+    char path[128];
+    int  fd;
+} tu_fifo;
+
+void tu_fifo_open(tu_fifo *f);                  /* fails the test on error */
+void tu_fifo_close(tu_fifo *f);                 /* closes and removes it */
+/* Read one int a tu_report task wrote; -1 if none came within timeout_ms. */
+int  tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms);
+/* Let n tasks waiting on this FIFO as their gate go on. */
+void tu_fifo_release(tu_fifo *f, unsigned n);
 
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
@@ -40,5 +71,34 @@ wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
 
 /* Is a process with this pid still there (not yet reaped counts as there)? */
 int tu_pid_alive(int pid);
+
+/* Has it exited: gone, or a zombie nobody reaped yet? */
+int tu_pid_exited(int pid);
+/* Its parent's pid from /proc/<pid>/stat, or -1. */
+int tu_pid_parent(int pid);
+
+/*
+ * TU_ASAN: built with AddressSanitizer.  Its allocator (as in GCC 12's
+ * libasan) is not fork-safe: a process forked while another thread holds
+ * one of its locks deadlocks in its first malloc or free.  WP_START_FORK
+ * forks workers from the whole program on the dispatcher thread, so tests
+ * keep their own threads out of the allocator while it may fork (they wait
+ * for workers_alive first, with malloc-free polling).
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TU_ASAN 1
+#endif
+#endif
+#ifndef TU_ASAN
+#define TU_ASAN 0
+#endif
+
+/* Monotonic milliseconds, and a short pause for loops that poll a condition
+   against a deadline. */
+int64_t tu_now_ms(void);
+void    tu_poll_pause(void);
 
 #endif
