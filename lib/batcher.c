@@ -78,6 +78,8 @@ struct wp_batcher {
     unsigned           in_flight;
     batch            **flying;       /* max_in_flight slots; futures to cancel at the end */
     wp_future        **flying_futures;
+    wp_future        **to_cancel;    /* scratch, max_in_flight */
+    bool               grace_spent;  /* past the grace, everything was cancelled once */
     uint64_t           next_seq, flush_upto;
     bool               closing, stopped, joined;
     int64_t            grace_deadline; /* ms, -1 = none */
@@ -142,18 +144,23 @@ static int batch_trampoline(const void *arg, size_t len, wp_buf *out)
         }
     }
     if (rc == 0)
-        rc = fn(items, n, ptrs);
-    uint64_t count = n;
-    if (rc == 0)
-        rc = wp_buf_append(out, &count, sizeof count);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = pack_item_result(out, &bufs[i]);
+        rc = fn(items, n, ptrs); /* non-zero, whatever it is: the batch's own failure */
+    if (rc == 0) {
+        uint64_t count = n;
+        int packed = wp_buf_append(out, &count, sizeof count);
+        for (size_t i = 0; packed == 0 && i < n; i++)
+            packed = pack_item_result(out, &bufs[i]);
+        /* Past max_message the worker reports WP_E2BIG from the overflow
+           flag; no memory is the batch's failure. */
+        if (packed == WP_ENOMEM)
+            rc = wp_buf_fail(out, ENOMEM, "out of memory packing the results");
+    }
     for (size_t i = 0; bufs != NULL && i < n; i++)
         free(bufs[i].data);
     free(items);
     free(bufs);
     free(ptrs);
-    return rc == WP_E2BIG ? 0 : rc; /* the worker reports E2BIG from the overflow flag */
+    return rc;
 }
 
 /* ------------------------------------------------------------ item futures */
@@ -281,7 +288,7 @@ static bool batch_due(const wp_batcher *b, int64_t now_us)
 {
     if (b->pending == 0 || b->in_flight >= b->opts.max_in_flight)
         return false;
-    return b->pending >= b->opts.max_batch_size || b->closing ||
+    return b->pending >= b->opts.max_batch_size || b->pending >= b->opts.max_pending || b->closing ||
            b->head->seq <= b->flush_upto ||
            now_us >= b->head->submitted_us + b->opts.max_wait_ms * 1000;
 }
@@ -379,35 +386,41 @@ static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
 
 /* Under b->mu, unlocking around the settles: cancelled items, and past the
    shutdown grace, everything pending and in flight. */
+static bool grace_over(const wp_batcher *b)
+{
+    return b->closing && !b->grace_spent && b->grace_deadline >= 0 &&
+           wp__now_ms() >= b->grace_deadline;
+}
+
 static void settle_cancelled(wp_batcher *b)
 {
-    bool grace_over = b->closing && b->grace_deadline >= 0 && wp__now_ms() >= b->grace_deadline;
+    bool cancel_all = grace_over(b);
+    b->grace_spent |= cancel_all;
     item *list = b->cancelled;
     b->cancelled = NULL;
-    if (grace_over)
+    if (cancel_all)
         while (b->head != NULL) {
             item *it = b->head;
             list_unlink(b, it);
             it->next = list;
             list = it;
         }
-    wp_future *flying[64];
     unsigned nflying = 0;
-    for (unsigned i = 0; grace_over && i < b->opts.max_in_flight && nflying < 64; i++)
+    for (unsigned i = 0; cancel_all && i < b->opts.max_in_flight; i++)
         if (b->flying_futures[i] != NULL) {
-            flying[nflying++] = b->flying_futures[i];
+            b->to_cancel[nflying++] = b->flying_futures[i];
             wp_future_retain(b->flying_futures[i]);
         }
     pthread_cond_broadcast(&b->room_cv);
     pthread_mutex_unlock(&b->mu);
     while (list != NULL) {
         item *next = list->next;
-        item_settle(list, WP_ECANCELED, 0, grace_over ? "the batcher shut down" : "cancelled", NULL, 0);
+        item_settle(list, WP_ECANCELED, 0, cancel_all ? "the batcher shut down" : "cancelled", NULL, 0);
         list = next;
     }
     for (unsigned i = 0; i < nflying; i++) {
-        wp_future_cancel(flying[i]); /* WP_EBUSY if shielded: it runs to the end */
-        wp_future_release(flying[i]);
+        wp_future_cancel(b->to_cancel[i]); /* WP_EBUSY if shielded: it runs to the end */
+        wp_future_release(b->to_cancel[i]);
     }
     pthread_mutex_lock(&b->mu);
 }
@@ -417,7 +430,7 @@ static int64_t next_wake_ms(const wp_batcher *b)
     int64_t at = -1;
     if (b->pending > 0 && b->in_flight < b->opts.max_in_flight)
         at = (b->head->submitted_us + b->opts.max_wait_ms * 1000 + 999) / 1000;
-    if (b->closing && b->grace_deadline >= 0 && (at < 0 || b->grace_deadline < at))
+    if (b->closing && !b->grace_spent && b->grace_deadline >= 0 && (at < 0 || b->grace_deadline < at))
         at = b->grace_deadline;
     return at;
 }
@@ -428,8 +441,7 @@ static void *batcher_main(void *arg)
     batching = b;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (b->cancelled != NULL || (b->closing && b->grace_deadline >= 0 &&
-                                     wp__now_ms() >= b->grace_deadline))
+        if (b->cancelled != NULL || grace_over(b))
             settle_cancelled(b);
         int64_t now_us = wp__now_us();
         if (batch_due(b, now_us)) {
@@ -467,6 +479,7 @@ static void batcher_free(wp_batcher *b)
     pthread_cond_destroy(&b->room_cv);
     free(b->flying);
     free(b->flying_futures);
+    free(b->to_cancel);
     free(b);
 }
 
@@ -482,6 +495,8 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
         return WP_EINVAL;
     if (wp__pool_must_not_wait(pool))
         return WP_EBUSY;
+    if (wp__pool_closing(pool))
+        return WP_ESHUTDOWN;
     if (o.max_batch_size == 0)
         o.max_batch_size = DEFAULT_BATCH_SIZE;
     if (o.max_wait_ms == 0)
@@ -501,9 +516,11 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
         return WP_ENOMEM;
     b->flying = calloc(o.max_in_flight, sizeof *b->flying);
     b->flying_futures = calloc(o.max_in_flight, sizeof *b->flying_futures);
-    if (b->flying == NULL || b->flying_futures == NULL) {
+    b->to_cancel = calloc(o.max_in_flight, sizeof *b->to_cancel);
+    if (b->flying == NULL || b->flying_futures == NULL || b->to_cancel == NULL) {
         free(b->flying);
         free(b->flying_futures);
+        free(b->to_cancel);
         free(b);
         return WP_ENOMEM;
     }

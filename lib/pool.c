@@ -1034,6 +1034,11 @@ size_t wp__pool_max_message(const wp_pool *p)
     return p->opts.max_message;
 }
 
+bool wp__pool_closing(wp_pool *p)
+{
+    return atomic_load(&p->closing);
+}
+
 int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 {
     if (pool == NULL)

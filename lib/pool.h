@@ -12,6 +12,8 @@
 
 unsigned wp__pool_workers(const wp_pool *p) WP_INTERNAL;
 size_t   wp__pool_max_message(const wp_pool *p) WP_INTERNAL;
+/* wp_pool_shutdown has begun. */
+bool     wp__pool_closing(wp_pool *p) WP_INTERNAL;
 /* True on this pool's dispatcher thread (in a done-callback) or in a
    worker process: places where waiting for the pool would deadlock. */
 bool     wp__pool_must_not_wait(const wp_pool *p) WP_INTERNAL;
