@@ -82,7 +82,7 @@ typedef struct slot {
     frame_header    out;
     size_t          out_done;
     frame_reader    in;
-    int64_t         deadline;    /* for task: -1 = none */
+    int64_t         deadline_us; /* for task, to the microsecond: -1 = none */
     int64_t         spawn_at;    /* EMPTY: earliest time to start a worker */
     int64_t         ready_at;
     unsigned        tasks_done;  /* frames answered, as the worker counts them */
@@ -415,6 +415,12 @@ static void slot_write(wp_pool *p, slot *s)
     }
 }
 
+/* A task's deadline counts from now, the start of its attempt. */
+static int64_t task_deadline_us(const task *t)
+{
+    return t->opts.timeout_ms > 0 ? wp__now_us() + t->opts.timeout_ms * 1000 : -1;
+}
+
 /* Send t to the worker: as its current task, or behind it as next. */
 static void slot_send(wp_pool *p, slot *s, task *t)
 {
@@ -427,7 +433,7 @@ static void slot_send(wp_pool *p, slot *s, task *t)
     s->writing = t;
     if (s->task == NULL) {
         s->task = t;
-        s->deadline = t->opts.timeout_ms > 0 ? wp__now_ms() + t->opts.timeout_ms : -1;
+        s->deadline_us = task_deadline_us(t);
         slot_set_state(p, s, SLOT_BUSY);
     } else {
         s->next = t;
@@ -443,7 +449,7 @@ static void slot_advance(wp_pool *p, slot *s)
     if (s->task == NULL && s->next != NULL) {
         s->task = s->next;
         s->next = NULL;
-        s->deadline = s->task->opts.timeout_ms > 0 ? wp__now_ms() + s->task->opts.timeout_ms : -1;
+        s->deadline_us = task_deadline_us(s->task);
         wp__future_start(&s->task->future); /* false: a cancel is on its way */
     }
     if (s->state == SLOT_BUSY && s->task == NULL && s->skipped_id == 0) {
@@ -765,7 +771,7 @@ static void cancel_everything(wp_pool *p)
 /* Deadlines, the shutdown grace, and starting or stopping workers. */
 static void handle_timers(wp_pool *p)
 {
-    int64_t now = wp__now_ms();
+    int64_t now_us = wp__now_us(), now = now_us / 1000;
     bool closing = atomic_load(&p->closing);
     int64_t grace = atomic_load(&p->grace_deadline);
     if (closing && grace >= 0 && now >= grace)
@@ -773,7 +779,7 @@ static void handle_timers(wp_pool *p)
     bool done = closing && drained(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY && s->task != NULL && s->deadline >= 0 && now >= s->deadline) {
+        if (s->state == SLOT_BUSY && s->task != NULL && s->deadline_us >= 0 && now_us >= s->deadline_us) {
             char msg[96];
             snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
                      (long long)s->task->opts.timeout_ms);
@@ -816,28 +822,29 @@ static int64_t min_deadline(int64_t a, int64_t b)
     return a < 0 ? b : b < 0 ? a : a < b ? a : b;
 }
 
-/* Milliseconds until the next timer that can change something: -1 = none. */
-static int poll_timeout(wp_pool *p, bool hungry)
+/* Microseconds until the next timer that can change something: -1 = none.
+   Task deadlines are kept to the microsecond; the rest in milliseconds. */
+static int64_t poll_timeout_us(wp_pool *p, bool hungry)
 {
-    int64_t next = -1, now = wp__now_ms();
+    int64_t next = -1, now = wp__now_us();
     bool closing = atomic_load(&p->closing);
     bool done = closing && drained(p);
     int64_t grace = atomic_load(&p->grace_deadline);
-    if (closing && grace > now) /* once past, everything is cancelled */
-        next = grace;
+    if (closing && grace * 1000 > now) /* once past, everything is cancelled */
+        next = grace * 1000;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL)
-            next = min_deadline(next, s->deadline);
+            next = min_deadline(next, s->deadline_us);
         if (s->state == SLOT_EMPTY && !done)
-            next = min_deadline(next, s->spawn_at);
+            next = min_deadline(next, s->spawn_at * 1000);
     }
     for (task *t = p->held; t != NULL && hungry; t = t->next)
-        next = min_deadline(next, t->due_ms);
+        next = min_deadline(next, t->due_ms * 1000);
     if (next < 0)
         return -1;
     int64_t left = next - now;
-    return left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
+    return left <= 0 ? 0 : left > 60 * 1000000 ? 60 * 1000000 : left;
 }
 
 /* Would the dispatcher take a task now? */
@@ -884,10 +891,11 @@ static void *dispatcher_main(void *arg)
     while (!finished(p)) {
         int n = build_poll_set(p);
         bool want = hungry(p);
-        int timeout = poll_timeout(p, want);
+        int64_t timeout_us = poll_timeout_us(p, want);
         if (!wp__queue_may_sleep(&p->queue, want) || atomic_load(&p->cancels) != NULL)
-            timeout = 0;
-        if (poll(p->pfds, (nfds_t)n, timeout) < 0)
+            timeout_us = 0;
+        struct timespec ts = { (time_t)(timeout_us / 1000000), (long)(timeout_us % 1000000) * 1000 };
+        if (ppoll(p->pfds, (nfds_t)n, timeout_us < 0 ? NULL : &ts, NULL) < 0)
             memset(p->pfds, 0, sizeof *p->pfds * (size_t)n);
         wp__queue_awake(&p->queue, p->pfds[0].revents & POLLIN);
         handle_io(p);
