@@ -39,7 +39,7 @@
 
 #include "testutil.h"
 
-#define DEADLINE_MS 20000 /* for conditions that must come true */
+#define DEADLINE_MS TU_DEADLINE_MS /* for conditions that must come true */
 #define LONG_WAIT_MS 60000 /* a max_wait_ms no test ever reaches */
 
 static int method; /* the start method of the running test (loop index) */
@@ -225,13 +225,6 @@ static int bt_describe(const wp_item *items, size_t n, wp_buf *const *results)
         }                                                                              \
     } while (0)
 
-static wp_pool_stats pstats(wp_pool *p)
-{
-    wp_pool_stats s;
-    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
-    return s;
-}
-
 /* Wait until `started` workers have ever started and `alive` are up.
    Under WP_START_FORK the dispatcher forks workers from this process: a
    fork while another of its threads holds an allocator lock that is not
@@ -240,7 +233,7 @@ static wp_pool_stats pstats(wp_pool *p)
    about, so they let workers come up before other threads get busy. */
 static void wait_workers(wp_pool *p, unsigned alive, uint64_t started)
 {
-    POLL_UNTIL(pstats(p).workers_started >= started && pstats(p).workers_alive == alive);
+    POLL_UNTIL(tu_pool_stats(p).workers_started >= started && tu_pool_stats(p).workers_alive == alive);
 }
 
 /* Map the probe, then make a pool (the probe must exist before the fork
@@ -249,10 +242,8 @@ static void wait_workers(wp_pool *p, unsigned alive, uint64_t started)
 static wp_pool *make_pool(unsigned workers, size_t max_message)
 {
     probe_map();
-    wp_pool *p = NULL;
-    wp_pool_options o = { .workers = workers, .start_method = method, .max_message = max_message };
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    ck_assert_ptr_nonnull(p);
+    wp_pool *p = tu_pool_create(
+        (wp_pool_options){ .workers = workers, .start_method = method, .max_message = max_message });
     wait_workers(p, workers, workers);
     return p;
 }
@@ -279,6 +270,15 @@ static wp_future *submit(wp_batcher *b, int32_t op, int32_t value)
     ck_assert_int_eq(wp_batcher_submit(b, &it, sizeof it, &f), 0);
     ck_assert_ptr_nonnull(f);
     return f;
+}
+
+/* Submit n items into fs: the one at index odd does op with value, every
+   other one is OP_VALUE with its index. */
+static void submit_with_odd_one(wp_batcher *b, wp_future **fs, int n, int odd, int32_t op,
+                                int32_t value)
+{
+    for (int i = 0; i < n; i++)
+        fs[i] = i == odd ? submit(b, op, value) : submit(b, OP_VALUE, i);
 }
 
 static void wait_settled(wp_future *f)
@@ -677,8 +677,7 @@ START_TEST(per_item_failure)
     wp_batcher *b = make_batcher(
         p, bt_apply, (wp_batcher_options){ .max_batch_size = 5, .max_wait_ms = LONG_WAIT_MS });
     wp_future *fs[5];
-    for (int i = 0; i < 5; i++)
-        fs[i] = i == 2 ? submit(b, OP_FAIL, 42) : submit(b, OP_VALUE, i);
+    submit_with_odd_one(b, fs, 5, 2, OP_FAIL, 42);
     expect_outcome(fs[2], WP_FAILED, WP_ETASK);
     ck_assert_int_eq(wp_future_code(fs[2]), 42);
     ck_assert_str_eq(wp_future_message(fs[2]), "item 42 failed");
@@ -698,8 +697,7 @@ START_TEST(whole_batch_failure)
     wp_batcher *b = make_batcher(
         p, bt_apply, (wp_batcher_options){ .max_batch_size = 4, .max_wait_ms = LONG_WAIT_MS });
     wp_future *fs[4];
-    for (int i = 0; i < 4; i++)
-        fs[i] = i == 1 ? submit(b, OP_RETURN, 7) : submit(b, OP_VALUE, i);
+    submit_with_odd_one(b, fs, 4, 1, OP_RETURN, 7);
     for (int i = 0; i < 4; i++) {
         expect_outcome(fs[i], WP_FAILED, WP_ETASK);
         ck_assert_int_eq(wp_future_code(fs[i]), 7);
@@ -715,11 +713,10 @@ END_TEST
 static void whole_batch_dies(wp_pool *p, wp_batcher *b, int32_t op, int error, int code,
                              const char *text)
 {
-    uint64_t started = pstats(p).workers_started;
+    uint64_t started = tu_pool_stats(p).workers_started;
     enum { N = 3 };
     wp_future *fs[N];
-    for (int i = 0; i < N; i++)
-        fs[i] = i == 1 ? submit(b, op, 0) : submit(b, OP_VALUE, i);
+    submit_with_odd_one(b, fs, N, 1, op, 0);
     ck_assert_int_eq(wp_batcher_flush(b), 0);
     for (int i = 0; i < N; i++) {
         expect_outcome(fs[i], WP_FAILED, error);
@@ -749,8 +746,7 @@ START_TEST(crashing_batch)
     whole_batch_dies(p, b, OP_SEGV, WP_ECRASHED, 11, "SIGSEGV");
     ck_assert_int_eq(wp_batcher_shutdown(b, -1), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* its counters are final */
-    wp_pool_stats ps;
-    ck_assert_int_eq(wp_pool_get_stats(p, &ps), 0);
+    wp_pool_stats ps = tu_pool_stats(p);
     ck_assert_uint_eq(ps.crashed, 2);
     finish(b, p);
 }
@@ -767,8 +763,7 @@ START_TEST(batch_timeout)
     whole_batch_dies(p, b, OP_HANG, WP_ETIMEDOUT, 0, NULL);
     ck_assert_int_eq(wp_batcher_shutdown(b, -1), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* its counters are final */
-    wp_pool_stats ps;
-    ck_assert_int_eq(wp_pool_get_stats(p, &ps), 0);
+    wp_pool_stats ps = tu_pool_stats(p);
     ck_assert_uint_eq(ps.timed_out, 1);
     finish(b, p);
 }
@@ -1371,8 +1366,7 @@ START_TEST(many_submitting_threads)
     /* The pool counts a batch task as settled after its done-callback has
        settled the items: read its stats once it has stopped. */
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats ps;
-    ck_assert_int_eq(wp_pool_get_stats(p, &ps), 0);
+    wp_pool_stats ps = tu_pool_stats(p);
     ck_assert_uint_eq(ps.submitted, st.batches);
     ck_assert_uint_eq(ps.succeeded, st.batches);
     finish(b, p);
@@ -1384,7 +1378,7 @@ END_TEST
 static Suite *batcher_suite(void)
 {
     Suite *s = suite_create("batcher");
-    struct { const char *name; const TTest *fn; } tests[] = {
+    const tu_test tests[] = {
         { "bad_arguments", bad_arguments },
         { "create_on_shut_down_pool", create_on_shut_down_pool },
         { "size_trigger", size_trigger },
@@ -1415,21 +1409,11 @@ static Suite *batcher_suite(void)
         { "shutdown_from_done_callback", shutdown_from_done_callback },
         { "many_submitting_threads", many_submitting_threads },
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, 120);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
-        suite_add_tcase(s, tc);
-    }
+    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);
     return s;
 }
 
 int main(void)
 {
-    SRunner *r = srunner_create(batcher_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(batcher_suite(), CK_FORK_GETENV);
 }

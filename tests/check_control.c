@@ -20,7 +20,7 @@
  * and ASan's allocator is not fork-safe (TU_ASAN in testutil.h): so after
  * anything that makes the pool start a worker (creation, a crash, a kill),
  * a test first waits for it without allocating — raw waits on futures, then
- * quiet_workers() — and only then calls Check or allocates again.
+ * tu_wait_workers() — and only then calls Check or allocates again.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -40,7 +40,7 @@
 
 #include "testutil.h"
 
-#define DEADLINE_MS 20000 /* for conditions that must come true */
+#define DEADLINE_MS TU_DEADLINE_MS /* for conditions that must come true */
 
 /* worker_memory_limit cannot work under ASan/TSan: their shadow memory
    already exceeds any sane RLIMIT_AS, so every allocation would fail. */
@@ -59,21 +59,6 @@ static int method; /* the start method of the running test (loop index) */
 
 /* ------------------------------------------------------------- helpers */
 
-/* Poll, without allocating or calling Check inside the loop, until at least
-   `alive` workers are up and `started` have ever reached ready: a worker
-   forked then has run (see the top of the file). */
-static void quiet_workers(wp_pool *p, unsigned alive, uint64_t started)
-{
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < alive || s.workers_started < started) &&
-           tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(s.workers_alive >= alive && s.workers_started >= started,
-                  "workers_alive %u (want %u), workers_started %llu (want %llu)", s.workers_alive,
-                  alive, (unsigned long long)s.workers_started, (unsigned long long)started);
-}
-
 /* Wait until every future of fs has settled, without allocating (unlike
    wp_wait_all): true if they all did within timeout_ms. */
 static bool quiet_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms)
@@ -91,36 +76,26 @@ static bool quiet_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms)
     return true;
 }
 
-/* A pool with the test's start method; unless its workers cannot start,
-   it returns once they all have. */
+/* A pool with the test's start method.  make_pool returns once all its
+   workers have started; create_pool, for pools whose workers may not
+   start, does not wait. */
 static wp_pool *create_pool(wp_pool_options o)
 {
-    wp_pool *p = NULL;
     o.start_method = method;
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    ck_assert_ptr_nonnull(p);
-    return p;
+    return tu_pool_create(o);
 }
 
 static wp_pool *make_pool(wp_pool_options o)
 {
-    wp_pool *p = create_pool(o);
-    quiet_workers(p, o.workers, o.workers);
-    return p;
-}
-
-static wp_pool_stats stats_of(wp_pool *p)
-{
-    wp_pool_stats s;
-    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
-    return s;
+    o.start_method = method;
+    return tu_pool_started(o);
 }
 
 /* The stats, once n tasks have been seen settled: their outcomes must be
    counted already (a future's outcome is counted before it is published). */
 static wp_pool_stats settled_stats(wp_pool *p, uint64_t n)
 {
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_msg(s.succeeded + s.failed + s.cancelled >= n,
                   "%llu tasks seen settled, the stats count %llu", (unsigned long long)n,
                   (unsigned long long)(s.succeeded + s.failed + s.cancelled));
@@ -151,24 +126,12 @@ static void wait_pid_exited(int pid)
     }
 }
 
-static tu_report_arg report_arg(int64_t ms, const tu_fifo *report, const tu_fifo *gate)
-{
-    tu_report_arg a;
-    memset(&a, 0, sizeof a);
-    a.ms = ms;
-    if (report != NULL)
-        snprintf(a.report, sizeof a.report, "%s", report->path);
-    if (gate != NULL)
-        snprintf(a.gate, sizeof a.gate, "%s", gate->path);
-    return a;
-}
-
 /* Submit a tu_report task that reports its pid and then hangs (or sleeps
    ms); returns once it runs in a worker, with that worker's pid. */
 static wp_future *submit_running(wp_pool *p, tu_fifo *report, int64_t ms,
                                  const wp_task_options *o, int *pid)
 {
-    tu_report_arg a = report_arg(ms, report, NULL);
+    tu_report_arg a = tu_report_arg_of(ms, report, NULL);
     wp_future *f = submit(p, tu_report, &a, sizeof a, o);
     *pid = tu_fifo_read_pid(report, DEADLINE_MS);
     ck_assert_int_gt(*pid, 0);
@@ -215,7 +178,7 @@ static int64_t cancel_kill(wp_pool *p, wp_future *f, unsigned alive, uint64_t st
     int rc = wp_future_cancel(f);
     int w = wp_future_wait(f, DEADLINE_MS);
     int64_t took = tu_now_ms() - t0;
-    quiet_workers(p, alive, started);
+    tu_wait_workers(p, alive, started);
     ck_assert_int_eq(rc, 0);
     ck_assert_msg(w == 0, "a cancelled task did not settle in %d ms", DEADLINE_MS);
     return took;
@@ -228,7 +191,7 @@ static wp_future *run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t l
 {
     wp_future *f = submit(p, fn, arg, len, o);
     int w = wp_future_wait(f, DEADLINE_MS);
-    quiet_workers(p, alive, started);
+    tu_wait_workers(p, alive, started);
     ck_assert_msg(w == 0, "a future did not settle in %d ms", DEADLINE_MS);
     return f;
 }
@@ -378,6 +341,13 @@ static int count_task(const void *arg, size_t len, wp_buf *out)
     return wp_buf_fail(out, 100 + (int)n, msg);
 }
 
+/* f, a count_task, succeeded on attempt n (its result is the attempt
+   number). */
+static void check_succeeded_on_attempt(wp_future *f, int n)
+{
+    check_echo(f, &n, sizeof n);
+}
+
 /* alloc_task: tu_alloc through an opaque pointer to malloc.  (clang -O1
    removes tu_alloc's malloc/memset/free as unobservable, so there the
    allocation "succeeds" whatever the limit.)  Fails WP_ETASK with code 12
@@ -468,7 +438,7 @@ START_TEST(deadline_kills_worker)
     wp_future *f = submit_running(p, &report, 5000, &o, &pid);
     int w = wp_future_wait(f, DEADLINE_MS);
     int64_t took = tu_now_ms() - t0;
-    quiet_workers(p, 1, 2); /* the replacement */
+    tu_wait_workers(p, 1, 2); /* the replacement */
     ck_assert_int_eq(w, 0);
     ck_assert_int_ge(took, 200);
     ck_assert_int_eq(wp_future_state(f), WP_FAILED);
@@ -503,7 +473,7 @@ START_TEST(deadline_on_hang)
     for (int i = 0; i < 3; i++)
         f[i] = submit(p, tu_hang, NULL, 0, &o);
     bool all = quiet_wait_all(f, 3, DEADLINE_MS);
-    quiet_workers(p, 2, 2 + 3); /* one replacement per kill */
+    tu_wait_workers(p, 2, 2 + 3); /* one replacement per kill */
     ck_assert(all);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(wp_future_state(f[i]), WP_FAILED);
@@ -558,7 +528,7 @@ START_TEST(deadline_race_settles_once)
         }
         wp_future_release(f[i]);
     }
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, N);
     ck_assert_uint_eq(s.succeeded, ok);
     ck_assert_uint_eq(s.failed, late);
@@ -626,7 +596,7 @@ START_TEST(cancel_queued_worker_finishes)
     fifo_open(&report);
     fifo_open(&gate);
     for (int i = 0; i < ROUNDS; i++) {
-        tu_report_arg r = report_arg(0, &report, &gate);
+        tu_report_arg r = tu_report_arg_of(0, &report, &gate);
         wp_future *h = submit(p, tu_report, &r, sizeof r, NULL);
         ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0); /* h runs */
         count_arg a = count_arg_of(mark, 1, CT_FAIL);
@@ -720,7 +690,7 @@ START_TEST(shield_running)
     tu_fifo report, gate;
     fifo_open(&report);
     fifo_open(&gate);
-    tu_report_arg a = report_arg(0, &report, &gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
     wp_task_options o = { .flags = WP_TASK_SHIELD };
     wp_future *f = submit(p, tu_report, &a, sizeof a, &o);
     int pid = tu_fifo_read_pid(&report, DEADLINE_MS);
@@ -814,7 +784,7 @@ START_TEST(late_cancel_spares_next)
         wp_future_release(b);
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 2 * ROUNDS);
     ck_assert_uint_eq(s.cancelled, won);
     ck_assert_uint_eq(s.succeeded, ROUNDS + lost);
@@ -851,9 +821,9 @@ START_TEST(cancel_prefetched)
     wp_future *q2 = submit(p, tu_echo, msg, sizeof msg, NULL);
     /* Both leave the queue: each sits behind one of the hangs. */
     int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (stats_of(p).queued != 0) {
+    while (tu_pool_stats(p).queued != 0) {
         ck_assert_msg(tu_now_ms() < deadline, "the quick tasks were never prefetched (%u queued)",
-                      stats_of(p).queued);
+                      tu_pool_stats(p).queued);
         tu_poll_pause();
     }
     ck_assert_int_eq(wp_future_state(q1), WP_PENDING);
@@ -872,7 +842,7 @@ START_TEST(cancel_prefetched)
     int w0 = wp_future_wait(h[0], DEADLINE_MS);
     took = tu_now_ms() - t0;
     int w2 = wp_future_wait(q2, DEADLINE_MS);
-    quiet_workers(p, 2, 3);
+    tu_wait_workers(p, 2, 3);
     ck_assert_int_eq(rc, 0);
     ck_assert_int_eq(w0, 0);
     ck_assert_int_eq(w2, 0);
@@ -886,7 +856,7 @@ START_TEST(cancel_prefetched)
     wait_pid_exited(pid[1]);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     ck_assert_int_eq(file_size(mark), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.cancelled, 3);
     ck_assert_uint_eq(s.succeeded, 1);
     ck_assert_uint_eq(s.failed, 0);
@@ -911,8 +881,7 @@ START_TEST(retry_until_success)
     count_arg a = count_arg_of(path, 3, CT_FAIL);
     wp_task_options o = { .retries = 3 };
     wp_future *f = tu_run(p, count_task, &a, sizeof a, &o);
-    int want = 3;
-    check_echo(f, &want, sizeof want);
+    check_succeeded_on_attempt(f, 3);
     ck_assert_int_eq(file_size(path), 3);
     wp_pool_stats s = settled_stats(p, 1);
     ck_assert_uint_eq(s.retried, 2);
@@ -957,8 +926,7 @@ START_TEST(retry_after_crash)
     count_arg a = count_arg_of(path, 2, CT_SEGV);
     wp_task_options o = { .retries = 1 };
     wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 2);
-    int want = 2;
-    check_echo(f, &want, sizeof want);
+    check_succeeded_on_attempt(f, 2);
     ck_assert_int_eq(file_size(path), 2);
     wp_pool_stats s = settled_stats(p, 1);
     ck_assert_uint_eq(s.retried, 1);
@@ -995,8 +963,7 @@ START_TEST(retry_after_timeout)
     int64_t t0 = tu_now_ms();
     wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 1 + 2);
     int64_t took = tu_now_ms() - t0;
-    int want = 3;
-    check_echo(f, &want, sizeof want);
+    check_succeeded_on_attempt(f, 3);
     ck_assert_int_ge(took, 2 * 150);
     ck_assert_int_eq(file_size(path), 3);
     wp_pool_stats s = settled_stats(p, 1);
@@ -1035,10 +1002,9 @@ START_TEST(retry_delay_doubles)
     int64_t t0 = tu_now_ms();
     wp_future *f = tu_run(p, count_task, &a, sizeof a, &o);
     int64_t took = tu_now_ms() - t0;
-    int want = 3;
-    check_echo(f, &want, sizeof want);
+    check_succeeded_on_attempt(f, 3);
     ck_assert_msg(took >= 300, "two retries after 100 + 200 ms took only %lld ms", (long long)took);
-    ck_assert_uint_eq(stats_of(p).retried, 2);
+    ck_assert_uint_eq(tu_pool_stats(p).retried, 2);
     wp_future_release(f);
     wp_pool_destroy(p);
 }
@@ -1057,7 +1023,7 @@ START_TEST(retry_delay_does_not_block)
     int64_t t0 = tu_now_ms();
     wp_future *r = submit(p, count_task, &a, sizeof a, &o);
     int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (stats_of(p).retried < 1) { /* the first attempt failed: it waits */
+    while (tu_pool_stats(p).retried < 1) { /* the first attempt failed: it waits */
         ck_assert_msg(tu_now_ms() < deadline, "the first attempt never failed");
         tu_poll_pause();
     }
@@ -1079,8 +1045,7 @@ START_TEST(retry_delay_does_not_block)
         wp_future_release(f[i]);
     }
     wait_settled(r);
-    int want = 2;
-    check_echo(r, &want, sizeof want);
+    check_succeeded_on_attempt(r, 2);
     ck_assert_int_ge(tu_now_ms() - t0, 1500);
     wp_future_release(r);
     wp_pool_destroy(p);
@@ -1099,7 +1064,7 @@ START_TEST(cancel_during_retry_delay)
     wp_task_options o = { .retries = 5, .retry_delay_ms = 300 };
     wp_future *r = submit(p, count_task, &a, sizeof a, &o);
     int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (stats_of(p).retried < 1) {
+    while (tu_pool_stats(p).retried < 1) {
         ck_assert_msg(tu_now_ms() < deadline, "the first attempt never failed");
         tu_poll_pause();
     }
@@ -1108,7 +1073,7 @@ START_TEST(cancel_during_retry_delay)
     check_cancelled(r);
     long attempts = file_size(path);
     ck_assert_int_ge(attempts, 1);
-    uint64_t retried = stats_of(p).retried;
+    uint64_t retried = tu_pool_stats(p).retried;
     /* While a 900 ms task keeps one worker busy, the other stays free for a
        retry that would be due after 300 ms (and 600 ms more): none comes. */
     int64_t ms = 900;
@@ -1170,7 +1135,7 @@ START_TEST(max_tasks_per_worker)
     for (int i = 0; i < N; i++)
         ck_assert_msg(uses_of(pids, N, pids[i]) <= 3, "worker %d ran %d tasks", pids[i],
                       uses_of(pids, N, pids[i]));
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_ge(s.workers_started, 4);
     ck_assert_uint_eq(s.submitted, N);
     ck_assert_uint_eq(s.succeeded, N);
@@ -1185,7 +1150,7 @@ START_TEST(max_tasks_per_worker)
                       i / 3 * 3, pids[i / 3 * 3]);
     for (int k = 3; k < N; k += 3)
         ck_assert_int_ne(pids[k], pids[k - 3]);
-    s = stats_of(p);
+    s = tu_pool_stats(p);
     ck_assert_uint_eq(s.workers_started, 4);
     ck_assert_uint_eq(s.succeeded, N);
     wp_pool_destroy(p);
@@ -1195,7 +1160,7 @@ START_TEST(max_tasks_per_worker)
     run_pids(p, pids, 6);
     for (int i = 0; i < 6; i++)
         ck_assert_int_eq(uses_of(pids, 6, pids[i]), 1);
-    s = stats_of(p);
+    s = tu_pool_stats(p);
     ck_assert_uint_ge(s.workers_started, 6);
     ck_assert_uint_eq(s.succeeded, 6);
     wp_pool_destroy(p);
@@ -1218,7 +1183,7 @@ START_TEST(worker_init_once_per_worker)
     for (int i = 0; i < N; i++) {
         wp_future *f = submit(p, tu_pid, NULL, 0, NULL);
         int w = wp_future_wait(f, DEADLINE_MS);
-        quiet_workers(p, 1, 1 + (uint64_t)(i + 1) / 2); /* a retired one's replacement */
+        tu_wait_workers(p, 1, 1 + (uint64_t)(i + 1) / 2); /* a retired one's replacement */
         ck_assert_int_eq(w, 0);
         ck_assert_int_eq(wp_future_state(f), WP_SUCCEEDED);
         memcpy(&task_pids[i], wp_future_result(f, NULL), sizeof(int));
@@ -1230,7 +1195,7 @@ START_TEST(worker_init_once_per_worker)
         wp_future_release(f);
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.workers_started, 1 + N / 2 + 2);
     long n = file_size(path) / (long)sizeof(int);
     ck_assert_msg(n == (long)s.workers_started, "worker_init ran %ld times for %llu workers", n,
@@ -1305,7 +1270,7 @@ START_TEST(worker_init_recovers)
         .workers = 1, .worker_init = init_count, .worker_init_ctx = &c });
     wp_future *f = submit(p, tu_echo, "r", 1, NULL);
     int w = wp_future_wait(f, DEADLINE_MS);
-    quiet_workers(p, 1, 1); /* it did recover */
+    tu_wait_workers(p, 1, 1); /* it did recover */
     ck_assert_int_eq(w, 0);
     unsigned espawn = 0;
     if (wp_future_state(f) == WP_SUCCEEDED) {
@@ -1388,7 +1353,7 @@ START_TEST(crash_loop_backoff)
         tu_poll_pause();
     }
     ck_assert_int_ge(n, 2); /* it did try */
-    ck_assert_uint_eq(stats_of(p).workers_started, 0);
+    ck_assert_uint_eq(tu_pool_stats(p).workers_started, 0);
     wp_pool_destroy(p);
     n = file_size(path) / (long)sizeof(int);
     ck_assert_msg(n < 100, "%ld workers forked", n);
@@ -1558,7 +1523,7 @@ START_TEST(stress_mixed)
                   first_wrong >= 0 ? wp_future_error(recs[first_wrong].f) : 0,
                   first_wrong >= 0 ? wp_future_code(recs[first_wrong].f) : 0,
                   first_wrong >= 0 ? wp_future_message(recs[first_wrong].f) : "");
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, ST_N);
     ck_assert_uint_eq(s.submitted, s.succeeded + s.failed + s.cancelled);
     ck_assert_uint_eq(s.succeeded, n_ok);
@@ -1583,7 +1548,7 @@ END_TEST
 static Suite *control_suite(void)
 {
     Suite *s = suite_create("control");
-    struct { const char *name; const TTest *fn; } tests[] = {
+    const tu_test tests[] = {
         { "deadline_counts_from_start", deadline_counts_from_start },
         { "deadline_kills_worker", deadline_kills_worker },
         { "deadline_on_hang", deadline_on_hang },
@@ -1611,23 +1576,11 @@ static Suite *control_suite(void)
         { "crash_loop_backoff", crash_loop_backoff },
         { "stress_mixed", stress_mixed },
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, 120);
-        tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
-        suite_add_tcase(s, tc);
-    }
+    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, base_setup, base_teardown);
     return s;
 }
 
 int main(void)
 {
-    SRunner *r = srunner_create(control_suite());
-    srunner_set_fork_status(r, CK_FORK);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(control_suite(), CK_FORK);
 }

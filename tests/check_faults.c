@@ -34,60 +34,15 @@
 
 #include "testutil.h"
 
-#define DEADLINE_MS 20000 /* for conditions that must come true */
+#define DEADLINE_MS TU_DEADLINE_MS /* for conditions that must come true */
 #define GONE_MS     2000  /* for processes that must be gone */
 
 static int method; /* the start method of the running test (loop index) */
 
-static void wait_alive(wp_pool *p, unsigned n);
-
 /* A pool with the test's start method, its workers all started. */
 static wp_pool *make_pool(unsigned workers)
 {
-    wp_pool *p = NULL;
-    wp_pool_options o = { .workers = workers, .start_method = method };
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    ck_assert_ptr_nonnull(p);
-    wait_alive(p, workers);
-    return p;
-}
-
-static wp_pool_stats stats_of(wp_pool *p)
-{
-    wp_pool_stats s;
-    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
-    return s;
-}
-
-/* Poll the stats until workers_alive reaches n (and workers_started
-   at least started).  The loop neither allocates nor calls Check: under
-   WP_START_FORK the dispatcher may be forking meanwhile (see TU_ASAN). */
-static void wait_workers(wp_pool *p, unsigned n, uint64_t started)
-{
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < n || s.workers_started < started) &&
-           tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(s.workers_alive >= n && s.workers_started >= started,
-                  "workers_alive %u (want %u), workers_started %llu (want %llu)",
-                  s.workers_alive, n, (unsigned long long)s.workers_started,
-                  (unsigned long long)started);
-}
-
-static void wait_alive(wp_pool *p, unsigned n)
-{
-    wait_workers(p, n, n);
-}
-
-static tu_report_arg report_arg(int64_t ms, const tu_fifo *report)
-{
-    tu_report_arg a;
-    memset(&a, 0, sizeof a);
-    a.ms = ms;
-    if (report != NULL)
-        snprintf(a.report, sizeof a.report, "%s", report->path);
-    return a;
+    return tu_pool_started((wp_pool_options){ .workers = workers, .start_method = method });
 }
 
 static int result_int(const wp_future *f)
@@ -184,7 +139,7 @@ START_TEST(worker_crashes)
         wp_future *f = NULL;
         ck_assert_int_eq(wp_submit(p, kinds[k].fn, &kinds[k].arg, sizeof kinds[k].arg, NULL, &f), 0);
         wp_future_wait(f, -1);
-        wait_workers(p, 1, k + 2); /* the replacement */
+        tu_wait_workers(p, 1, k + 2); /* the replacement */
         ck_assert_int_eq(wp_future_state(f), WP_FAILED);
         ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
         ck_assert_int_eq(wp_future_code(f), kinds[k].code);
@@ -202,7 +157,7 @@ START_TEST(worker_crashes)
         f = tu_run(p, tu_echo, "ok", 2, NULL);
         ck_assert_int_eq(wp_future_error(f), 0);
         wp_future_release(f);
-        wp_pool_stats s = stats_of(p);
+        wp_pool_stats s = tu_pool_stats(p);
         ck_assert_uint_eq(s.crashed, k + 1);
         ck_assert_uint_eq(s.failed, k + 1);
         ck_assert_uint_eq(s.workers_started, k + 2);
@@ -210,7 +165,7 @@ START_TEST(worker_crashes)
         pid = next;
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 1 + 3 * 3);
     ck_assert_uint_eq(s.succeeded, 1 + 3 * 2);
     ck_assert_uint_eq(s.failed, 3);
@@ -230,7 +185,7 @@ START_TEST(protocol_garbage)
     wp_future *f = NULL;
     ck_assert_int_eq(wp_submit(p, tu_garbage, NULL, 0, NULL, &f), 0);
     wp_future_wait(f, -1);
-    wait_workers(p, 1, 2); /* the replacement */
+    tu_wait_workers(p, 1, 2); /* the replacement */
     ck_assert_int_eq(wp_future_state(f), WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_EPROTO);
     ck_assert_str_ne(wp_future_message(f), "");
@@ -245,7 +200,7 @@ START_TEST(protocol_garbage)
         wp_future_release(f);
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 13);
     ck_assert_uint_eq(s.succeeded, 12);
     ck_assert_uint_eq(s.failed, 1);
@@ -289,7 +244,7 @@ START_TEST(task_failures)
     /* A failing task is no reason to replace its worker. */
     ck_assert_int_eq(worker_pid(p), pid);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 5);
     ck_assert_uint_eq(s.succeeded, 3);
     ck_assert_uint_eq(s.failed, 2);
@@ -409,7 +364,7 @@ START_TEST(interleaved_crashes)
             for (int k = 0; k < IL_PER_THREAD; k++)
                 if (t[i].fs[k] != NULL)
                     wp_future_wait(t[i].fs[k], -1);
-        wait_workers(p, 2, 0);
+        tu_wait_workers(p, 2, 0);
         for (int i = 0; i < IL_THREADS; i++)
             il_check(&t[i]);
         for (int i = 0; i < 2; i++) {
@@ -435,7 +390,7 @@ START_TEST(interleaved_crashes)
         ck_assert_int_eq(atomic_load(&il_state[id]), crash ? WP_FAILED : WP_SUCCEEDED);
     }
     unsigned extra = gated ? 2 : 0; /* the held tasks */
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, IL_TASKS + extra);
     ck_assert_uint_eq(s.submitted, s.succeeded + s.failed + s.cancelled);
     ck_assert_uint_eq(s.succeeded, IL_TASKS - segv + extra);
@@ -455,7 +410,7 @@ START_TEST(shutdown_grace_unlimited)
     wp_pool *p = make_pool(2);
     enum { N = 6 };
     wp_future *fs[N];
-    tu_report_arg a = report_arg(30, NULL);
+    tu_report_arg a = tu_report_arg_of(30, NULL, NULL);
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &fs[i]), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
@@ -467,7 +422,7 @@ START_TEST(shutdown_grace_unlimited)
         wp_future_release(fs[i]);
     }
     assert_gone(pids, N);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.succeeded, N);
     ck_assert_uint_eq(s.cancelled, 0);
     ck_assert_uint_eq(s.workers_alive, 0);
@@ -487,7 +442,7 @@ START_TEST(shutdown_grace_zero)
     enum { N = 6 };
     wp_future *fs[N];
     int pids[3];
-    tu_report_arg a = report_arg(-1, &report);
+    tu_report_arg a = tu_report_arg_of(-1, &report, NULL);
     for (int i = 0; i < 2; i++) {
         ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &fs[i]), 0);
         pids[i] = tu_fifo_read_pid(&report, DEADLINE_MS);
@@ -511,7 +466,7 @@ START_TEST(shutdown_grace_zero)
         wp_future_release(fs[i]);
     }
     assert_gone(pids, method == WP_START_FORKSERVER ? 3 : 2);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, N);
     ck_assert_uint_eq(s.cancelled, N);
     ck_assert_uint_eq(s.succeeded, 0);
@@ -535,11 +490,11 @@ START_TEST(shutdown_grace_limited)
     int pids[3];
     wp_future *hang, *shortf, *queued;
     /* tu_report with ms -1 is tu_hang that first tells us it runs. */
-    tu_report_arg a = report_arg(-1, &report);
+    tu_report_arg a = tu_report_arg_of(-1, &report, NULL);
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &hang), 0);
     pids[0] = tu_fifo_read_pid(&report, DEADLINE_MS);
     ck_assert_int_gt(pids[0], 0);
-    a = report_arg(30, &report);
+    a = tu_report_arg_of(30, &report, NULL);
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &shortf), 0);
     pids[1] = tu_fifo_read_pid(&report, DEADLINE_MS);
     ck_assert_int_gt(pids[1], 0);
@@ -566,7 +521,7 @@ START_TEST(shutdown_grace_limited)
     wp_future_release(shortf);
     wp_future_release(queued);
     assert_gone(pids, method == WP_START_FORKSERVER ? 3 : 2);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 3);
     ck_assert_uint_eq(s.succeeded, 2);
     ck_assert_uint_eq(s.cancelled, 1);
@@ -594,7 +549,7 @@ static _Noreturn void owner_main(int start_method, tu_fifo *report, int out)
             _exit(11);
         tu_poll_pause();
     }
-    tu_report_arg a = report_arg(-1, report);
+    tu_report_arg a = tu_report_arg_of(-1, report, NULL);
     for (int i = 0; i < 2; i++) {
         if (wp_submit(p, tu_report, &a, sizeof a, NULL, NULL) != 0)
             _exit(12);
@@ -699,7 +654,7 @@ END_TEST
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
-    struct { const char *name; const TTest *fn; } tests[] = {
+    const tu_test tests[] = {
         { "worker_crashes", worker_crashes },
         { "protocol_garbage", protocol_garbage },
         { "task_failures", task_failures },
@@ -709,21 +664,11 @@ static Suite *faults_suite(void)
         { "shutdown_grace_limited", shutdown_grace_limited },
         { "owner_dies", owner_dies },
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, 60);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
-        suite_add_tcase(s, tc);
-    }
+    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
 }
 
 int main(void)
 {
-    SRunner *r = srunner_create(faults_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(faults_suite(), CK_FORK_GETENV);
 }

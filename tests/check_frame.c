@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -833,9 +834,5 @@ static Suite *frame_suite(void)
 
 int main(void)
 {
-    SRunner *r = srunner_create(frame_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(frame_suite(), CK_FORK_GETENV);
 }

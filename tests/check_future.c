@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "future.h"
+#include "testutil.h"
 
 /* --------------------------------------------------------- test record */
 
@@ -1211,13 +1212,21 @@ static void reset_globals(void)
 
 /* ------------------------------------------------------------------ main */
 
+/* A test case of this suite, with its timeout; every test starts from
+   reset_globals. */
+static TCase *future_tcase(const char *name, double timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, timeout);
+    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    return tc;
+}
+
 static Suite *future_suite(void)
 {
     Suite *s = suite_create("future");
 
-    TCase *tc = tcase_create("settle");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    TCase *tc = future_tcase("settle", 30);
     tcase_add_test(tc, unsettled_readers);
     tcase_add_test(tc, settle_success);
     tcase_add_test(tc, settle_success_empty);
@@ -1228,43 +1237,33 @@ static Suite *future_suite(void)
     tcase_add_test(tc, settling_op_told_once_before_publishing);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("cancel");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("cancel", 30);
     tcase_add_test(tc, cancel_requested_turns_success_into_cancelled);
     tcase_add_test(tc, cancel_settled_is_einval);
     tcase_add_test(tc, cancel_passes_owner_answer_through);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("wait");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("wait", 30);
     tcase_add_test(tc, wait_timeout_unsettled);
     tcase_add_test(tc, wait_timeout_lower_bound);
     tcase_add_test(tc, waiter_released_by_settle_from_other_thread);
     tcase_add_test(tc, many_waiters_all_wake);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("callbacks");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("callbacks", 30);
     tcase_add_test(tc, callbacks_in_order_on_settling_thread);
     tcase_add_test(tc, callback_sees_outcome);
     tcase_add_test(tc, callback_releases_last_reference);
     tcase_add_test(tc, callbacks_registered_during_settle_run_once);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("refcount");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("refcount", 60);
     tcase_add_test(tc, refcount_threads_free_once);
     tcase_add_test(tc, refcount_last_release_by_any_thread);
     tcase_add_test(tc, release_order_irrelevant);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("many");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("many", 30);
     tcase_add_test(tc, wait_any_invalid);
     tcase_add_test(tc, wait_any_lowest_settled);
     tcase_add_test(tc, wait_any_woken_by_settle_from_other_thread);
@@ -1275,9 +1274,7 @@ static Suite *future_suite(void)
     tcase_add_test(tc, wait_all_pending_first_then_settled);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("api");
-    tcase_set_timeout(tc, 30);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
+    tc = future_tcase("api", 30);
     tcase_add_test(tc, null_arguments);
     tcase_add_test(tc, strerror_codes);
     suite_add_tcase(s, tc);
@@ -1287,9 +1284,5 @@ static Suite *future_suite(void)
 
 int main(void)
 {
-    SRunner *r = srunner_create(future_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(future_suite(), CK_FORK_GETENV);
 }

@@ -24,52 +24,18 @@
 
 #include "testutil.h"
 
-#define DEADLINE_MS 20000 /* for conditions that must come true */
+#define DEADLINE_MS TU_DEADLINE_MS /* for conditions that must come true */
 
 static int method; /* the start method of the running test (loop index) */
 
-static void wait_alive(wp_pool *p, unsigned n);
-
-/* A pool with the test's start method, its workers all started. */
+/* A pool with the test's start method, its workers all alive (started:
+   0, this suite only ever waited for workers_alive). */
 static wp_pool *make_pool(wp_pool_options o)
 {
-    wp_pool *p = NULL;
     o.start_method = method;
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    ck_assert_ptr_nonnull(p);
-    wait_alive(p, o.workers);
+    wp_pool *p = tu_pool_create(o);
+    tu_wait_workers(p, o.workers, 0);
     return p;
-}
-
-static wp_pool_stats stats_of(wp_pool *p)
-{
-    wp_pool_stats s;
-    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
-    return s;
-}
-
-/* Poll the stats until workers_alive reaches n.  The loop neither
-   allocates nor calls Check: under WP_START_FORK the dispatcher may be
-   forking meanwhile (see TU_ASAN in testutil.h). */
-static void wait_alive(wp_pool *p, unsigned n)
-{
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && s.workers_alive < n && tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(s.workers_alive >= n, "workers_alive %u, never reached %u", s.workers_alive, n);
-}
-
-static tu_report_arg report_arg(int64_t ms, const tu_fifo *report, const tu_fifo *gate)
-{
-    tu_report_arg a;
-    memset(&a, 0, sizeof a);
-    a.ms = ms;
-    if (report != NULL)
-        snprintf(a.report, sizeof a.report, "%s", report->path);
-    if (gate != NULL)
-        snprintf(a.gate, sizeof a.gate, "%s", gate->path);
-    return a;
 }
 
 static void check_echo(wp_future *f, const void *want, size_t want_len)
@@ -97,7 +63,7 @@ START_TEST(create_null_options)
     ck_assert_int_eq(wp_pool_create(&p, NULL), 0);
     ck_assert_ptr_nonnull(p);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN); /* workers 0 = online CPUs */
-    wait_alive(p, cpus > 0 ? (unsigned)cpus : 1);
+    tu_wait_workers(p, cpus > 0 ? (unsigned)cpus : 1, 0);
     wp_future *f = tu_run(p, tu_echo, "abc", 3, NULL);
     check_echo(f, "abc", 3);
     wp_future_release(f);
@@ -113,7 +79,7 @@ START_TEST(create_with_options)
     wp_future *f = tu_run(p, tu_echo, "options", 7, NULL);
     check_echo(f, "options", 7);
     wp_future_release(f);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.workers_alive, 3);
     ck_assert_uint_ge(s.workers_started, 3);
     /* max_message applies to arguments */
@@ -212,7 +178,7 @@ START_TEST(submit_bad_arguments)
     tu_pattern(big, 4097, 3);
     EXPECT_FAIL(WP_E2BIG, wp_submit(p, tu_echo, big, 4097, NULL, &f));
 #undef EXPECT_FAIL
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 0); /* nothing was queued */
 
     f = tu_run(p, tu_echo, big, 4096, NULL);
@@ -293,7 +259,7 @@ START_TEST(many_submitting_threads)
     }
     /* Every future was waited on; after shutdown every count is final. */
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, (uint64_t)THREADS * PER_THREAD);
     ck_assert_uint_eq(s.succeeded, s.submitted);
     ck_assert_uint_eq(s.failed, 0);
@@ -337,7 +303,7 @@ START_TEST(backpressure)
     wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 1 });
 
     /* The only worker runs a blocker until the test opens its gate. */
-    tu_report_arg a = report_arg(0, &report, &gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
     wp_future *blocker;
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &blocker), 0);
     int wpid = tu_fifo_read_pid(&report, DEADLINE_MS);
@@ -368,7 +334,7 @@ START_TEST(backpressure)
         anonymous++;
     ck_assert_int_eq(rc, WP_EAGAIN);
     ck_assert_int_le(accepted + anonymous, 2);
-    wp_pool_stats s = stats_of(p); /* failed submits queued nothing */
+    wp_pool_stats s = tu_pool_stats(p); /* failed submits queued nothing */
     ck_assert_uint_eq(s.submitted, 1 + (uint64_t)accepted + (uint64_t)anonymous);
 
     /* A blocking submitter cannot get 4 more tasks in while the worker is
@@ -397,7 +363,7 @@ START_TEST(backpressure)
         wp_future_release(b.fs[i]);
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    s = stats_of(p);
+    s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 1 + (uint64_t)accepted + (uint64_t)anonymous + 4);
     ck_assert_uint_eq(s.succeeded, s.submitted);
     wp_pool_destroy(p);
@@ -415,7 +381,7 @@ START_TEST(submit_without_future)
     int code = 9;
     ck_assert_int_eq(wp_submit(p, tu_fail, &code, sizeof code, NULL, NULL), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* they run to the end */
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 51);
     ck_assert_uint_eq(s.succeeded, 50);
     ck_assert_uint_eq(s.failed, 1);
@@ -436,7 +402,7 @@ START_TEST(big_argument_and_result)
     wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
 
     /* One worker is held (and reads nothing) for the whole test. */
-    tu_report_arg a = report_arg(0, &report, &gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
     wp_future *held;
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
     ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
@@ -519,7 +485,7 @@ START_TEST(result_over_max_message)
     ck_assert_int_eq(pid_after, pid_before);
 
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 4);
     ck_assert_uint_eq(s.succeeded, 3);
     ck_assert_uint_eq(s.failed, 1);
@@ -538,18 +504,18 @@ START_TEST(stats_fields)
     tu_fifo_open(&report);
     tu_fifo_open(&gate);
     wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.workers_alive, 2);
     ck_assert_uint_eq(s.workers_started, 2);
     ck_assert_uint_eq(s.submitted, 0);
     ck_assert_uint_eq(s.queued, 0);
     ck_assert_uint_eq(s.running, 0);
 
-    tu_report_arg a = report_arg(0, &report, &gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
     wp_future *held;
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
     ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
-    s = stats_of(p);
+    s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 1);
     ck_assert_uint_eq(s.running, 1);
     ck_assert_uint_eq(s.queued, 0);
@@ -571,7 +537,7 @@ START_TEST(stats_fields)
 
     /* The counts settle right after the futures do: poll for them. */
     int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    for (s = stats_of(p); s.succeeded + s.failed < 8; s = stats_of(p)) {
+    for (s = tu_pool_stats(p); s.succeeded + s.failed < 8; s = tu_pool_stats(p)) {
         ck_assert(tu_now_ms() < deadline);
         tu_poll_pause();
     }
@@ -586,7 +552,7 @@ START_TEST(stats_fields)
     ck_assert_uint_eq(s.workers_alive, 2);
 
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    s = stats_of(p); /* still readable after shutdown */
+    s = tu_pool_stats(p); /* still readable after shutdown */
     ck_assert_uint_eq(s.workers_alive, 0);
     ck_assert_uint_eq(s.running, 0);
     ck_assert_uint_eq(s.queued, 0);
@@ -699,7 +665,7 @@ START_TEST(shutdown_idempotent_and_concurrent)
         check_echo(fs[i], &ms, sizeof ms);
         wp_future_release(fs[i]);
     }
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.succeeded, N);
     ck_assert_uint_eq(s.workers_alive, 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
@@ -724,7 +690,7 @@ START_TEST(submit_after_shutdown)
     f = (wp_future *)&f;
     ck_assert_int_eq(wp_submit(p, tu_echo, "b", 1, &nowait, &f), WP_ESHUTDOWN);
     ck_assert_ptr_null(f);
-    wp_pool_stats s = stats_of(p);
+    wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.submitted, 1);
     wp_pool_destroy(p);
 }
@@ -811,7 +777,7 @@ END_TEST
 static Suite *pool_suite(void)
 {
     Suite *s = suite_create("pool");
-    struct { const char *name; const TTest *fn; } tests[] = {
+    const tu_test tests[] = {
         { "create_null_options", create_null_options },
         { "create_with_options", create_with_options },
         { "create_bad_options", create_bad_options },
@@ -829,21 +795,11 @@ static Suite *pool_suite(void)
         { "futures_outlive_pool", futures_outlive_pool },
         { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, 60);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
-        suite_add_tcase(s, tc);
-    }
+    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
 }
 
 int main(void)
 {
-    SRunner *r = srunner_create(pool_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(pool_suite(), CK_FORK_GETENV);
 }

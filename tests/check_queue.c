@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "queue.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -880,9 +881,5 @@ static Suite *queue_suite(void)
 
 int main(void)
 {
-    SRunner *r = srunner_create(queue_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(queue_suite(), CK_FORK_GETENV);
 }

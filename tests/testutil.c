@@ -145,6 +145,18 @@ int tu_report(const void *arg, size_t len, wp_buf *out)
     return wp_buf_append(out, &pid, sizeof pid);
 }
 
+tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate)
+{
+    tu_report_arg a;
+    memset(&a, 0, sizeof a);
+    a.ms = ms;
+    if (report != NULL)
+        snprintf(a.report, sizeof a.report, "%s", report->path);
+    if (gate != NULL)
+        snprintf(a.gate, sizeof a.gate, "%s", gate->path);
+    return a;
+}
+
 void tu_pattern(void *buf, size_t len, unsigned seed)
 {
     unsigned char *p = buf;
@@ -167,6 +179,40 @@ wp_pool *tu_pool(unsigned workers, int start_method)
     wp_pool_options o = { .workers = workers, .start_method = start_method };
     ck_assert_int_eq(wp_pool_create(&p, &o), 0);
     return p;
+}
+
+wp_pool *tu_pool_create(wp_pool_options o)
+{
+    wp_pool *p = NULL;
+    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+wp_pool *tu_pool_started(wp_pool_options o)
+{
+    wp_pool *p = tu_pool_create(o);
+    tu_wait_workers(p, o.workers, o.workers);
+    return p;
+}
+
+wp_pool_stats tu_pool_stats(wp_pool *p)
+{
+    wp_pool_stats s;
+    ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
+    return s;
+}
+
+void tu_wait_workers(wp_pool *p, unsigned alive, uint64_t started)
+{
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < alive || s.workers_started < started) &&
+           tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(s.workers_alive >= alive && s.workers_started >= started,
+                  "workers_alive %u (want %u), workers_started %llu (want %llu)", s.workers_alive,
+                  alive, (unsigned long long)s.workers_started, (unsigned long long)started);
 }
 
 wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
@@ -285,4 +331,28 @@ void tu_fifo_release(tu_fifo *f, unsigned n)
         while (rc < 0 && errno == EINTR);
         ck_assert_int_eq(rc, 1);
     }
+}
+
+void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
+                         SFun setup, SFun teardown)
+{
+    for (size_t i = 0; i < n; i++) {
+        TCase *tc = tcase_create(tests[i].name);
+        tcase_set_timeout(tc, timeout);
+        if (setup != NULL || teardown != NULL)
+            tcase_add_unchecked_fixture(tc, setup, teardown);
+        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
+        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
+        suite_add_tcase(s, tc);
+    }
+}
+
+int tu_run_suite(Suite *s, enum fork_status fork_status)
+{
+    SRunner *r = srunner_create(s);
+    srunner_set_fork_status(r, fork_status);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -5,10 +5,14 @@
 #ifndef WP_TESTUTIL_H
 #define WP_TESTUTIL_H
 
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "workerpool.h"
+
+/* How long a test waits for a condition that must come true. */
+#define TU_DEADLINE_MS 20000
 
 /* Task functions (they run in worker processes). */
 int tu_echo(const void *arg, size_t len, wp_buf *out);        /* result = arg */
@@ -57,6 +61,10 @@ int  tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms);
 /* Let n tasks waiting on this FIFO as their gate go on. */
 void tu_fifo_release(tu_fifo *f, unsigned n);
 
+/* A tu_report argument: sleep ms (hang if < 0), reporting to report and
+   waiting at gate where they are not NULL. */
+tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
+
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
 int  tu_pattern_ok(const void *buf, size_t len, unsigned seed);
@@ -64,6 +72,25 @@ int  tu_pattern_ok(const void *buf, size_t len, unsigned seed);
 /* A pool with n workers and the given start method; fails the test if it
    cannot be created. */
 wp_pool *tu_pool(unsigned workers, int start_method);
+
+/* A pool made with exactly these options (start_method included); fails
+   the test if it cannot be created.  It does not wait for the workers. */
+wp_pool *tu_pool_create(wp_pool_options o);
+
+/* tu_pool_create, then tu_wait_workers for all o.workers to have started
+   and be alive. */
+wp_pool *tu_pool_started(wp_pool_options o);
+
+/* The pool's stats; fails the test if they cannot be read. */
+wp_pool_stats tu_pool_stats(wp_pool *p);
+
+/*
+ * Poll the stats until at least `alive` workers are up and `started` have
+ * ever reached ready; fails the test if that does not happen within
+ * TU_DEADLINE_MS.  The loop neither allocates nor calls Check: under
+ * WP_START_FORK the dispatcher may be forking meanwhile (see TU_ASAN).
+ */
+void tu_wait_workers(wp_pool *p, unsigned alive, uint64_t started);
 
 /* Submit and wait for one task; returns the future (caller releases). */
 wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
@@ -100,5 +127,23 @@ int tu_pid_parent(int pid);
    against a deadline. */
 int64_t tu_now_ms(void);
 void    tu_poll_pause(void);
+
+/*
+ * Test cases run once per start method: each test of tests[] gets a TCase
+ * of its own name, with this timeout (seconds) and, if either is non-NULL,
+ * an unchecked fixture; the loop index _i is the start method
+ * (WP_START_FORKSERVER, WP_START_FORK).
+ */
+typedef struct tu_test {
+    const char  *name;
+    const TTest *fn;
+} tu_test;
+void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
+                         SFun setup, SFun teardown);
+
+/* Run every test of s (srunner_set_fork_status(fork_status) first;
+   CK_FORK_GETENV is Check's default) and return the exit status for main:
+   EXIT_FAILURE if any failed. */
+int tu_run_suite(Suite *s, enum fork_status fork_status);
 
 #endif
