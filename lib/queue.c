@@ -10,16 +10,24 @@
  * yielding, until every earlier producer has committed.  A producer
  * preempted between reserve and commit then stalls all later producers for a
  * whole time slice, and with more producers than cores throughput collapses.
- * We reserve with ck, wait for our turn with a short spin that then yields
- * the CPU (so the preempted producer can run), and commit with ck.
+ * Yielding is not enough either (measured: hundreds of thousands of
+ * sched_yield calls per 100,000 tasks with 4 producers on 2 cores, the
+ * preempted producer still waiting for a CPU).  So we reserve with ck, spin
+ * briefly for our turn, then sleep on a futex on the ring's commit index,
+ * which frees the CPU for the producer we wait for; a committer wakes the
+ * sleepers only when there are any.  Then we commit with ck.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "queue.h"
@@ -71,6 +79,7 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->pushers, 0);
     atomic_init(&q->closed, false);
     atomic_init(&q->blocked, 0);
+    atomic_init(&q->turn_waiters, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
     wp__cond_init_monotonic(&q->room_cv);
     pthread_mutex_init(&q->room_mu, NULL);
@@ -138,6 +147,32 @@ static bool wait_for_room(wp_queue *q)
     return ok;
 }
 
+static long futex(unsigned *addr, int op, unsigned val, const struct timespec *timeout)
+{
+    return syscall(SYS_futex, addr, op, val, timeout, NULL, 0);
+}
+
+/* Wait until every earlier producer has committed (p_tail == ticket). */
+static void wait_for_turn(wp_queue *q, unsigned ticket)
+{
+    /* A safety net only: every commit wakes the sleepers. */
+    static const struct timespec nap = { 0, 1000000 };
+    for (unsigned spins = 0;; spins++) {
+        unsigned tail = ck_pr_load_uint(&q->ring.p_tail);
+        if (tail == ticket)
+            return;
+        if (spins < COMMIT_SPINS) {
+            ck_pr_stall();
+            continue;
+        }
+        /* seq_cst, then the kernel compares p_tail with tail: a commit
+           either happened before (no sleep) or sees us and wakes us. */
+        atomic_fetch_add(&q->turn_waiters, 1);
+        futex(&q->ring.p_tail, FUTEX_WAIT_PRIVATE, tail, &nap);
+        atomic_fetch_sub(&q->turn_waiters, 1);
+    }
+}
+
 static void ring_publish(wp_queue *q, void *item)
 {
     unsigned ticket = 0;
@@ -145,13 +180,11 @@ static void ring_publish(wp_queue *q, void *item)
     /* Cannot fail: the count keeps the ring at most half full. */
     *slot = item;
     HANDOFF_RELEASE(item);
-    for (unsigned spins = 0; ck_pr_load_uint(&q->ring.p_tail) != ticket; spins++) {
-        if (spins < COMMIT_SPINS)
-            ck_pr_stall();
-        else
-            sched_yield();
-    }
+    wait_for_turn(q, ticket);
     ck_ring_enqueue_commit_mpmc(&q->ring, ticket);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&q->turn_waiters) > 0)
+        futex(&q->ring.p_tail, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 
 int wp__queue_push(wp_queue *q, void *item, bool nowait)

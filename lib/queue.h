@@ -27,6 +27,7 @@ typedef struct wp_queue {
     atomic_uint       pushers;    /* producers inside queue_push */
     atomic_bool       closed;     /* no new pushes */
     atomic_uint       blocked;    /* producers waiting for room */
+    atomic_uint       turn_waiters; /* producers asleep waiting to commit */
     pthread_mutex_t   room_mu;
     pthread_cond_t    room_cv;
     atomic_int        consumer;   /* CONSUMER_AWAKE / _ASLEEP / _HUNGRY */
