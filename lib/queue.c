@@ -20,7 +20,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdint.h>
 #include <limits.h>
 #include <linux/futex.h>
