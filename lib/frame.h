@@ -31,7 +31,7 @@ enum frame_type {
 #define FRAME_TO_WORKER   FRAME_BIT(FRAME_TASK)
 
 /* Longest failure message carried; longer ones are cut. */
-#define FRAME_MESSAGE_MAX 1024 /* = WP_BUF_MESSAGE_MAX */
+#define FRAME_MESSAGE_MAX 1024
 
 typedef struct frame_header {
     uint32_t magic;

@@ -204,14 +204,19 @@ static bool retryable(int error)
     return error == WP_ECRASHED || error == WP_ETIMEDOUT || error == WP_ETASK;
 }
 
+/* Shutting down, and the grace it allowed has run out. */
+static bool grace_over(wp_pool *p, int64_t now_ms)
+{
+    int64_t grace = atomic_load(&p->grace_deadline);
+    return atomic_load(&p->closing) && grace >= 0 && now_ms >= grace;
+}
+
 /* An attempt ended: retry it if its options allow, or settle it. */
 static void task_finish(wp_pool *p, task *t, int error, int code, const char *msg,
                         void *result, size_t len)
 {
     t->slot = -1;
-    bool grace_over = atomic_load(&p->closing) && atomic_load(&p->grace_deadline) >= 0 &&
-                      wp__now_ms() >= atomic_load(&p->grace_deadline);
-    if (retryable(error) && t->attempts <= t->opts.retries && !grace_over &&
+    if (retryable(error) && t->attempts <= t->opts.retries && !grace_over(p, wp__now_ms()) &&
         wp__future_requeue(&t->future)) {
         free(result);
         atomic_fetch_add(&p->n.retried, 1);
@@ -772,11 +777,9 @@ static void cancel_everything(wp_pool *p)
 static void handle_timers(wp_pool *p)
 {
     int64_t now_us = wp__now_us(), now = now_us / 1000;
-    bool closing = atomic_load(&p->closing);
-    int64_t grace = atomic_load(&p->grace_deadline);
-    if (closing && grace >= 0 && now >= grace)
+    if (grace_over(p, now))
         cancel_everything(p);
-    bool done = closing && drained(p);
+    bool done = atomic_load(&p->closing) && drained(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL && s->deadline_us >= 0 && now_us >= s->deadline_us) {

@@ -11,11 +11,12 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "frame.h"
 #include "util.h"
 
 /* A task's result: the bytes it appended, or why it failed.  Lives in the
    worker; the batcher's trampoline gives each item one of its own. */
-#define WP_BUF_MESSAGE_MAX 1024
+#define WP_BUF_MESSAGE_MAX FRAME_MESSAGE_MAX /* a message must fit a FAILURE frame */
 struct wp_buf {
     char  *data;
     size_t len, cap;
