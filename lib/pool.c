@@ -112,6 +112,7 @@ struct wp_pool {
     task           *held, **held_tail;   /* out of the queue, not running */
     uint64_t        last_id;
     unsigned        start_failures;      /* consecutive */
+    bool            grace_spent;         /* past the grace, everything was cancelled */
     char            spawn_error[160];    /* why the last start failed */
 
     _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
@@ -777,8 +778,10 @@ static void cancel_everything(wp_pool *p)
 static void handle_timers(wp_pool *p)
 {
     int64_t now_us = wp__now_us(), now = now_us / 1000;
-    if (grace_over(p, now))
-        cancel_everything(p);
+    if (grace_over(p, now)) {
+        cancel_everything(p); /* again for late arrivals: they kick */
+        p->grace_spent = true;
+    }
     bool done = atomic_load(&p->closing) && drained(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
@@ -833,7 +836,9 @@ static int64_t poll_timeout_us(wp_pool *p, bool hungry)
     bool closing = atomic_load(&p->closing);
     bool done = closing && drained(p);
     int64_t grace = atomic_load(&p->grace_deadline);
-    if (closing && grace * 1000 > now) /* once past, everything is cancelled */
+    /* Until handle_timers has acted on it, however late: deciding "past"
+       from a second reading of the clock could skip it forever. */
+    if (closing && grace >= 0 && !p->grace_spent)
         next = grace * 1000;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
