@@ -188,7 +188,8 @@ typedef struct wp_future wp_future;
  * NULL) holds one reference to the task's future: release it with
  * wp_future_release().  With out NULL the task still runs and its outcome
  * only shows in the stats.  Blocks while the queue is full unless
- * WP_TASK_NOWAIT is set.
+ * WP_TASK_NOWAIT is set, or the caller is a done-callback on a dispatcher
+ * thread: there it never blocks, and a full queue gives WP_EAGAIN.
  * Returns 0, WP_EINVAL (pool or fn NULL, arg NULL with arg_len > 0, a negative
  * timeout or unknown flags), WP_ESHUTDOWN, WP_EAGAIN (WP_TASK_NOWAIT and the
  * queue is full), WP_E2BIG (arg_len > max_message) or WP_ENOMEM.  On failure

@@ -558,6 +558,10 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
     if (len > 0)
         memcpy(it->data, data, len);
 
+    /* On a dispatcher or batcher thread (an item's done-callback) the room
+       may only come from this very thread: WP_EAGAIN rather than wait. */
+    if (wp__on_dispatcher() || batching != NULL)
+        flags |= WP_TASK_NOWAIT;
     pthread_mutex_lock(&b->mu);
     int rc = 0;
     while (!b->closing && b->pending >= b->opts.max_pending && !(flags & WP_TASK_NOWAIT)) {

@@ -29,6 +29,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -64,6 +65,7 @@ typedef struct task {
     uint64_t        id;           /* this attempt's id on the wire */
     unsigned        attempts;     /* attempts started */
     int             slot;         /* in pool->slots[slot] (running or next), or -1 */
+    unsigned        wires;        /* slots still writing its TASK frame (they hold a reference) */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
     struct task    *next;         /* in the held list */
     struct task    *cancel_next;  /* in the cancel stack */
@@ -166,8 +168,10 @@ static const future_ops task_ops = {
 static void task_settle(task *t, int error, int code, const char *msg,
                         void *result, size_t len)
 {
-    free(t->arg);
-    t->arg = NULL;
+    if (t->wires == 0) { /* else the rest of its frame is still being written */
+        free(t->arg);
+        t->arg = NULL;
+    }
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
 }
@@ -313,6 +317,7 @@ static void slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const cha
 }
 
 static bool slot_read(wp_pool *p, slot *s);
+static void slot_wire_done(slot *s);
 
 /*
  * End task t, which is in slot s, with error, disturbing no other task:
@@ -380,7 +385,7 @@ static void slot_reaped(wp_pool *p, slot *s, int status)
     close_fd(&s->h.pidfd);
     wp__frame_reader_reset(&s->in);
     s->h.pid = 0;
-    s->writing = NULL;
+    slot_wire_done(s);
     s->skipped_id = 0;
     slot_set_state(p, s, SLOT_EMPTY);
     s->spawn_at = 0;
@@ -390,14 +395,32 @@ static void slot_reaped(wp_pool *p, slot *s, int status)
         p->start_failures = 0;
 }
 
-/* Write what the pipe takes of the TASK frame; the rest when it drains. */
+/* The slot no longer writes its TASK frame (all written, or the worker is
+   gone): the task may free its argument once settled. */
+static void slot_wire_done(slot *s)
+{
+    task *t = s->writing;
+    if (t == NULL)
+        return;
+    s->writing = NULL;
+    assert(t->wires > 0);
+    if (--t->wires == 0 && wp__future_is_settled(atomic_load(&t->future.state))) {
+        free(t->arg);
+        t->arg = NULL;
+    }
+    wp_future_release(&t->future);
+}
+
+/* Write what the pipe takes of the TASK frame; the rest when it drains.
+   The frame is finished even if its task is taken back meanwhile (the
+   worker then skips it): a half-written frame would cost the worker. */
 static void slot_write(wp_pool *p, slot *s)
 {
     while (s->writing != NULL) {
         const task *t = s->writing;
         size_t total = sizeof s->out + t->arg_len;
         if (s->out_done == total) {
-            s->writing = NULL;
+            slot_wire_done(s);
             return;
         }
         struct iovec iov[2];
@@ -413,7 +436,7 @@ static void slot_write(wp_pool *p, slot *s)
         if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (put < 0) {
-            s->writing = NULL;
+            slot_wire_done(s);
             slot_stop(p, s, false, 0, NULL); /* it died: the reap says how */
             return;
         }
@@ -436,7 +459,10 @@ static void slot_send(wp_pool *p, slot *s, task *t)
     wp__frame_header(&s->out, FRAME_TASK, t->id, t->arg_len);
     memcpy(&s->out.fn, &t->fn, sizeof t->fn);
     s->out_done = 0;
+    assert(s->writing == NULL);
     s->writing = t;
+    t->wires++;
+    wp_future_retain(&t->future);
     if (s->task == NULL) {
         s->task = t;
         s->deadline_us = task_deadline_us(t);
@@ -1035,6 +1061,11 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     return 0;
 }
 
+bool wp__on_dispatcher(void)
+{
+    return dispatching != NULL;
+}
+
 bool wp__pool_must_not_wait(const wp_pool *p)
 {
     return dispatching == p || wp__getpid() != p->owner;
@@ -1120,6 +1151,9 @@ int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
         return WP_EINVAL;
     if (wp__getpid() != pool->owner)
         return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
+    /* On a dispatcher thread (a done-callback) a full queue may only drain
+       through this very thread: answer WP_EAGAIN rather than wait. */
+    bool nowait = (opts->flags & WP_TASK_NOWAIT) != 0 || wp__on_dispatcher();
     if (arg_len > pool->opts.max_message)
         return WP_E2BIG;
     task *t = calloc(1, sizeof *t);
@@ -1139,7 +1173,7 @@ int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
         wp_future_retain(&t->future);
 
     atomic_fetch_add(&pool->n.submitted, 1);
-    int rc = wp__queue_push(&pool->queue, t, (opts->flags & WP_TASK_NOWAIT) != 0);
+    int rc = wp__queue_push(&pool->queue, t, nowait);
     if (rc < 0) {
         atomic_fetch_sub(&pool->n.submitted, 1);
         if (out != NULL)

@@ -17,5 +17,7 @@ bool     wp__pool_closing(wp_pool *p) WP_INTERNAL;
 /* True on this pool's dispatcher thread (in a done-callback) or in a
    worker process: places where waiting for the pool would deadlock. */
 bool     wp__pool_must_not_wait(const wp_pool *p) WP_INTERNAL;
+/* True on any pool's dispatcher thread: submits there never block. */
+bool     wp__on_dispatcher(void) WP_INTERNAL;
 
 #endif

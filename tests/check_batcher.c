@@ -1291,6 +1291,50 @@ START_TEST(shutdown_from_done_callback)
 }
 END_TEST
 
+/* An item's done-callback runs on the dispatcher: a wp_batcher_submit
+   there must not wait for room (the room comes only once the callback has
+   returned), it answers WP_EAGAIN. */
+static wp_batcher *cb_batcher;
+static atomic_int cb_submit_rc = 1; /* 1: not run yet */
+
+static void submit_from_callback(wp_future *f, void *ctx)
+{
+    (void)f; (void)ctx;
+    bitem it = { OP_VALUE, 5 };
+    atomic_store(&cb_submit_rc, wp_batcher_submit(cb_batcher, &it, sizeof it, NULL));
+}
+
+START_TEST(submit_from_item_callback_full)
+{
+    method = _i;
+    enum { MAX_PENDING = 4 };
+    wp_pool *p = make_pool(2, 0);
+    wp_batcher *b = make_batcher(
+        p, bt_apply,
+        (wp_batcher_options){ .max_batch_size = 2, .max_wait_ms = 1, .max_in_flight = 1,
+                              .max_pending = MAX_PENDING });
+    cb_batcher = b;
+    atomic_store(&cb_submit_rc, 1);
+    wp_future *held = submit(b, OP_GATE, 0);
+    POLL_UNTIL(atomic_load(&pr->entered) == 1);
+    wp_future *fs[MAX_PENDING];
+    for (int i = 0; i < MAX_PENDING; i++) {
+        bitem it = { OP_VALUE, i + 1 };
+        ck_assert_int_eq(wp_batcher_submit_opts(b, &it, sizeof it, WP_TASK_NOWAIT, &fs[i]), 0);
+    }
+    ck_assert_int_eq(wp_future_on_done(held, submit_from_callback, NULL), 0);
+    atomic_store(&pr->gate, 1);
+    POLL_UNTIL(atomic_load(&cb_submit_rc) != 1);
+    ck_assert_int_eq(atomic_load(&cb_submit_rc), WP_EAGAIN);
+    expect_value(held, 0);
+    for (int i = 0; i < MAX_PENDING; i++)
+        expect_value(fs[i], i + 1);
+    wp_future_release(held);
+    release_all(fs, MAX_PENDING);
+    finish(b, p);
+}
+END_TEST
+
 /* --------------------------------------------------- many submitters */
 
 enum { SUBMITTERS = 8, PER_SUBMITTER = 2000 };
@@ -1407,6 +1451,7 @@ static Suite *batcher_suite(void)
         { "submit_after_shutdown", submit_after_shutdown },
         { "destroy_settles_items", destroy_settles_items },
         { "shutdown_from_done_callback", shutdown_from_done_callback },
+        { "submit_from_item_callback_full", submit_from_item_callback_full },
         { "many_submitting_threads", many_submitting_threads },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);

@@ -151,6 +151,12 @@ static void check_echo(wp_future *f, const void *want, size_t want_len)
     ck_assert_int_eq(memcmp(r, want, want_len), 0);
 }
 
+/* f succeeded with the int pid as its result. */
+static void check_echo_pid(wp_future *f, int pid)
+{
+    check_echo(f, &pid, sizeof pid);
+}
+
 static void check_cancelled(wp_future *f)
 {
     size_t len = 12345;
@@ -869,6 +875,53 @@ START_TEST(cancel_prefetched)
 }
 END_TEST
 
+
+/* A task whose large argument is still being written behind a busy worker
+   is cancelled and released: the rest of its frame still goes out (the
+   worker skips it), no freed memory is read, and the healthy worker is
+   neither killed nor replaced. */
+START_TEST(cancel_while_writing)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report, gate;
+    fifo_open(&report);
+    fifo_open(&gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+    wp_future *busy = submit(p, tu_report, &a, sizeof a, NULL);
+    int pid = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(pid, 0);
+
+    size_t big_len = (size_t)8 << 20; /* far more than a pipe holds */
+    char *big = malloc(big_len);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'x', big_len);
+    wp_future *f = submit(p, tu_empty, big, big_len, NULL);
+    free(big);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (tu_pool_stats(p).queued != 0) { /* written behind the busy task */
+        ck_assert_msg(tu_now_ms() < deadline, "the big task never left the queue");
+        tu_poll_pause();
+    }
+    ck_assert_int_eq(cancel_and_time(f) >= 0, 1);
+    check_cancelled(f);
+    wp_future_release(f);
+
+    tu_fifo_release(&gate, 1);
+    check_echo_pid(busy, pid);
+    wp_future *after = submit(p, tu_pid, NULL, 0, NULL);
+    check_echo_pid(after, pid);
+    wp_pool_stats s = tu_pool_stats(p);
+    ck_assert_uint_eq(s.workers_started, 1);
+    ck_assert_uint_eq(s.crashed, 0);
+    wp_future_release(busy);
+    wp_future_release(after);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 /* ======================================================= 3. retries */
 
 START_TEST(retry_until_success)
@@ -1561,6 +1614,7 @@ static Suite *control_suite(void)
         { "shield_queued", shield_queued },
         { "late_cancel_spares_next", late_cancel_spares_next },
         { "cancel_prefetched", cancel_prefetched },
+        { "cancel_while_writing", cancel_while_writing },
         { "retry_until_success", retry_until_success },
         { "retries_exhausted", retries_exhausted },
         { "retry_after_crash", retry_after_crash },

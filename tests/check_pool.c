@@ -626,6 +626,87 @@ START_TEST(done_callbacks)
 }
 END_TEST
 
+/* A done-callback runs on the dispatcher: a wp_submit from there must not
+   block on a full queue (only the dispatcher drains it), it answers
+   WP_EAGAIN; with room, continuation chains work. */
+static wp_pool *cb_pool;
+static atomic_int cb_rc = 1; /* 1: the callback has not run yet */
+static wp_future *_Atomic cb_follow;
+
+static void on_done_submit(wp_future *f, void *ctx)
+{
+    (void)f; (void)ctx;
+    wp_future *g = NULL;
+    int rc = wp_submit(cb_pool, tu_echo, "c", 1, NULL, &g);
+    atomic_store(&cb_follow, g);
+    atomic_store(&cb_rc, rc);
+}
+
+static int wait_cb_rc(void)
+{
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (atomic_load(&cb_rc) == 1) {
+        ck_assert_msg(tu_now_ms() < deadline, "the callback is stuck in wp_submit");
+        tu_poll_pause();
+    }
+    return atomic_load(&cb_rc);
+}
+
+START_TEST(submit_from_callback_full_queue)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 4 });
+    cb_pool = p;
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+    wp_future *busy;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &busy), 0);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    /* One task goes behind the busy one; then the queue fills up. */
+    ck_assert_int_eq(wp_submit(p, tu_empty, NULL, 0, NULL, NULL), 0);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (tu_pool_stats(p).queued != 0) {
+        ck_assert_msg(tu_now_ms() < deadline, "no task went behind the busy one");
+        tu_poll_pause();
+    }
+    const wp_task_options nowait = { .flags = WP_TASK_NOWAIT };
+    int filled = 0;
+    while (wp_submit(p, tu_empty, NULL, 0, &nowait, NULL) == 0)
+        filled++;
+    ck_assert_int_eq(filled, 4);
+
+    atomic_store(&cb_rc, 1);
+    ck_assert_int_eq(wp_future_on_done(busy, on_done_submit, NULL), 0);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(wait_cb_rc(), WP_EAGAIN);
+    ck_assert_ptr_null(atomic_load(&cb_follow));
+
+    /* With room, a callback's submit queues its follow-up. */
+    ck_assert_int_eq(wp_wait_all(&busy, 1, -1), 0);
+    wp_future *drained = tu_run(p, tu_empty, NULL, 0, NULL); /* behind the filler */
+    wp_future_release(drained);
+    wp_future *last;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &last), 0);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    atomic_store(&cb_rc, 1);
+    ck_assert_int_eq(wp_future_on_done(last, on_done_submit, NULL), 0);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(wait_cb_rc(), 0);
+    wp_future *g = atomic_load(&cb_follow);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(wp_future_wait(g, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_error(g), 0);
+    wp_future_release(g);
+    wp_future_release(last);
+    wp_future_release(busy);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 /* -------------------------------------------------------------- shutdown */
 
 static void *shutdown_thread(void *arg)
@@ -790,6 +871,7 @@ static Suite *pool_suite(void)
         { "result_over_max_message", result_over_max_message },
         { "stats_fields", stats_fields },
         { "done_callbacks", done_callbacks },
+        { "submit_from_callback_full_queue", submit_from_callback_full_queue },
         { "shutdown_idempotent_and_concurrent", shutdown_idempotent_and_concurrent },
         { "submit_after_shutdown", submit_after_shutdown },
         { "futures_outlive_pool", futures_outlive_pool },
