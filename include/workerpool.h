@@ -137,7 +137,10 @@ WP_EXTERN int wp_pool_create(wp_pool **out, const wp_pool_options *opts);
 WP_EXTERN int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms);
 
 /* wp_pool_shutdown(pool, -1) if not done yet, then free the pool.  Futures
-   still held stay readable until released.  Must not be called from a
+   still held stay readable until released.  Other threads may be inside
+   wp_pool_shutdown() meanwhile: destroy frees the pool only once they have
+   returned.  Every other call on the pool must happen before destroy
+   begins (the pool is gone after it).  Must not be called from a
    done-callback or task code (it then does nothing). */
 WP_EXTERN void wp_pool_destroy(wp_pool *pool);
 
@@ -327,7 +330,8 @@ WP_EXTERN int wp_batcher_flush(wp_batcher *b);
 WP_EXTERN int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms);
 
 /* wp_batcher_shutdown(b, -1) if not done, then free it.  Call it before
-   destroying the pool. */
+   destroying the pool.  As with wp_pool_destroy, other threads may be
+   inside wp_batcher_shutdown() meanwhile; no other call may race it. */
 WP_EXTERN void wp_batcher_destroy(wp_batcher *b);
 
 typedef struct wp_batcher_stats {

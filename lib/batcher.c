@@ -81,7 +81,8 @@ struct wp_batcher {
     wp_future        **to_cancel;    /* scratch, max_in_flight */
     bool               grace_spent;  /* past the grace, everything was cancelled once */
     uint64_t           next_seq, flush_upto;
-    bool               closing, stopped, joined;
+    bool               closing;
+    wp_stop            stop;
     int64_t            grace_deadline; /* ms, -1 = none */
     pthread_t          thread;
 
@@ -464,7 +465,7 @@ static void *batcher_main(void *arg)
             pthread_cond_timedwait(&b->work_cv, &b->mu, &ts);
         }
     }
-    b->stopped = true;
+    b->stop.stopped = true;
     pthread_cond_broadcast(&b->room_cv);
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -529,6 +530,7 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     b->opts = o;
     b->max_item = wp__pool_max_message(pool) - overhead;
     b->grace_deadline = -1;
+    atomic_init(&b->stop.callers, 0);
     pthread_mutex_init(&b->mu, NULL);
     wp__cond_init_monotonic(&b->work_cv);
     wp__cond_init_monotonic(&b->room_cv);
@@ -622,15 +624,18 @@ int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms)
 {
     if (b == NULL)
         return WP_EINVAL;
-    if (batching == b || wp__pool_must_not_wait(b->pool))
+    wp__stop_enter(&b->stop);
+    if (batching == b || wp__pool_must_not_wait(b->pool)) {
+        wp__stop_leave(&b->mu, &b->room_cv, &b->stop);
         return WP_EBUSY;
+    }
     int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
     pthread_mutex_lock(&b->mu);
     b->grace_deadline = wp__grace_deadline(!b->closing, b->grace_deadline, deadline);
     b->closing = true;
     pthread_cond_signal(&b->work_cv);
     pthread_cond_broadcast(&b->room_cv);
-    wp__await_stop(&b->mu, &b->room_cv, &b->stopped, &b->joined, b->thread);
+    wp__await_stop(&b->mu, &b->room_cv, &b->stop, b->thread);
     return 0;
 }
 
@@ -638,6 +643,8 @@ void wp_batcher_destroy(wp_batcher *b)
 {
     if (b == NULL || wp_batcher_shutdown(b, -1) != 0)
         return;
+    /* Shutdowns other threads began may still be on their way out. */
+    wp__await_callers(&b->mu, &b->room_cv, &b->stop);
     batcher_free(b);
 }
 

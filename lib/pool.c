@@ -123,7 +123,7 @@ struct wp_pool {
     _Atomic int64_t grace_deadline;      /* -1 = none */
     pthread_mutex_t stop_mu;
     pthread_cond_t  stop_cv;
-    bool            stopped, joined;
+    wp_stop         stop;                /* under stop_mu */
 
     pool_counters   n;
 };
@@ -940,7 +940,7 @@ static void *dispatcher_main(void *arg)
     if (p->use_forkserver)
         wp__forkserver_stop(&p->fs);
     pthread_mutex_lock(&p->stop_mu);
-    p->stopped = true;
+    p->stop.stopped = true;
     pthread_cond_broadcast(&p->stop_cv);
     pthread_mutex_unlock(&p->stop_mu);
     return NULL;
@@ -1014,6 +1014,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     pthread_mutex_init(&p->stop_mu, NULL);
     pthread_cond_init(&p->stop_cv, NULL);
     atomic_init(&p->cancels, NULL);
+    atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
     p->held_tail = &p->held;
@@ -1090,8 +1091,11 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 {
     if (pool == NULL)
         return WP_EINVAL;
-    if (wp__pool_must_not_wait(pool))
+    wp__stop_enter(&pool->stop);
+    if (wp__pool_must_not_wait(pool)) {
+        wp__stop_leave(&pool->stop_mu, &pool->stop_cv, &pool->stop);
         return WP_EBUSY;
+    }
     int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
     pthread_mutex_lock(&pool->stop_mu);
     atomic_store(&pool->grace_deadline,
@@ -1100,7 +1104,7 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
     atomic_store(&pool->closing, true);
     wp__queue_close(&pool->queue);
     wp__queue_kick(&pool->queue);
-    wp__await_stop(&pool->stop_mu, &pool->stop_cv, &pool->stopped, &pool->joined, pool->thread);
+    wp__await_stop(&pool->stop_mu, &pool->stop_cv, &pool->stop, pool->thread);
     return 0;
 }
 
@@ -1108,6 +1112,8 @@ void wp_pool_destroy(wp_pool *pool)
 {
     if (pool == NULL || wp_pool_shutdown(pool, -1) != 0)
         return;
+    /* Shutdowns other threads began may still be on their way out. */
+    wp__await_callers(&pool->stop_mu, &pool->stop_cv, &pool->stop);
     pool_free(pool);
 }
 

@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -61,16 +62,39 @@ int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)
     return current;
 }
 
-void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stopped,
-                    bool *joined, pthread_t thread)
+void wp__stop_enter(wp_stop *st)
 {
-    while (!*stopped)
+    atomic_fetch_add(&st->callers, 1);
+}
+
+void wp__stop_leave(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
+{
+    pthread_mutex_lock(mu);
+    unsigned was = atomic_fetch_sub(&st->callers, 1);
+    assert(was > 0);
+    if (was == 1)
+        pthread_cond_broadcast(cv); /* a destroy may wait for this */
+    pthread_mutex_unlock(mu);
+}
+
+void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, pthread_t thread)
+{
+    while (!st->stopped)
         pthread_cond_wait(cv, mu);
-    bool join = !*joined;
-    *joined = true;
+    bool join = !st->joined;
+    st->joined = true;
     pthread_mutex_unlock(mu);
     if (join)
         pthread_join(thread, NULL);
+    wp__stop_leave(mu, cv, st);
+}
+
+void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
+{
+    pthread_mutex_lock(mu);
+    while (atomic_load(&st->callers) > 0)
+        pthread_cond_wait(cv, mu);
+    pthread_mutex_unlock(mu);
 }
 
 int wp__fd_set_nonblock(int fd)

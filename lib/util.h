@@ -6,6 +6,7 @@
 #ifndef WP_UTIL_H
 #define WP_UTIL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,10 +38,26 @@ void wp__cond_init_monotonic(pthread_cond_t *cv) WP_INTERNAL;
    shorten it. */
 int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked) WP_INTERNAL;
 
-/* With mu held: wait on cv until *stopped, then unlock; the first caller
-   to get there joins thread. */
-void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, const bool *stopped,
-                    bool *joined, pthread_t thread) WP_INTERNAL;
+/* How a pool's or batcher's own thread stops, under the owner's mutex:
+   shutdown callers wait for `stopped`, one of them joins, and destroy frees
+   the owner only once every shutdown call in progress has returned. */
+typedef struct wp_stop {
+    bool        stopped;  /* the thread has done its last work (set by it) */
+    bool        joined;   /* a caller has claimed the join */
+    atomic_uint callers;  /* shutdown calls in progress (wp__stop_enter) */
+} wp_stop;
+
+/* First thing a shutdown call does, before it touches anything else. */
+void wp__stop_enter(wp_stop *st) WP_INTERNAL;
+/* A shutdown call that leaves early (locks and unlocks mu). */
+void wp__stop_leave(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_INTERNAL;
+/* With mu held: wait on cv until st->stopped; the first caller to get there
+   joins thread; then leave as wp__stop_leave.  Returns with mu unlocked. */
+void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st,
+                    pthread_t thread) WP_INTERNAL;
+/* Wait until no shutdown call is in progress (locks and unlocks mu):
+   after this, the owner may be freed. */
+void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_INTERNAL;
 
 int wp__fd_set_nonblock(int fd) WP_INTERNAL;
 

@@ -1335,6 +1335,38 @@ START_TEST(submit_from_item_callback_full)
 }
 END_TEST
 
+static int batcher_shutdown_blocking(void *b)
+{
+    return wp_batcher_shutdown(b, -1);
+}
+
+/* wp_batcher_destroy while other threads wait in wp_batcher_shutdown(-1):
+   they all return 0, and destroy frees only after they have left. */
+START_TEST(destroy_races_shutdown)
+{
+    method = _i;
+    enum { ROUNDS = 10, WAITERS = 4 };
+    wp_pool *p = make_pool(1, 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        atomic_store(&pr->gate, 0);
+        atomic_store(&pr->entered, 0);
+        wp_batcher *b = make_batcher(p, bt_apply, (wp_batcher_options){ .max_wait_ms = 1 });
+        wp_future *held = submit(b, OP_GATE, round);
+        POLL_UNTIL(atomic_load(&pr->entered) == 1);
+        tu_blocker w[WAITERS];
+        for (int i = 0; i < WAITERS; i++)
+            tu_blocker_start(&w[i], batcher_shutdown_blocking, b);
+        atomic_store(&pr->gate, 1);
+        wp_batcher_destroy(b); /* the waiters may still be inside */
+        for (int i = 0; i < WAITERS; i++)
+            ck_assert_int_eq(tu_blocker_join(&w[i]), 0);
+        expect_value(held, round);
+        wp_future_release(held);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
 /* --------------------------------------------------- many submitters */
 
 enum { SUBMITTERS = 8, PER_SUBMITTER = 2000 };
@@ -1452,6 +1484,7 @@ static Suite *batcher_suite(void)
         { "destroy_settles_items", destroy_settles_items },
         { "shutdown_from_done_callback", shutdown_from_done_callback },
         { "submit_from_item_callback_full", submit_from_item_callback_full },
+        { "destroy_races_shutdown", destroy_races_shutdown },
         { "many_submitting_threads", many_submitting_threads },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);

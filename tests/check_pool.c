@@ -756,6 +756,38 @@ START_TEST(shutdown_idempotent_and_concurrent)
 }
 END_TEST
 
+/* wp_pool_destroy while other threads wait in wp_pool_shutdown(-1): they
+   all return 0 and destroy frees the pool only after they have left it. */
+static int shutdown_blocking(void *pool)
+{
+    return wp_pool_shutdown(pool, -1);
+}
+
+START_TEST(destroy_races_shutdown)
+{
+    method = _i;
+    enum { ROUNDS = 10, WAITERS = 4 };
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    for (int round = 0; round < ROUNDS; round++) {
+        wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+        tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+        ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, NULL), 0);
+        ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+        tu_blocker w[WAITERS];
+        for (int i = 0; i < WAITERS; i++)
+            tu_blocker_start(&w[i], shutdown_blocking, p);
+        tu_fifo_release(&gate, 1);
+        wp_pool_destroy(p); /* the waiters may still be inside */
+        for (int i = 0; i < WAITERS; i++)
+            ck_assert_int_eq(tu_blocker_join(&w[i]), 0);
+    }
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 START_TEST(submit_after_shutdown)
 {
     method = _i;
@@ -873,6 +905,7 @@ static Suite *pool_suite(void)
         { "done_callbacks", done_callbacks },
         { "submit_from_callback_full_queue", submit_from_callback_full_queue },
         { "shutdown_idempotent_and_concurrent", shutdown_idempotent_and_concurrent },
+        { "destroy_races_shutdown", destroy_races_shutdown },
         { "submit_after_shutdown", submit_after_shutdown },
         { "futures_outlive_pool", futures_outlive_pool },
         { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,4 +356,52 @@ int tu_run_suite(Suite *s, enum fork_status fork_status)
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------- blockers */
+
+static void *blocker_main(void *arg)
+{
+    tu_blocker *b = arg;
+    atomic_store(&b->tid, (int)gettid());
+    b->rc = b->fn(b->arg);
+    return NULL;
+}
+
+/* The thread's scheduler state letter, or 0 if it cannot be read. */
+static char thread_state(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')');
+    return close_paren != NULL && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
+void tu_blocker_start(tu_blocker *b, int (*fn)(void *arg), void *arg)
+{
+    b->fn = fn;
+    b->arg = arg;
+    atomic_store(&b->tid, 0);
+    ck_assert_int_eq(pthread_create(&b->thread, NULL, blocker_main, b), 0);
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    for (;;) {
+        int tid = atomic_load(&b->tid);
+        char st = tid != 0 ? thread_state(tid) : 0;
+        if (st == 'S' || st == 'D')
+            return;
+        ck_assert_msg(tu_now_ms() < deadline, "a thread never blocked (state %c)", st ? st : '?');
+        tu_poll_pause();
+    }
+}
+
+int tu_blocker_join(tu_blocker *b)
+{
+    ck_assert_int_eq(pthread_join(b->thread, NULL), 0);
+    return b->rc;
 }

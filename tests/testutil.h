@@ -6,6 +6,7 @@
 #define WP_TESTUTIL_H
 
 #include <check.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -122,6 +123,23 @@ int tu_pid_parent(int pid);
 #ifndef TU_ASAN
 #define TU_ASAN 0
 #endif
+
+/*
+ * Threads that call a blocking library function: tu_blocker_start runs
+ * fn(arg) on a new thread and returns once that thread sleeps in the
+ * kernel (state S or D in /proc), that is, blocked inside fn's call.  Fails
+ * the test if it does not block within TU_DEADLINE_MS.  tu_blocker_join
+ * returns fn's result.
+ */
+typedef struct tu_blocker {
+    pthread_t  thread;
+    int        (*fn)(void *arg);
+    void      *arg;
+    _Atomic int tid;  /* 0 until the thread runs */
+    int        rc;
+} tu_blocker;
+void tu_blocker_start(tu_blocker *b, int (*fn)(void *arg), void *arg);
+int  tu_blocker_join(tu_blocker *b);
 
 /* Monotonic milliseconds, and a short pause for loops that poll a condition
    against a deadline. */
