@@ -291,7 +291,7 @@ static bool batch_due(const wp_batcher *b, int64_t now_us)
         return false;
     return b->pending >= b->opts.max_batch_size || b->pending >= b->opts.max_pending || b->closing ||
            b->head->seq <= b->flush_upto ||
-           now_us >= b->head->submitted_us + b->opts.max_wait_ms * 1000;
+           now_us >= wp__sat_add(b->head->submitted_us, wp__ms_to_us(b->opts.max_wait_ms));
 }
 
 /* Under b->mu: take up to max_batch_size items that fit in one message. */
@@ -430,7 +430,7 @@ static int64_t next_wake_ms(const wp_batcher *b)
 {
     int64_t at = -1;
     if (b->pending > 0 && b->in_flight < b->opts.max_in_flight)
-        at = (b->head->submitted_us + b->opts.max_wait_ms * 1000 + 999) / 1000;
+        at = wp__sat_add(b->head->submitted_us, wp__ms_to_us(b->opts.max_wait_ms)) / 1000 + 1;
     if (b->closing && !b->grace_spent && b->grace_deadline >= 0 && (at < 0 || b->grace_deadline < at))
         at = b->grace_deadline;
     return at;

@@ -447,7 +447,7 @@ static void slot_write(wp_pool *p, slot *s)
 /* A task's deadline counts from now, the start of its attempt. */
 static int64_t task_deadline_us(const task *t)
 {
-    return t->opts.timeout_ms > 0 ? wp__now_us() + t->opts.timeout_ms * 1000 : -1;
+    return t->opts.timeout_ms > 0 ? wp__sat_add(wp__now_us(), wp__ms_to_us(t->opts.timeout_ms)) : -1;
 }
 
 /* Send t to the worker: as its current task, or behind it as next. */
@@ -865,7 +865,7 @@ static int64_t poll_timeout_us(wp_pool *p, bool hungry)
     /* Until handle_timers has acted on it, however late: deciding "past"
        from a second reading of the clock could skip it forever. */
     if (closing && grace >= 0 && !p->grace_spent)
-        next = grace * 1000;
+        next = wp__ms_to_us(grace);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL)

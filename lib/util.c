@@ -37,7 +37,7 @@ int64_t wp__now_ms(void)
 int64_t wp__deadline_after(int64_t timeout_ms)
 {
     /* Now rounded up, so a wait never ends before timeout_ms has passed. */
-    return timeout_ms < 0 ? -1 : (wp__now_us() + 999) / 1000 + timeout_ms;
+    return timeout_ms < 0 ? -1 : wp__sat_add((wp__now_us() + 999) / 1000, timeout_ms);
 }
 
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)

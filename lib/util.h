@@ -17,6 +17,17 @@
 #define WP_INTERNAL __attribute__((visibility("hidden")))
 #define WP_UNUSED(x) ((void)(x))
 
+/* Saturating time arithmetic: any time up to INT64_MAX means "that long",
+   never an overflow.  Both take non-negative values. */
+static inline int64_t wp__sat_add(int64_t a, int64_t b)
+{
+    return b > INT64_MAX - a ? INT64_MAX : a + b;
+}
+static inline int64_t wp__ms_to_us(int64_t ms)
+{
+    return ms > INT64_MAX / 1000 ? INT64_MAX : ms * 1000;
+}
+
 /* Milliseconds and microseconds on CLOCK_MONOTONIC. */
 int64_t wp__now_ms(void) WP_INTERNAL;
 int64_t wp__now_us(void) WP_INTERNAL;

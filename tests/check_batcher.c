@@ -1367,6 +1367,29 @@ START_TEST(destroy_races_shutdown)
 }
 END_TEST
 
+/* max_wait_ms up to INT64_MAX means "that long": the item waits for its
+   batch to fill or a flush, never leaves at once through an overflow. */
+START_TEST(huge_max_wait)
+{
+    method = _i;
+    wp_pool *p = make_pool(1, 0);
+    wp_batcher *b = make_batcher(p, bt_apply,
+                                 (wp_batcher_options){ .max_batch_size = 8, .max_wait_ms = INT64_MAX });
+    wp_future *f = submit(b, OP_VALUE, 7);
+    /* A window in which the batch must not leave (it would at once). */
+    int64_t until = tu_now_ms() + 100;
+    while (tu_now_ms() < until) {
+        ck_assert_uint_eq(bstats(b).batches, 0);
+        tu_poll_pause();
+    }
+    ck_assert_int_eq(wp_batcher_flush(b), 0);
+    expect_value(f, 7);
+    wp_future_release(f);
+    ck_assert_int_eq(wp_batcher_shutdown(b, INT64_MAX), 0);
+    finish(b, p);
+}
+END_TEST
+
 /* --------------------------------------------------- many submitters */
 
 enum { SUBMITTERS = 8, PER_SUBMITTER = 2000 };
@@ -1485,6 +1508,7 @@ static Suite *batcher_suite(void)
         { "shutdown_from_done_callback", shutdown_from_done_callback },
         { "submit_from_item_callback_full", submit_from_item_callback_full },
         { "destroy_races_shutdown", destroy_races_shutdown },
+        { "huge_max_wait", huge_max_wait },
         { "many_submitting_threads", many_submitting_threads },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);

@@ -1596,6 +1596,74 @@ START_TEST(stress_mixed)
 }
 END_TEST
 
+/* ======================================================= huge times */
+
+/* Process CPU time in microseconds (every thread of this process). */
+static int64_t cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int shutdown_huge_grace(void *pool)
+{
+    return wp_pool_shutdown(pool, INT64_MAX - 1);
+}
+
+/* Times saturate: a deadline, a wait or a grace up to INT64_MAX means
+   "that long", never an overflow (a task killed at once, a dispatcher
+   spinning on a deadline in the past). */
+START_TEST(huge_times_saturate)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    const int64_t huge[] = { INT64_MAX, INT64_MAX / 1000 + 1, (int64_t)9300000000000000 };
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        wp_task_options o = { .timeout_ms = huge[i] };
+        int64_t ms = 20;
+        wp_future *f = submit(p, tu_sleep, &ms, sizeof ms, &o);
+        ck_assert_int_eq(wp_future_wait(f, INT64_MAX), 0);
+        check_echo(f, &ms, sizeof ms);
+        ck_assert_int_eq(wp_wait_all(&f, 1, INT64_MAX), 0);
+        size_t at = 99;
+        ck_assert_int_eq(wp_wait_any(&f, 1, INT64_MAX, &at), 0);
+        ck_assert_uint_eq(at, 0);
+        wp_future_release(f);
+    }
+
+    /* A wait that must really wait: INT64_MAX is not "already past". */
+    tu_fifo report, gate;
+    fifo_open(&report);
+    fifo_open(&gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+    wp_future *held = submit(p, tu_report, &a, sizeof a, NULL);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    tu_blocker w;
+    tu_blocker_start(&w, shutdown_huge_grace, p);
+    /* While shutdown waits out its grace the dispatcher sleeps: over a
+       window of wall time this process uses a fraction of one core (a
+       spin would use all of it). */
+    enum { WINDOW_MS = 300 };
+    int64_t c0 = cpu_us(), t0 = tu_now_ms();
+    struct timespec pause = { 0, WINDOW_MS * 1000000L };
+    while (nanosleep(&pause, &pause) < 0)
+        ;
+    int64_t used = cpu_us() - c0, wall = (tu_now_ms() - t0) * 1000;
+    ck_assert_int_eq(wp_future_state(held), WP_RUNNING);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(tu_blocker_join(&w), 0);
+    ck_assert_msg(used * 2 < wall, "the pool used %lld us of CPU in %lld us waiting out its grace",
+                  (long long)used, (long long)wall);
+    wait_settled(held);
+    ck_assert_int_eq(wp_future_error(held), 0);
+    wp_future_release(held);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *control_suite(void)
@@ -1629,6 +1697,7 @@ static Suite *control_suite(void)
         { "memory_limit", memory_limit },
         { "crash_loop_backoff", crash_loop_backoff },
         { "stress_mixed", stress_mixed },
+        { "huge_times_saturate", huge_times_saturate },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, base_setup, base_teardown);
     return s;
