@@ -110,6 +110,8 @@ typedef struct wp_pool_options {
     int      start_method;         /* WP_START_FORKSERVER (0, default) or WP_START_FORK */
     int    (*worker_init)(void *ctx); /* run once in each new worker; non-zero = it failed to start */
     void    *worker_init_ctx;
+    int64_t  start_timeout_ms;     /* a worker not ready (worker_init done) this long after it was
+                                      asked for is killed and counts as a failed start; 0 = 10000 */
 } wp_pool_options;
 
 /*

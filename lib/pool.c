@@ -54,6 +54,9 @@
 #define BACKOFF_MAX_MS       2000
 #define FAILURES_BEFORE_ESPAWN 3   /* consecutive start failures, no worker alive */
 #define HEALTHY_AFTER_MS     1000  /* a worker alive this long did start well */
+#define DEFAULT_START_TIMEOUT_MS 10000 /* READY must come within this */
+#define MSG_MAX              192   /* a failure message the pool writes */
+#define KILL_HOW_MAX         96    /* why the pool killed a worker */
 
 typedef struct task {
     wp_future       future;       /* first: a task is its future */
@@ -89,6 +92,8 @@ typedef struct slot {
     int64_t         ready_at;
     unsigned        tasks_done;  /* frames answered, as the worker counts them */
     bool            deliberate;  /* STOPPING: we stopped it, it did not die */
+    int64_t         start_deadline; /* STARTING: ms by which READY must come */
+    char            kill_how[KILL_HOW_MAX]; /* STOPPING: how the pool killed it, "" = it did not */
     int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
 } slot;
 
@@ -115,7 +120,7 @@ struct wp_pool {
     uint64_t        last_id;
     unsigned        start_failures;      /* consecutive */
     bool            grace_spent;         /* past the grace, everything was cancelled */
-    char            spawn_error[160];    /* why the last start failed */
+    char            spawn_error[MSG_MAX]; /* why the last start failed */
 
     _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
 
@@ -291,11 +296,13 @@ static task *slot_take_back(slot *s)
  * front of the line.  Otherwise it died on its own, and its tasks stay to
  * learn the exit status.
  */
-static void slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg)
+static void slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
+                      const char *how)
 {
     if (s->state == SLOT_STOPPING || s->state == SLOT_EMPTY)
         return;
     s->deliberate = deliberate;
+    snprintf(s->kill_how, sizeof s->kill_how, "%s", how);
     if (deliberate && s->next != NULL) {
         task *t = slot_take_back(s);
         if (t != NULL)
@@ -342,7 +349,7 @@ static void stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
         held_push(p, n, 0, true);
     }
     if (s->task == t)
-        slot_stop(p, s, true, error, msg);
+        slot_stop(p, s, true, error, msg, "was killed by the pool to stop its task");
 }
 
 static void start_failed(wp_pool *p, slot *s, const char *why)
@@ -359,8 +366,10 @@ static void slot_reaped(wp_pool *p, slot *s, int status)
 {
     while (s->h.result_fd >= 0 && slot_read(p, s))
         ; /* results written just before it died */
-    char how[64], msg[160];
+    char how[KILL_HOW_MAX], msg[MSG_MAX];
     int code = wp__describe_status(status, how, sizeof how);
+    if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
     bool never_ready = s->ready_at == 0;
     bool died_young = !s->deliberate && s->tasks_done == 0 && s->task == NULL &&
                       wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
@@ -377,6 +386,8 @@ static void slot_reaped(wp_pool *p, slot *s, int status)
     }
     if (never_ready && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_INIT_FAILED)
         snprintf(msg, sizeof msg, "worker_init failed in worker %d", (int)s->h.pid);
+    else if (s->kill_how[0] != '\0' && strcmp(how, s->kill_how) == 0)
+        snprintf(msg, sizeof msg, "worker %d %s", (int)s->h.pid, how);
     else
         snprintf(msg, sizeof msg, "worker %d %s %s", (int)s->h.pid, how,
                  never_ready ? "before it was ready" : "right after it started");
@@ -437,7 +448,8 @@ static void slot_write(wp_pool *p, slot *s)
             return;
         if (put < 0) {
             slot_wire_done(s);
-            slot_stop(p, s, false, 0, NULL); /* it died: the reap says how */
+            /* it died, or will: the reap says how */
+            slot_stop(p, s, false, 0, NULL, "was killed by the pool: its task pipe broke");
             return;
         }
         s->out_done += (size_t)put;
@@ -486,7 +498,7 @@ static void slot_advance(wp_pool *p, slot *s)
     }
     if (s->state == SLOT_BUSY && s->task == NULL && s->skipped_id == 0) {
         if (p->opts.max_tasks_per_worker > 0 && s->tasks_done >= p->opts.max_tasks_per_worker)
-            slot_stop(p, s, true, 0, NULL); /* retired; it exits by itself anyway */
+            slot_stop(p, s, true, 0, NULL, "was retired"); /* it exits by itself anyway */
         else
             slot_set_state(p, s, SLOT_IDLE);
     }
@@ -494,9 +506,10 @@ static void slot_advance(wp_pool *p, slot *s)
 
 static void protocol_error(wp_pool *p, slot *s, const char *why)
 {
-    char msg[160];
-    snprintf(msg, sizeof msg, "worker %d broke the protocol: %s", (int)s->h.pid, why);
-    slot_stop(p, s, true, WP_EPROTO, msg);
+    char msg[MSG_MAX];
+    snprintf(msg, sizeof msg, "worker %d broke the protocol: %s; the pool killed it",
+             (int)s->h.pid, why);
+    slot_stop(p, s, true, WP_EPROTO, msg, "was killed by the pool: it broke the protocol");
 }
 
 static void handle_frame(wp_pool *p, slot *s)
@@ -560,7 +573,7 @@ static bool slot_read(wp_pool *p, slot *s)
             return false;
         if (n <= 0) { /* end of file: the worker is gone or going */
             close_fd(&s->h.result_fd);
-            slot_stop(p, s, false, 0, NULL);
+            slot_stop(p, s, false, 0, NULL, "was killed by the pool: its result pipe closed");
             return false;
         }
         if (s->state == SLOT_STOPPING && ex.task_id == 0)
@@ -584,6 +597,8 @@ static void slot_start(wp_pool *p, slot *s)
     s->ready_at = 0;
     s->tasks_done = 0;
     s->deliberate = false;
+    s->kill_how[0] = '\0';
+    s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
     s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
     int rc;
     if (p->use_forkserver)
@@ -594,8 +609,8 @@ static void slot_start(wp_pool *p, slot *s)
         slot_set_state(p, s, SLOT_STARTING);
         return;
     }
-    char why[160];
-    snprintf(why, sizeof why, "cannot start a worker: %s", strerror(-rc));
+    char why[MSG_MAX], err[MSG_MAX];
+    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(-rc, err, sizeof err));
     start_failed(p, s, why);
 }
 
@@ -613,8 +628,9 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
         return;
     slot *s = &p->slots[ev->slot];
     if (ev->kind == FS_SPAWN_FAILED) {
-        char why[160];
-        snprintf(why, sizeof why, "fork server cannot start a worker: %s", strerror(ev->error));
+        char why[MSG_MAX], err[MSG_MAX];
+        snprintf(why, sizeof why, "fork server cannot start a worker: %s",
+                 wp__strerror(ev->error, err, sizeof err));
         slot_set_state(p, s, SLOT_EMPTY);
         start_failed(p, s, why);
         return;
@@ -639,7 +655,7 @@ static void forkserver_lost(wp_pool *p)
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state != SLOT_EMPTY) {
-            slot_stop(p, s, false, 0, NULL);
+            slot_stop(p, s, false, 0, NULL, "died with the fork server");
             slot_reaped(p, s, SIGKILL);
         }
     }
@@ -817,8 +833,14 @@ static void handle_timers(wp_pool *p)
                      (long long)s->task->opts.timeout_ms);
             stop_task(p, s, s->task, WP_ETIMEDOUT, msg);
         }
+        if (s->state == SLOT_STARTING && now >= s->start_deadline) {
+            char how[KILL_HOW_MAX];
+            snprintf(how, sizeof how, "was killed by the pool: not ready within %lld ms",
+                     (long long)p->opts.start_timeout_ms);
+            slot_stop(p, s, true, 0, NULL, how);
+        }
         if (done && s->state != SLOT_EMPTY)
-            slot_stop(p, s, true, 0, NULL);
+            slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
         if (!done && s->state == SLOT_EMPTY && now >= s->spawn_at)
             slot_start(p, s);
         if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
@@ -872,6 +894,8 @@ static int64_t poll_timeout_us(wp_pool *p, bool hungry)
             next = min_deadline(next, s->deadline_us);
         if (s->state == SLOT_EMPTY && !done)
             next = min_deadline(next, s->spawn_at * 1000);
+        if (s->state == SLOT_STARTING)
+            next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
     for (task *t = p->held; t != NULL && hungry; t = t->next)
         next = min_deadline(next, t->due_ms * 1000);
@@ -961,6 +985,10 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
         return WP_EINVAL;
     if (o->max_message == 0)
         o->max_message = DEFAULT_MAX_MESSAGE;
+    if (o->start_timeout_ms < 0)
+        return WP_EINVAL;
+    if (o->start_timeout_ms == 0)
+        o->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
     if (o->max_message > ((size_t)1 << 40))
         return WP_EINVAL;
     return 0;

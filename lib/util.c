@@ -216,6 +216,20 @@ int wp__write_full(int fd, const void *buf, size_t len)
     return 0;
 }
 
+const char *wp__strerror(int err, char *buf, size_t size)
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r: may return a static string instead of filling buf. */
+    const char *s = strerror_r(err, buf, size);
+    if (s != buf)
+        snprintf(buf, size, "%s", s);
+#else
+    if (strerror_r(err, buf, size) != 0)
+        snprintf(buf, size, "error %d", err);
+#endif
+    return buf;
+}
+
 const char *wp__signal_name(int sig, char *buf, size_t size)
 {
     static const struct { int sig; const char *name; } names[] = {

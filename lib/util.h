@@ -86,6 +86,9 @@ int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
 int wp__read_full(int fd, void *buf, size_t len) WP_INTERNAL;
 int wp__write_full(int fd, const void *buf, size_t len) WP_INTERNAL;
 
+/* strerror(err) into buf, thread-safe (strerror_r); returns buf. */
+const char *wp__strerror(int err, char *buf, size_t size) WP_INTERNAL;
+
 /* "SIGSEGV" for SIGSEGV, "signal 42" for what has no name; static storage
    for known signals, buf otherwise. */
 const char *wp__signal_name(int sig, char *buf, size_t size) WP_INTERNAL;

@@ -1312,6 +1312,41 @@ END_TEST
 /* A worker_init that fails its first 5 calls, then works: the pool
    recovers and tasks succeed (one submitted while nothing could start may
    fail with WP_ESPAWN first). */
+/* worker_init that never returns: past start_timeout_ms the worker is
+   killed and counts as a failed start: backoff, then WP_ESPAWN for the
+   waiting tasks, saying why. */
+static int init_hang(void *ctx)
+{
+    (void)ctx;
+    for (;;)
+        pause();
+    return 0;
+}
+
+START_TEST(worker_init_hangs)
+{
+    method = _i;
+    wp_pool *q = NULL;
+    ck_assert_int_eq(wp_pool_create(&q, &(wp_pool_options){ .start_method = method,
+                                                            .start_timeout_ms = -1 }),
+                     WP_EINVAL);
+    ck_assert_ptr_null(q);
+    wp_pool *p = create_pool((wp_pool_options){
+        .workers = 2, .worker_init = init_hang, .start_timeout_ms = 150 });
+    wp_future *f = submit(p, tu_echo, "a", 1, NULL);
+    wait_settled(f);
+    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
+    ck_assert_int_eq(wp_future_error(f), WP_ESPAWN);
+    ck_assert_msg(strstr(wp_future_message(f), "not ready within 150 ms") != NULL,
+                  "message: %s", wp_future_message(f));
+    wp_pool_stats st = settled_stats(p, 1);
+    ck_assert_uint_eq(st.workers_started, 0);
+    ck_assert_uint_eq(st.workers_alive, 0);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 START_TEST(worker_init_recovers)
 {
     method = _i;
@@ -1693,6 +1728,7 @@ static Suite *control_suite(void)
         { "max_tasks_per_worker", max_tasks_per_worker },
         { "worker_init_once_per_worker", worker_init_once_per_worker },
         { "worker_init_fails_espawn", worker_init_fails_espawn },
+        { "worker_init_hangs", worker_init_hangs },
         { "worker_init_recovers", worker_init_recovers },
         { "memory_limit", memory_limit },
         { "crash_loop_backoff", crash_loop_backoff },

@@ -210,6 +210,44 @@ START_TEST(protocol_garbage)
 }
 END_TEST
 
+/* A task that closes the worker's pipes and goes on running: the pool
+   kills that worker, and says so (not "killed by SIGKILL", as if from
+   outside). */
+static int close_pipes_and_hang(const void *arg, size_t len, wp_buf *out)
+{
+    (void)arg; (void)len; (void)out;
+    for (int fd = 3; fd < 64; fd++)
+        close(fd);
+    for (;;)
+        pause();
+    return 0;
+}
+
+START_TEST(pool_kill_is_named)
+{
+    method = _i;
+    wp_pool *p = make_pool(1);
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, close_pipes_and_hang, NULL, 0, NULL, &f), 0);
+    wp_future_wait(f, -1);
+    tu_wait_workers(p, 1, 2); /* the replacement */
+    ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
+    ck_assert_int_eq(wp_future_code(f), SIGKILL);
+    ck_assert_msg(strstr(wp_future_message(f), "killed by the pool: its result pipe closed") != NULL,
+                  "message: %s", wp_future_message(f));
+    wp_future_release(f);
+
+    ck_assert_int_eq(wp_submit(p, tu_garbage, NULL, 0, NULL, &f), 0);
+    wp_future_wait(f, -1);
+    tu_wait_workers(p, 1, 3);
+    ck_assert_int_eq(wp_future_error(f), WP_EPROTO);
+    ck_assert_msg(strstr(wp_future_message(f), "the pool killed it") != NULL, "message: %s",
+                  wp_future_message(f));
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 START_TEST(task_failures)
 {
     method = _i;
@@ -657,6 +695,7 @@ static Suite *faults_suite(void)
     const tu_test tests[] = {
         { "worker_crashes", worker_crashes },
         { "protocol_garbage", protocol_garbage },
+        { "pool_kill_is_named", pool_kill_is_named },
         { "task_failures", task_failures },
         { "interleaved_crashes", interleaved_crashes },
         { "shutdown_grace_unlimited", shutdown_grace_unlimited },
