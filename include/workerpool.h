@@ -130,7 +130,9 @@ WP_EXTERN int wp_pool_create(wp_pool **out, const wp_pool_options *opts);
 /*
  * Stop accepting work (WP_ESHUTDOWN from then on), let queued and running
  * tasks finish for up to grace_ms (-1 = as long as they take, 0 = not at
- * all), then cancel what is left (a running task's worker is killed).
+ * all), then cancel what is left (a running task's worker is killed) —
+ * except running WP_TASK_SHIELD tasks: cancel cannot stop them, so they
+ * run to their end or their own deadline, and shutdown waits for them.
  * Returns when every future has settled and every worker process is gone and
  * reaped.  Idempotent, and safe from any thread; a later call with a shorter
  * grace shortens it.  Returns 0, or WP_EBUSY when called from a done-callback
@@ -310,8 +312,12 @@ WP_EXTERN int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
                       const wp_batcher_options *opts);
 
 /* Submit one item (copied); *out gets its future (out may be NULL; NULL on
-   failure).  Blocks while max_pending items wait.  0, WP_EINVAL,
-   WP_ESHUTDOWN, WP_E2BIG (item too large for a batch), WP_ENOMEM. */
+   failure).  Blocks while max_pending items wait (never in a done-callback
+   on a dispatcher or batcher thread: there it gives WP_EAGAIN).  0,
+   WP_EINVAL, WP_ESHUTDOWN (the batcher or its pool is shutting down),
+   WP_E2BIG (item too large for a batch), WP_ENOMEM, WP_EAGAIN.  Items still
+   pending when the pool shuts down settle WP_CANCELLED (WP_ECANCELED), as
+   the pool's own queued tasks do. */
 WP_EXTERN int wp_batcher_submit(wp_batcher *b, const void *item, size_t len, wp_future **out);
 
 /* As wp_batcher_submit, with flags: WP_TASK_NOWAIT gives WP_EAGAIN instead

@@ -367,6 +367,10 @@ static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
     wp_future *f = NULL;
     int rc = wp_submit(b->pool, batch_trampoline, arg, off, &topts, &f);
     free(arg);
+    if (rc == WP_ESHUTDOWN) { /* as the pool's own queued tasks at shutdown */
+        fail_batch(bt, WP_ECANCELED, "the pool shut down before the batch was sent");
+        return;
+    }
     if (rc < 0) {
         fail_batch(bt, rc, wp_strerror(rc));
         return;
@@ -571,7 +575,7 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
         pthread_cond_wait(&b->room_cv, &b->mu);
         b->room_waiters--;
     }
-    if (b->closing)
+    if (b->closing || wp__pool_closing(b->pool))
         rc = WP_ESHUTDOWN;
     else if (b->pending >= b->opts.max_pending)
         rc = WP_EAGAIN;

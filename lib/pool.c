@@ -802,13 +802,17 @@ static bool drained(wp_pool *p)
     return true;
 }
 
+/* Past the shutdown grace: cancel everything but shielded running tasks
+   (a shield means cancel cannot stop it; shutdown waits for it, bounded
+   by its own deadline).  O(workers + queued), once per dispatcher turn
+   after the grace: it finds nothing left to do after the first. */
 static void cancel_everything(wp_pool *p)
 {
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->next != NULL)
             stop_task(p, s, s->next, WP_ECANCELED, "the pool shut down before the task finished");
-        if (s->task != NULL)
+        if (s->task != NULL && !(s->task->opts.flags & WP_TASK_SHIELD))
             stop_task(p, s, s->task, WP_ECANCELED, "the pool shut down before the task finished");
     }
     task *t;

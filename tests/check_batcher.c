@@ -1390,6 +1390,27 @@ START_TEST(huge_max_wait)
 }
 END_TEST
 
+/* The pool shut down under a batcher: submits answer WP_ESHUTDOWN, and an
+   item still pending settles cancelled, as the pool's own queued tasks. */
+START_TEST(pool_shut_down_first)
+{
+    method = _i;
+    wp_pool *p = make_pool(1, 0);
+    wp_batcher *b = make_batcher(p, bt_apply, (wp_batcher_options){ .max_wait_ms = LONG_WAIT_MS });
+    wp_future *pending = submit(b, OP_VALUE, 1);
+    ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
+    bitem it = { OP_VALUE, 2 };
+    wp_future *f = (wp_future *)&f;
+    ck_assert_int_eq(wp_batcher_submit(b, &it, sizeof it, &f), WP_ESHUTDOWN);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(wp_batcher_flush(b), 0);
+    expect_outcome(pending, WP_CANCELLED, WP_ECANCELED);
+    wp_future_release(pending);
+    wp_batcher_destroy(b);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 /* --------------------------------------------------- many submitters */
 
 enum { SUBMITTERS = 8, PER_SUBMITTER = 2000 };
@@ -1509,6 +1530,7 @@ static Suite *batcher_suite(void)
         { "submit_from_item_callback_full", submit_from_item_callback_full },
         { "destroy_races_shutdown", destroy_races_shutdown },
         { "huge_max_wait", huge_max_wait },
+        { "pool_shut_down_first", pool_shut_down_first },
         { "many_submitting_threads", many_submitting_threads },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);

@@ -720,6 +720,43 @@ START_TEST(shield_running)
 END_TEST
 
 /* A shielded task can still be cancelled while queued: it never runs. */
+static int shutdown_no_grace(void *pool)
+{
+    return wp_pool_shutdown(pool, 0);
+}
+
+/* Shutdown with no grace cancels what it can, but a shielded running task
+   runs to its end (as the batcher's shielded batches do): shutdown waits. */
+START_TEST(shield_survives_shutdown)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    tu_fifo report, gate;
+    fifo_open(&report);
+    fifo_open(&gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+    const wp_task_options shield = { .flags = WP_TASK_SHIELD };
+    int pid;
+    wp_future *held = submit(p, tu_report, &a, sizeof a, &shield);
+    pid = tu_fifo_read_pid(&report, DEADLINE_MS);
+    ck_assert_int_gt(pid, 0);
+    wp_future *queued = submit(p, tu_echo, "q", 1, NULL);
+    tu_blocker w;
+    tu_blocker_start(&w, shutdown_no_grace, p);
+    wait_settled(queued); /* cancelled at once */
+    check_cancelled(queued);
+    ck_assert_int_eq(wp_future_state(held), WP_RUNNING);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(tu_blocker_join(&w), 0);
+    check_echo_pid(held, pid);
+    wp_future_release(held);
+    wp_future_release(queued);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 START_TEST(shield_queued)
 {
     method = _i;
@@ -1715,6 +1752,7 @@ static Suite *control_suite(void)
         { "cancel_settled", cancel_settled },
         { "shield_running", shield_running },
         { "shield_queued", shield_queued },
+        { "shield_survives_shutdown", shield_survives_shutdown },
         { "late_cancel_spares_next", late_cancel_spares_next },
         { "cancel_prefetched", cancel_prefetched },
         { "cancel_while_writing", cancel_while_writing },
