@@ -110,6 +110,7 @@ struct wp_pool {
     wp_queue        queue;
     forkserver      fs;
     bool            use_forkserver, fs_gone;
+    bool            fs_full;             /* its socket refused a request: wait for POLLOUT */
     pid_t           owner;
     pthread_t       thread;
 
@@ -609,6 +610,10 @@ static void slot_start(wp_pool *p, slot *s)
         slot_set_state(p, s, SLOT_STARTING);
         return;
     }
+    if (rc == -EAGAIN && p->use_forkserver) {
+        p->fs_full = true; /* not a failed start: ask again once it drains */
+        return;
+    }
     char why[MSG_MAX], err[MSG_MAX];
     snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(-rc, err, sizeof err));
     start_failed(p, s, why);
@@ -652,6 +657,7 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
 static void forkserver_lost(wp_pool *p)
 {
     p->fs_gone = true;
+    p->fs_full = false;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state != SLOT_EMPTY) {
@@ -845,7 +851,7 @@ static void handle_timers(wp_pool *p)
         }
         if (done && s->state != SLOT_EMPTY)
             slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
-        if (!done && s->state == SLOT_EMPTY && now >= s->spawn_at)
+        if (!done && s->state == SLOT_EMPTY && now >= s->spawn_at && !p->fs_full)
             slot_start(p, s);
         if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
             slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
@@ -865,7 +871,7 @@ static int build_poll_set(wp_pool *p)
     int n = 0;
     add_pfd(p, &n, p->queue.wake_fd, POLLIN);
     if (p->use_forkserver && !p->fs_gone)
-        add_pfd(p, &n, p->fs.sock, POLLIN);
+        add_pfd(p, &n, p->fs.sock, POLLIN | (p->fs_full ? POLLOUT : 0));
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         s->pi_read = s->h.result_fd >= 0 ? add_pfd(p, &n, s->h.result_fd, POLLIN) : -1;
@@ -896,7 +902,7 @@ static int64_t poll_timeout_us(wp_pool *p, bool hungry)
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL)
             next = min_deadline(next, s->deadline_us);
-        if (s->state == SLOT_EMPTY && !done)
+        if (s->state == SLOT_EMPTY && !done && !p->fs_full)
             next = min_deadline(next, s->spawn_at * 1000);
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
@@ -922,7 +928,9 @@ static bool hungry(const wp_pool *p)
 
 static void handle_io(wp_pool *p)
 {
-    if (p->use_forkserver && !p->fs_gone && p->pfds[1].revents)
+    if (p->use_forkserver && !p->fs_gone && (p->pfds[1].revents & POLLOUT))
+        p->fs_full = false;
+    if (p->use_forkserver && !p->fs_gone && (p->pfds[1].revents & ~POLLOUT))
         read_forkserver(p);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];

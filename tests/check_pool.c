@@ -885,6 +885,31 @@ START_TEST(workers_inherit_no_descriptors)
 }
 END_TEST
 
+/* The documented maximum of 1024 workers starts, and tasks submitted at
+   once do not fail on a transient EAGAIN (the fork server's socket fills
+   with start requests): they wait and run. */
+START_TEST(thousand_workers)
+{
+    method = _i;
+    enum { WORKERS = 1024, TASKS = 2048 };
+    wp_pool *p = NULL;
+    ck_assert_int_eq(wp_pool_create(&p, &(wp_pool_options){ .workers = WORKERS,
+                                                            .start_method = method }), 0);
+    wp_future **fs = calloc(TASKS, sizeof *fs);
+    ck_assert_ptr_nonnull(fs);
+    for (int i = 0; i < TASKS; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, TASKS, 120000), 0);
+    for (int i = 0; i < TASKS; i++) {
+        check_echo(fs[i], &i, sizeof i);
+        wp_future_release(fs[i]);
+    }
+    free(fs);
+    tu_wait_workers(p, WORKERS, WORKERS);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *pool_suite(void)
@@ -909,6 +934,7 @@ static Suite *pool_suite(void)
         { "submit_after_shutdown", submit_after_shutdown },
         { "futures_outlive_pool", futures_outlive_pool },
         { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },
+        { "thousand_workers", thousand_workers },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
