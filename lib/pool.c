@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,8 @@
 #define HEALTHY_AFTER_MS     1000  /* a worker alive this long did start well */
 #define DEFAULT_START_TIMEOUT_MS 10000 /* READY must come within this */
 #define MSG_MAX              192   /* a failure message the pool writes */
+#define FDS_PER_WORKER       3     /* task pipe, result pipe, pidfd */
+#define FDS_FIXED            16    /* wake eventfd, fork-server socket, a spawn reply's fds, slack */
 #define KILL_HOW_MAX         96    /* why the pool killed a worker */
 
 typedef struct task {
@@ -120,6 +123,8 @@ struct wp_pool {
     task           *held, **held_tail;   /* out of the queue, not running */
     uint64_t        last_id;
     unsigned        start_failures;      /* consecutive */
+    unsigned        poll_failures;       /* consecutive ppoll failures */
+    int64_t         poll_retry_at;       /* after a ppoll failure: no worker starts before (ms) */
     bool            grace_spent;         /* past the grace, everything was cancelled */
     char            spawn_error[MSG_MAX]; /* why the last start failed */
 
@@ -740,7 +745,8 @@ static task *next_task(wp_pool *p, int64_t now)
 
 static bool spawn_broken(const wp_pool *p)
 {
-    return p->start_failures >= FAILURES_BEFORE_ESPAWN && atomic_load(&p->n.alive) == 0;
+    return (p->start_failures >= FAILURES_BEFORE_ESPAWN || p->poll_retry_at > 0) &&
+           atomic_load(&p->n.alive) == 0;
 }
 
 /* A busy worker can take a second task behind its current one, so it
@@ -835,6 +841,9 @@ static void handle_timers(wp_pool *p)
         p->grace_spent = true;
     }
     bool done = atomic_load(&p->closing) && drained(p);
+    if (p->poll_retry_at > 0 && now >= p->poll_retry_at)
+        p->poll_retry_at = 0; /* try again with workers */
+    bool may_start = !done && !p->fs_full && p->poll_retry_at == 0;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL && s->deadline_us >= 0 && now_us >= s->deadline_us) {
@@ -851,7 +860,7 @@ static void handle_timers(wp_pool *p)
         }
         if (done && s->state != SLOT_EMPTY)
             slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
-        if (!done && s->state == SLOT_EMPTY && now >= s->spawn_at && !p->fs_full)
+        if (may_start && s->state == SLOT_EMPTY && now >= s->spawn_at)
             slot_start(p, s);
         if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
             slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
@@ -902,13 +911,15 @@ static int64_t poll_timeout_us(wp_pool *p, bool hungry)
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY && s->task != NULL)
             next = min_deadline(next, s->deadline_us);
-        if (s->state == SLOT_EMPTY && !done && !p->fs_full)
+        if (s->state == SLOT_EMPTY && !done && !p->fs_full && p->poll_retry_at == 0)
             next = min_deadline(next, s->spawn_at * 1000);
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
     for (task *t = p->held; t != NULL && hungry; t = t->next)
         next = min_deadline(next, t->due_ms * 1000);
+    if (p->poll_retry_at > 0)
+        next = min_deadline(next, p->poll_retry_at * 1000);
     if (next < 0)
         return -1;
     int64_t left = next - now;
@@ -953,6 +964,38 @@ static bool finished(wp_pool *p)
     return true;
 }
 
+/*
+ * ppoll failed (not EINTR): typically RLIMIT_NOFILE was lowered below the
+ * poll set.  The dispatcher cannot watch its workers, so it stops them all
+ * (their tasks fail WP_ESPAWN, saying why), fails waiting tasks the same
+ * way (spawn_broken), and tries again with workers after a backoff.  A
+ * second failure in a row means even the small set fails: sleep the
+ * backoff here rather than spin.  O(workers), on a failure only.
+ */
+static void poll_failed(wp_pool *p, int err, int nfds)
+{
+    char msg[MSG_MAX], ebuf[MSG_MAX];
+    snprintf(msg, sizeof msg, "the pool cannot wait for its workers: ppoll of %d descriptors: %s "
+             "(RLIMIT_NOFILE below that?)", nfds, wp__strerror(err, ebuf, sizeof ebuf));
+    snprintf(p->spawn_error, sizeof p->spawn_error, "%s", msg);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        slot_stop(p, s, true, WP_ESPAWN, msg, "was killed by the pool: it could not wait on its pipes");
+        if (!p->use_forkserver && s->state == SLOT_STOPPING)
+            slot_waitpid(p, s, true); /* just killed: prompt */
+    }
+    if (p->use_forkserver && !p->fs_gone)
+        read_forkserver(p); /* exit reports, without poll's help */
+    unsigned shift = p->poll_failures < 16 ? p->poll_failures : 16;
+    int64_t backoff = (int64_t)BACKOFF_FIRST_MS << shift;
+    backoff = backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS;
+    p->poll_retry_at = wp__now_ms() + backoff;
+    if (p->poll_failures++ > 0) {
+        struct timespec pause = { (time_t)(backoff / 1000), (long)(backoff % 1000) * 1000000L };
+        nanosleep(&pause, NULL);
+    }
+}
+
 static void *dispatcher_main(void *arg)
 {
     wp_pool *p = arg;
@@ -965,8 +1008,14 @@ static void *dispatcher_main(void *arg)
         if (!wp__queue_may_sleep(&p->queue, want) || atomic_load(&p->cancels) != NULL)
             timeout_us = 0;
         struct timespec ts = { (time_t)(timeout_us / 1000000), (long)(timeout_us % 1000000) * 1000 };
-        if (ppoll(p->pfds, (nfds_t)n, timeout_us < 0 ? NULL : &ts, NULL) < 0)
+        if (ppoll(p->pfds, (nfds_t)n, timeout_us < 0 ? NULL : &ts, NULL) < 0) {
+            int err = errno;
             memset(p->pfds, 0, sizeof *p->pfds * (size_t)n);
+            if (err != EINTR)
+                poll_failed(p, err, n);
+        } else {
+            p->poll_failures = 0;
+        }
         wp__queue_awake(&p->queue, p->pfds[0].revents & POLLIN);
         handle_io(p);
         handle_cancels(p);
@@ -1042,6 +1091,8 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     if (p == NULL)
         return WP_ENOMEM;
     int rc = normalize_options(&p->opts, opts);
+    if (rc == 0)
+        rc = wp__fd_budget(FDS_FIXED + FDS_PER_WORKER * p->opts.workers);
     if (rc < 0) {
         free(p);
         return rc;

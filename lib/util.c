@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -103,6 +104,34 @@ int wp__fd_set_nonblock(int fd)
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -1;
     return 0;
+}
+
+/* Descriptors open now (0 if /proc cannot say: then only `more` counts).
+   O(open descriptors), once per pool created. */
+static unsigned count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return 0;
+    unsigned n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+int wp__fd_budget(unsigned more)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 0; /* cannot tell: starts that run out fail one by one */
+    rlim_t need = (rlim_t)count_open_fds() + more;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+        return WP_EINVAL;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY ? rl.rlim_max : need;
+    return setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : WP_EINVAL;
 }
 
 static int fd_is_kept(int fd, const int *keep, size_t nkeep)

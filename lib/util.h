@@ -72,6 +72,11 @@ void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_
 
 int wp__fd_set_nonblock(int fd) WP_INTERNAL;
 
+/* Make room for `more` descriptors beyond those open now: if the soft
+   RLIMIT_NOFILE is too low, raise it to the hard limit (as Go's runtime
+   does).  0, or WP_EINVAL if even the hard limit is too low. */
+int wp__fd_budget(unsigned more) WP_INTERNAL;
+
 /* Close every descriptor >= lowfd except those listed (close_range where the
    kernel has it, /proc/self/fd otherwise).  Async-signal-safe enough to call
    right after fork. */

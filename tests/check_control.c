@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1670,6 +1671,10 @@ END_TEST
 
 /* ======================================================= huge times */
 
+/* A window of wall time over which a test measures the CPU this process
+   uses, to tell sleeping from spinning. */
+#define CPU_WINDOW_MS 300
+
 /* Process CPU time in microseconds (every thread of this process). */
 static int64_t cpu_us(void)
 {
@@ -1716,9 +1721,8 @@ START_TEST(huge_times_saturate)
     /* While shutdown waits out its grace the dispatcher sleeps: over a
        window of wall time this process uses a fraction of one core (a
        spin would use all of it). */
-    enum { WINDOW_MS = 300 };
     int64_t c0 = cpu_us(), t0 = tu_now_ms();
-    struct timespec pause = { 0, WINDOW_MS * 1000000L };
+    struct timespec pause = { 0, CPU_WINDOW_MS * 1000000L };
     while (nanosleep(&pause, &pause) < 0)
         ;
     int64_t used = cpu_us() - c0, wall = (tu_now_ms() - t0) * 1000;
@@ -1733,6 +1737,62 @@ START_TEST(huge_times_saturate)
     wp_pool_destroy(p);
     tu_fifo_close(&report);
     tu_fifo_close(&gate);
+}
+END_TEST
+
+/* The descriptor limit: a pool that cannot have the descriptors it needs
+   is refused at create (WP_EINVAL); one whose limit is lowered under it
+   fails its tasks with WP_ESPAWN, saying why, without spinning, and
+   recovers once the limit is back. */
+START_TEST(fd_limit)
+{
+    method = _i;
+    struct rlimit saved;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 4 });
+    wp_future *f = tu_run(p, tu_empty, NULL, 0, NULL);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    wp_future_release(f);
+
+    struct rlimit low = { .rlim_cur = 4, .rlim_max = saved.rlim_max };
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    f = submit(p, tu_empty, NULL, 0, NULL);
+    int w = wp_future_wait(f, DEADLINE_MS);
+    int64_t c0 = cpu_us(), t0 = tu_now_ms();
+    struct timespec pause = { 0, CPU_WINDOW_MS * 1000000L };
+    while (nanosleep(&pause, &pause) < 0)
+        ;
+    int64_t used = cpu_us() - c0, wall = (tu_now_ms() - t0) * 1000;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    ck_assert_int_eq(w, 0);
+    ck_assert_int_eq(wp_future_error(f), WP_ESPAWN);
+    ck_assert_msg(strstr(wp_future_message(f), "ppoll") != NULL, "message: %s",
+                  wp_future_message(f));
+    ck_assert_msg(used * 2 < wall, "the pool used %lld us of CPU in %lld us with a broken poll",
+                  (long long)used, (long long)wall);
+    wp_future_release(f);
+    /* The limit is back: the pool starts workers again and runs tasks. */
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    for (;;) {
+        f = submit(p, tu_empty, NULL, 0, NULL);
+        wait_settled(f);
+        int err = wp_future_error(f);
+        wp_future_release(f);
+        if (err == 0)
+            break;
+        ck_assert_int_eq(err, WP_ESPAWN);
+        ck_assert_msg(tu_now_ms() < deadline, "the pool never recovered");
+        tu_poll_pause();
+    }
+    wp_pool_destroy(p);
+
+    /* Too low a hard limit: refused at create. */
+    struct rlimit tight = { .rlim_cur = 40, .rlim_max = 40 };
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    wp_pool *q = (wp_pool *)&q;
+    ck_assert_int_eq(wp_pool_create(&q, &(wp_pool_options){ .workers = 64, .start_method = method }),
+                     WP_EINVAL);
+    ck_assert_ptr_null(q);
 }
 END_TEST
 
@@ -1772,6 +1832,7 @@ static Suite *control_suite(void)
         { "crash_loop_backoff", crash_loop_backoff },
         { "stress_mixed", stress_mixed },
         { "huge_times_saturate", huge_times_saturate },
+        { "fd_limit", fd_limit },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, base_setup, base_teardown);
     return s;
