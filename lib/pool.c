@@ -937,8 +937,54 @@ static bool hungry(const wp_pool *p)
     return false;
 }
 
+static bool closed_under_us(const wp_pool *p, int pi)
+{
+    return pi >= 0 && (p->pfds[pi].revents & POLLNVAL);
+}
+
+/*
+ * Descriptors of the pool that the program closed (POLLNVAL): their
+ * numbers are not ours any more, so they are forgotten, never closed or
+ * used again.  A worker that lost a pipe or its pidfd is stopped (killed by
+ * pid, which stays ours until reaped); a lost wake-up eventfd is renewed;
+ * a lost fork-server socket is a lost fork server.  A number the program
+ * has already reused for something else cannot be told apart: then the
+ * pool reads and writes what is there, as any library would.
+ */
+static void forget_closed_fds(wp_pool *p)
+{
+    if (p->pfds[0].revents & POLLNVAL)
+        wp__queue_renew_wake(&p->queue);
+    if (p->use_forkserver && !p->fs_gone && (p->pfds[1].revents & POLLNVAL)) {
+        p->fs.sock = -1;
+        forkserver_lost(p);
+    }
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        bool lost = false;
+        if (closed_under_us(p, s->pi_read)) {
+            s->h.result_fd = -1;
+            lost = true;
+        }
+        if (closed_under_us(p, s->pi_write)) {
+            s->h.task_fd = -1;
+            lost = true;
+        }
+        if (closed_under_us(p, s->pi_pid)) {
+            s->h.pidfd = -1;
+            lost = true;
+        }
+        if (lost)
+            slot_stop(p, s, false, 0, NULL, "was killed by the pool: the program closed its pipes");
+        s->pi_read = s->h.result_fd >= 0 ? s->pi_read : -1;
+        s->pi_write = s->h.task_fd >= 0 ? s->pi_write : -1;
+        s->pi_pid = s->h.pidfd >= 0 ? s->pi_pid : -1;
+    }
+}
+
 static void handle_io(wp_pool *p)
 {
+    forget_closed_fds(p);
     if (p->use_forkserver && !p->fs_gone && (p->pfds[1].revents & POLLOUT))
         p->fs_full = false;
     if (p->use_forkserver && !p->fs_gone && (p->pfds[1].revents & ~POLLOUT))

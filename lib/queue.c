@@ -82,7 +82,7 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->consumer, CONSUMER_AWAKE);
     wp__cond_init_monotonic(&q->room_cv);
     pthread_mutex_init(&q->room_mu, NULL);
-    q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    atomic_init(&q->wake_fd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q->wake_fd < 0) {
         wp__queue_destroy(q);
         return WP_ESPAWN;
@@ -262,6 +262,14 @@ void wp__queue_awake(wp_queue *q, bool drain)
         ssize_t r = read(q->wake_fd, &n, sizeof n);
         WP_UNUSED(r); /* EAGAIN: a racing reader already drained it */
     }
+}
+
+void wp__queue_renew_wake(wp_queue *q)
+{
+    /* The old number is not ours any more: never close it.  A producer
+       that loaded it just before this store may still write to it once. */
+    atomic_store(&q->wake_fd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    wp__queue_kick(q);
 }
 
 void wp__queue_kick(wp_queue *q)

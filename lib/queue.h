@@ -31,7 +31,7 @@ typedef struct wp_queue {
     pthread_mutex_t   room_mu;
     pthread_cond_t    room_cv;
     atomic_int        consumer;   /* CONSUMER_AWAKE / _ASLEEP / _HUNGRY */
-    int               wake_fd;    /* eventfd in the consumer's poll set */
+    atomic_int        wake_fd;    /* eventfd in the consumer's poll set (renewed if closed under us) */
 } wp_queue;
 
 /* capacity: 0 means 1024; rounded up to a power of two. */
@@ -56,5 +56,8 @@ bool  wp__queue_sealed(wp_queue *q) WP_INTERNAL;
 bool  wp__queue_may_sleep(wp_queue *q, bool hungry) WP_INTERNAL;
 void  wp__queue_awake(wp_queue *q, bool drain) WP_INTERNAL;
 void  wp__queue_kick(wp_queue *q) WP_INTERNAL;
+/* The consumer found wake_fd closed under it (the program closed a
+   descriptor it did not own): forget that number, make a new eventfd. */
+void  wp__queue_renew_wake(wp_queue *q) WP_INTERNAL;
 
 #endif

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -687,6 +688,60 @@ START_TEST(owner_dies)
 }
 END_TEST
 
+/* ----------------------------------------- descriptors closed under it */
+
+enum { MAX_FD_SEEN = 4096 };
+
+/* Mark in open[] the descriptors this process has open now. */
+static void open_fds(bool *open)
+{
+    memset(open, 0, MAX_FD_SEEN * sizeof *open);
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int dfd = dirfd(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != dfd && fd < MAX_FD_SEEN)
+            open[fd] = true;
+    }
+    closedir(d);
+}
+
+/* The program closes every descriptor the pool opened (as programs that
+   "close all descriptors but mine" do): tasks still settle, nothing
+   crashes or reads what it did not receive, destroy returns. */
+START_TEST(descriptors_closed_under_pool)
+{
+    method = _i;
+    static bool before[MAX_FD_SEEN], after[MAX_FD_SEEN];
+    open_fds(before);
+    wp_pool *p = make_pool(2);
+    wp_future *f = tu_run(p, tu_empty, NULL, 0, NULL);
+    wp_future_release(f);
+    open_fds(after);
+    int closed = 0;
+    for (int fd = 0; fd < MAX_FD_SEEN; fd++)
+        if (after[fd] && !before[fd]) {
+            close(fd);
+            closed++;
+        }
+    ck_assert_int_ge(closed, 3);
+    enum { N = 20 };
+    wp_future *fs[N];
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, N, DEADLINE_MS), 0);
+    tu_assert_not_spinning("a pool whose descriptors were closed");
+    for (int i = 0; i < N; i++) {
+        int err = wp_future_error(fs[i]);
+        ck_assert_msg(err == 0 || err == WP_ESPAWN || err == WP_ECRASHED, "task %d: %s (%s)", i,
+                      wp_strerror(err), wp_future_message(fs[i]));
+        wp_future_release(fs[i]);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *faults_suite(void)
@@ -696,6 +751,7 @@ static Suite *faults_suite(void)
         { "worker_crashes", worker_crashes },
         { "protocol_garbage", protocol_garbage },
         { "pool_kill_is_named", pool_kill_is_named },
+        { "descriptors_closed_under_pool", descriptors_closed_under_pool },
         { "task_failures", task_failures },
         { "interleaved_crashes", interleaved_crashes },
         { "shutdown_grace_unlimited", shutdown_grace_unlimited },

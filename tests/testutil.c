@@ -405,3 +405,24 @@ int tu_blocker_join(tu_blocker *b)
     ck_assert_int_eq(pthread_join(b->thread, NULL), 0);
     return b->rc;
 }
+
+/* ---------------------------------------------------------- spin check */
+
+static int64_t cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void tu_assert_not_spinning(const char *what)
+{
+    int64_t c0 = cpu_us(), t0 = tu_now_ms();
+    /* A measuring window, not a wait for something to happen. */
+    struct timespec left = { 0, TU_CPU_WINDOW_MS * 1000000L };
+    while (nanosleep(&left, &left) < 0)
+        ;
+    int64_t used = cpu_us() - c0, wall = (tu_now_ms() - t0) * 1000;
+    ck_assert_msg(used * 2 < wall, "%s: this process used %lld us of CPU in %lld us", what,
+                  (long long)used, (long long)wall);
+}

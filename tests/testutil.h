@@ -141,6 +141,12 @@ typedef struct tu_blocker {
 void tu_blocker_start(tu_blocker *b, int (*fn)(void *arg), void *arg);
 int  tu_blocker_join(tu_blocker *b);
 
+/* Sleep through a window of TU_CPU_WINDOW_MS of wall time and fail the
+   test if this process (all its threads) used half a core or more in it:
+   a pool that should be sleeping is spinning.  what names the situation. */
+#define TU_CPU_WINDOW_MS 300
+void tu_assert_not_spinning(const char *what);
+
 /* Monotonic milliseconds, and a short pause for loops that poll a condition
    against a deadline. */
 int64_t tu_now_ms(void);
