@@ -176,7 +176,10 @@ static void ring_publish(wp_queue *q, void *item)
 {
     unsigned ticket = 0;
     void **slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->slots, &ticket);
-    /* Cannot fail: the count keeps the ring at most half full. */
+    /* Cannot fail: the count keeps the ring at most half full.  The slot
+       was last read by a consumer that ck's own fences (invisible to
+       ThreadSanitizer) ordered before this reservation: say so. */
+    HANDOFF_ACQUIRE(q->slots);
     *slot = item;
     HANDOFF_RELEASE(item);
     wait_for_turn(q, ticket);
@@ -212,6 +215,7 @@ void *wp__queue_pop(wp_queue *q)
     if (!ck_ring_dequeue_mpmc(&q->ring, q->slots, &item))
         return NULL;
     HANDOFF_ACQUIRE(item);
+    HANDOFF_RELEASE(q->slots); /* the slot is free for a producer's next lap */
     /* Blocked producers wake when the queue has drained to half, not at
        every pop: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
