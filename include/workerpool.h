@@ -275,6 +275,34 @@ WP_EXTERN int wp_wait_any(wp_future *const *fs, size_t n, int64_t timeout_ms, si
    WP_ETIMEDOUT, or WP_EINVAL. */
 WP_EXTERN int wp_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms);
 
+/* ------------------------------------------------------ completion queues */
+
+/*
+ * A completion queue delivers futures in the order they settle, each
+ * exactly once, in O(1) per future (Python's as_completed).  Any number of
+ * threads may add and take at once.
+ */
+typedef struct wp_cq wp_cq;
+
+/* A new, empty completion queue: 0, WP_EINVAL (out NULL) or WP_ENOMEM. */
+WP_EXTERN int wp_cq_create(wp_cq **out);
+
+/* Watch f: the cq takes a reference of its own, and once f has settled (at
+   once if it already has) wp_cq_next delivers it.  Each add is one delivery.
+   0, WP_EINVAL (cq or f NULL) or WP_ENOMEM. */
+WP_EXTERN int wp_cq_add(wp_cq *cq, wp_future *f);
+
+/* The next future to have settled, in settle order: 0 and *f set (the
+   cq's reference passes to the caller, who releases it); WP_ETIMEDOUT if
+   none settled within timeout_ms (-1 = no limit, 0 = do not wait);
+   WP_EAGAIN at once if no watched future is left undelivered; WP_EINVAL. */
+WP_EXTERN int wp_cq_next(wp_cq *cq, int64_t timeout_ms, wp_future **f);
+
+/* Free the cq, releasing every future it never delivered (those still
+   running are released as they settle).  No thread may be in wp_cq_next
+   or wp_cq_add on it. */
+WP_EXTERN void wp_cq_destroy(wp_cq *cq);
+
 /* ---------------------------------------------------------------- batcher */
 
 typedef struct wp_batcher wp_batcher;
