@@ -205,6 +205,27 @@ typedef struct wp_future wp_future;
 WP_EXTERN int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
               const wp_task_options *opts, wp_future **out);
 
+/*
+ * Submit n tasks of one function: item i's bytes are task i's argument.
+ * The same as n calls of wp_submit with these options — each item has its
+ * own future (out[i], if out is not NULL), deadline, retries and cancel,
+ * and a crash fails only the item that was running — but the pool may
+ * carry several items to a worker at once and run them back to back,
+ * choosing how many by itself.  Returns 0 once all n are queued (blocking
+ * while the queue is full, as wp_submit does; with WP_TASK_NOWAIT it stops
+ * at the first item that does not fit, WP_EAGAIN).  On any error,
+ * items[0 .. *accepted) were queued and the rest were not (their out[i]
+ * are NULL); accepted may be NULL.  Errors as wp_submit's, for the first
+ * item that failed.
+ */
+typedef struct wp_item {
+    const void *data;
+    size_t len;
+} wp_item;
+
+WP_EXTERN int wp_submit_many(wp_pool *pool, wp_task_fn fn, const wp_item *items, size_t n,
+                             const wp_task_options *opts, wp_future **out, size_t *accepted);
+
 /* ---------------------------------------------------------------- futures */
 
 /* Future states.  The last three are "settled" and never change again. */
@@ -306,11 +327,6 @@ WP_EXTERN void wp_cq_destroy(wp_cq *cq);
 /* ---------------------------------------------------------------- batcher */
 
 typedef struct wp_batcher wp_batcher;
-
-typedef struct wp_item {
-    const void *data;
-    size_t len;
-} wp_item;
 
 /*
  * A batch function.  Runs in a worker process: n items in, result i goes to

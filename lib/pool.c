@@ -1282,21 +1282,10 @@ static int check_task_options(const wp_task_options *o)
     return 0;
 }
 
-int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
-              const wp_task_options *opts, wp_future **out)
+/* One task of wp_submit or wp_submit_many, its arguments checked. */
+static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
+                      const wp_task_options *opts, bool nowait, wp_future **out)
 {
-    static const wp_task_options defaults;
-    if (out != NULL)
-        *out = NULL;
-    if (opts == NULL)
-        opts = &defaults;
-    if (pool == NULL || fn == NULL || (arg == NULL && arg_len > 0) || check_task_options(opts) < 0)
-        return WP_EINVAL;
-    if (wp__getpid() != pool->owner)
-        return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
-    /* On a dispatcher thread (a done-callback) a full queue may only drain
-       through this very thread: answer WP_EAGAIN rather than wait. */
-    bool nowait = (opts->flags & WP_TASK_NOWAIT) != 0 || wp__on_dispatcher();
     if (arg_len > pool->opts.max_message)
         return WP_E2BIG;
     task *t = calloc(1, sizeof *t);
@@ -1327,4 +1316,62 @@ int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
     if (out != NULL)
         *out = &t->future;
     return 0;
+}
+
+/* The checks wp_submit and wp_submit_many share: WP_EINVAL, WP_ESHUTDOWN
+   or 0, and whether pushes must not block. */
+static int submit_check(wp_pool *pool, wp_task_fn fn, const wp_task_options *opts, bool *nowait)
+{
+    if (pool == NULL || fn == NULL || check_task_options(opts) < 0)
+        return WP_EINVAL;
+    if (wp__getpid() != pool->owner)
+        return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
+    /* On a dispatcher thread (a done-callback) a full queue may only drain
+       through this very thread: answer WP_EAGAIN rather than wait. */
+    *nowait = (opts->flags & WP_TASK_NOWAIT) != 0 || wp__on_dispatcher();
+    return 0;
+}
+
+static const wp_task_options default_task_options;
+
+int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
+              const wp_task_options *opts, wp_future **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (opts == NULL)
+        opts = &default_task_options;
+    bool nowait;
+    int rc = submit_check(pool, fn, opts, &nowait);
+    if (rc == 0 && arg == NULL && arg_len > 0)
+        rc = WP_EINVAL;
+    return rc < 0 ? rc : submit_one(pool, fn, arg, arg_len, opts, nowait, out);
+}
+
+int wp_submit_many(wp_pool *pool, wp_task_fn fn, const wp_item *items, size_t n,
+                   const wp_task_options *opts, wp_future **out, size_t *accepted)
+{
+    if (accepted != NULL)
+        *accepted = 0;
+    for (size_t i = 0; out != NULL && i < n; i++)
+        out[i] = NULL;
+    if (opts == NULL)
+        opts = &default_task_options;
+    bool nowait;
+    int rc = submit_check(pool, fn, opts, &nowait);
+    if (rc == 0 && items == NULL && n > 0)
+        rc = WP_EINVAL;
+    /* Task by task: the queue carries them to the dispatcher, which writes
+       every task it has for a worker in one go, so items travel and run
+       together without a chunk size. */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (items[i].data == NULL && items[i].len > 0)
+            rc = WP_EINVAL;
+        else
+            rc = submit_one(pool, fn, items[i].data, items[i].len, opts, nowait,
+                            out != NULL ? &out[i] : NULL);
+        if (rc == 0 && accepted != NULL)
+            *accepted = i + 1;
+    }
+    return rc;
 }

@@ -14,6 +14,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -910,6 +911,157 @@ START_TEST(thousand_workers)
 }
 END_TEST
 
+/* ------------------------------------------------------- wp_submit_many */
+
+/* Item i of a many-item submit: what the task does with it. */
+enum { MANY_ECHO, MANY_SEGV, MANY_FAIL, MANY_HANG };
+typedef struct many_item {
+    int op;
+    int value;
+} many_item;
+
+static int many_task(const void *arg, size_t len, wp_buf *out)
+{
+    many_item it;
+    if (len != sizeof it)
+        return wp_buf_fail(out, 1, "bad item");
+    memcpy(&it, arg, sizeof it);
+    switch (it.op) {
+    case MANY_SEGV:
+        return tu_segv(NULL, 0, out);
+    case MANY_FAIL:
+        return wp_buf_fail(out, it.value, "item failed");
+    case MANY_HANG:
+        return tu_hang(NULL, 0, out);
+    default:
+        return wp_buf_append(out, &it.value, sizeof it.value);
+    }
+}
+
+START_TEST(submit_many_semantics)
+{
+    method = _i;
+    enum { N = 600 };
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    many_item *its = calloc(N, sizeof *its);
+    wp_item *items = calloc(N, sizeof *items);
+    wp_future **fs = calloc(N, sizeof *fs);
+    ck_assert(its != NULL && items != NULL && fs != NULL);
+    for (int i = 0; i < N; i++) {
+        its[i] = (many_item){ i % 97 == 5 ? MANY_SEGV : i % 89 == 7 ? MANY_FAIL : MANY_ECHO, i };
+        items[i] = (wp_item){ &its[i], sizeof its[i] };
+    }
+    size_t accepted = 12345;
+    ck_assert_int_eq(wp_submit_many(p, many_task, items, N, NULL, fs, &accepted), 0);
+    ck_assert_uint_eq(accepted, N);
+    ck_assert_int_eq(wp_wait_all(fs, N, DEADLINE_MS), 0);
+    int crashed = 0;
+    for (int i = 0; i < N; i++) {
+        if (its[i].op == MANY_SEGV) {
+            ck_assert_int_eq(wp_future_error(fs[i]), WP_ECRASHED);
+            ck_assert_int_eq(wp_future_code(fs[i]), SIGSEGV);
+            crashed++;
+        } else if (its[i].op == MANY_FAIL) {
+            ck_assert_int_eq(wp_future_error(fs[i]), WP_ETASK);
+            ck_assert_int_eq(wp_future_code(fs[i]), i);
+        } else {
+            check_echo(fs[i], &i, sizeof i); /* only the crashing items failed */
+        }
+        wp_future_release(fs[i]);
+    }
+    tu_wait_workers(p, 2, 2 + (uint64_t)crashed);
+
+    /* A deadline and a cancel in the middle of a run of items: only those
+       two items end that way. */
+    its[10] = (many_item){ MANY_HANG, 10 };
+    its[20] = (many_item){ MANY_HANG, 20 };
+    for (int i = 0; i < 40; i++)
+        if (i != 10 && i != 20)
+            its[i] = (many_item){ MANY_ECHO, i };
+    wp_task_options o = { .timeout_ms = 200 };
+    ck_assert_int_eq(wp_submit_many(p, many_task, items, 20, &o, fs, NULL), 0);
+    ck_assert_int_eq(wp_submit_many(p, many_task, items + 20, 20, NULL, fs + 20, NULL), 0);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    while (wp_future_state(fs[20]) != WP_RUNNING) {
+        ck_assert_msg(tu_now_ms() < deadline, "item 20 never ran");
+        tu_poll_pause();
+    }
+    ck_assert_int_eq(wp_future_cancel(fs[20]), 0);
+    ck_assert_int_eq(wp_wait_all(fs, 40, DEADLINE_MS), 0);
+    for (int i = 0; i < 40; i++) {
+        if (i == 10)
+            ck_assert_int_eq(wp_future_error(fs[i]), WP_ETIMEDOUT);
+        else if (i == 20)
+            ck_assert_int_eq(wp_future_error(fs[i]), WP_ECANCELED);
+        else
+            check_echo(fs[i], &i, sizeof i);
+        wp_future_release(fs[i]);
+    }
+    tu_wait_workers(p, 2, 2 + (uint64_t)crashed + 2);
+
+    /* Errors: what was queued before the bad item stays queued. */
+    items[3] = (wp_item){ NULL, 4 };
+    ck_assert_int_eq(wp_submit_many(p, many_task, items, 8, NULL, fs, &accepted), WP_EINVAL);
+    ck_assert_uint_eq(accepted, 3);
+    for (int i = 3; i < 8; i++)
+        ck_assert_ptr_null(fs[i]);
+    ck_assert_int_eq(wp_wait_all(fs, 3, DEADLINE_MS), 0);
+    for (int i = 0; i < 3; i++)
+        wp_future_release(fs[i]);
+    ck_assert_int_eq(wp_submit_many(NULL, many_task, items, 1, NULL, NULL, &accepted), WP_EINVAL);
+    ck_assert_int_eq(wp_submit_many(p, NULL, items, 1, NULL, NULL, &accepted), WP_EINVAL);
+    ck_assert_int_eq(wp_submit_many(p, many_task, NULL, 1, NULL, NULL, &accepted), WP_EINVAL);
+    ck_assert_int_eq(wp_submit_many(p, many_task, NULL, 0, NULL, NULL, &accepted), 0);
+    ck_assert_uint_eq(accepted, 0);
+    wp_pool_destroy(p);
+    free(its);
+    free(items);
+    free(fs);
+}
+END_TEST
+
+/* With WP_TASK_NOWAIT a full queue stops the submit at the first item that
+   does not fit. */
+START_TEST(submit_many_nowait)
+{
+    method = _i;
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 8 });
+    tu_fifo report, gate;
+    tu_fifo_open(&report);
+    tu_fifo_open(&gate);
+    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+    wp_future *held;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
+    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    enum { N = 64 };
+    many_item its[N];
+    wp_item items[N];
+    wp_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        its[i] = (many_item){ MANY_ECHO, i };
+        items[i] = (wp_item){ &its[i], sizeof its[i] };
+    }
+    size_t accepted = 0;
+    const wp_task_options nowait = { .flags = WP_TASK_NOWAIT };
+    ck_assert_int_eq(wp_submit_many(p, many_task, items, N, &nowait, fs, &accepted), WP_EAGAIN);
+    ck_assert_uint_ge(accepted, 8);
+    ck_assert_uint_lt(accepted, N);
+    for (size_t i = accepted; i < N; i++)
+        ck_assert_ptr_null(fs[i]);
+    tu_fifo_release(&gate, 1);
+    ck_assert_int_eq(wp_wait_all(fs, accepted, DEADLINE_MS), 0);
+    for (size_t i = 0; i < accepted; i++) {
+        int v = (int)i;
+        check_echo(fs[i], &v, sizeof v);
+        wp_future_release(fs[i]);
+    }
+    wp_future_release(held);
+    wp_pool_destroy(p);
+    tu_fifo_close(&report);
+    tu_fifo_close(&gate);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *pool_suite(void)
@@ -935,6 +1087,8 @@ static Suite *pool_suite(void)
         { "futures_outlive_pool", futures_outlive_pool },
         { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },
         { "thousand_workers", thousand_workers },
+        { "submit_many_semantics", submit_many_semantics },
+        { "submit_many_nowait", submit_many_nowait },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
