@@ -68,11 +68,16 @@ int wp_buf_fail(wp_buf *b, int code, const char *message)
 
 /* ------------------------------------------------------------ worker loop */
 
+/* Bytes read from the pool at a time: many small TASK frames per read. */
+#define WORKER_READ_BUF (64 * 1024)
+
 typedef struct worker {
     const worker_config *cfg;
     worker_shared *shared;
     int   task_fd, result_fd;
     void *checked_fn;       /* last function found in the image */
+    char *rbuf;             /* bytes read from the pool, not yet parsed */
+    size_t rstart, rend;
 } worker;
 
 static void send_frame(worker *w, const frame_header *h, const void *payload)
@@ -100,7 +105,9 @@ static void send_frame(worker *w, const frame_header *h, const void *payload)
     }
 }
 
-static void send_failure(worker *w, uint64_t id, int error, int code, const char *message)
+/* A FAILURE frame; run_us travels in the fn field, as for results. */
+static void send_failure(worker *w, uint64_t id, int error, int code, const char *message,
+                         uint64_t run_us)
 {
     frame_header h;
     size_t len = strlen(message);
@@ -109,22 +116,44 @@ static void send_failure(worker *w, uint64_t id, int error, int code, const char
     wp__frame_header(&h, FRAME_FAILURE, id, len);
     h.error = error;
     h.code = code;
+    h.fn = run_us;
     send_frame(w, &h, message);
 }
 
-/* Read the next TASK frame; false at end of input (the pool closed it). */
+/*
+ * Read the next TASK frame; false at end of input (the pool closed it).
+ * One read takes all the frames the pool has written so far; they are
+ * parsed from the buffer one by one.  A payload too big for the buffer is
+ * read straight into its place.
+ */
 static bool receive_task(worker *w, frame_reader *r)
 {
     frame_expect ex = { .types = FRAME_TO_WORKER, .task_id = 0, .max_message = w->cfg->max_message };
     for (;;) {
         size_t want;
         void *space = wp__frame_reader_space(r, &want);
-        if (wp__read_full(w->task_fd, space, want) < 0) {
-            if (errno == 0 && r->have == 0)
+        size_t got;
+        if (w->rstart < w->rend) { /* parse what the last read brought */
+            got = w->rend - w->rstart < want ? w->rend - w->rstart : want;
+            memcpy(space, w->rbuf + w->rstart, got);
+            w->rstart += got;
+        } else if (want >= WORKER_READ_BUF) { /* a big payload: in place */
+            ssize_t n = read(w->task_fd, space, want);
+            if (n <= 0 && !(n < 0 && errno == EINTR)) {
+                _exit(n == 0 ? 0 : WORKER_EXIT_BAD_FRAME);
+            }
+            got = n > 0 ? (size_t)n : 0;
+        } else {
+            ssize_t n = read(w->task_fd, w->rbuf, WORKER_READ_BUF);
+            if (n == 0 && r->have == 0)
                 return false;
-            _exit(errno == 0 ? 0 : WORKER_EXIT_BAD_FRAME);
+            if (n <= 0 && !(n < 0 && errno == EINTR))
+                _exit(n == 0 ? 0 : WORKER_EXIT_BAD_FRAME);
+            w->rstart = 0;
+            w->rend = n > 0 ? (size_t)n : 0;
+            continue;
         }
-        int rc = wp__frame_reader_advance(r, want, &ex);
+        int rc = wp__frame_reader_advance(r, got, &ex);
         if (rc == FRAME_DONE)
             return true;
         if (rc < 0)
@@ -145,42 +174,59 @@ static bool callable(worker *w, void *fn)
     return true;
 }
 
-static void run_task(worker *w, const frame_header *task, const void *arg)
+/* Claim the task (worker.h): false if the pool took it back. */
+static bool claim_task(worker *w, const frame_header *task)
+{
+    unsigned pos = (unsigned)task->code;
+    if (pos >= WINDOW_MAX)
+        _exit(WORKER_EXIT_BAD_FRAME);
+    atomic_store(&w->shared->started_us[pos], wp__now_us()); /* before the swap publishes it */
+    return wp__claim(&w->shared->claim[pos], task->task_id, CLAIM_STARTED);
+}
+
+/* Run one task and send its outcome; false if it was taken back instead. */
+static bool run_task(worker *w, const frame_header *task, const void *arg)
 {
     wp_task_fn fn;
     void *addr;
     memcpy(&fn, &task->fn, sizeof fn);
     memcpy(&addr, &fn, sizeof addr);
-    if (!wp__claim(w->shared, CLAIM_STARTED(task->task_id), CLAIM_SKIP(task->task_id))) {
-        send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started");
-        return;
+    if (!claim_task(w, task)) {
+        send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started", 0);
+        return false;
     }
     if (!callable(w, addr)) {
         send_failure(w, task->task_id, WP_ENOFUNC, 0,
-                     "function not in the worker's image (loaded after the pool was created?)");
-        return;
+                     "function not in the worker's image (loaded after the pool was created?)", 0);
+        return true;
     }
+    int64_t t0 = wp__now_us();
     wp_buf result = { .max = w->cfg->max_message };
     int rc = fn(arg, (size_t)task->length, &result);
+    uint64_t run_us = (uint64_t)(wp__now_us() - t0);
     /* The task's own output, before anyone can kill us. */
     fflush(stdout);
     fflush(stderr);
+    /* One write per result, at once: a result held back while the next
+       task runs would be lost if the pool killed that task's worker. */
     if (result.overflow) {
         char msg[128];
         snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
-        send_failure(w, task->task_id, WP_E2BIG, 0, msg);
+        send_failure(w, task->task_id, WP_E2BIG, 0, msg, run_us);
     } else if (result.failed || rc != 0) {
         char msg[64];
         if (!result.failed)
             snprintf(msg, sizeof msg, "task returned %d", rc);
         send_failure(w, task->task_id, WP_ETASK, result.failed ? result.code : rc,
-                     result.failed ? result.message : msg);
+                     result.failed ? result.message : msg, run_us);
     } else {
         frame_header h;
         wp__frame_header(&h, FRAME_RESULT, task->task_id, result.len);
+        h.fn = run_us;
         send_frame(w, &h, result.data);
     }
     free(result.data);
+    return true;
 }
 
 static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int task_fd, int result_fd)
@@ -191,6 +237,9 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
         if (setrlimit(RLIMIT_AS, &rl) < 0)
             _exit(WORKER_EXIT_SETUP);
     }
+    w.rbuf = malloc(WORKER_READ_BUF);
+    if (w.rbuf == NULL)
+        _exit(WORKER_EXIT_SETUP);
     if (cfg->init != NULL && cfg->init(cfg->init_ctx) != 0)
         _exit(WORKER_EXIT_INIT_FAILED);
     frame_header ready;
@@ -199,10 +248,10 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
 
     frame_reader r;
     wp__frame_reader_init(&r);
-    for (unsigned done = 0; cfg->max_tasks == 0 || done < cfg->max_tasks; done++) {
+    for (unsigned done = 0; cfg->max_tasks == 0 || done < cfg->max_tasks;) {
         if (!receive_task(&w, &r))
             break;
-        run_task(&w, &r.hdr, r.payload != NULL ? r.payload : "");
+        done += run_task(&w, &r.hdr, r.payload != NULL ? r.payload : "");
         wp__frame_reader_reset(&r);
     }
     fflush(NULL);

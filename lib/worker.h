@@ -35,32 +35,34 @@ enum {
 };
 
 /*
- * One per worker slot, in memory shared with every worker (mapped before the
- * fork server is forked).  The pool may write a second task into a busy
- * worker's pipe so the worker never waits for the dispatcher; to take such a
- * task back it must be sure the worker has not started it.  Both sides claim
- * a task id in one word, by compare-and-swap: the worker swaps in
- * CLAIM_STARTED(id) unless it finds CLAIM_SKIP(id), the pool swaps in
- * CLAIM_SKIP(id) unless it finds CLAIM_STARTED(id).  Exactly one wins.
+ * The window: the pool may write up to WINDOW_MAX task frames into a
+ * worker's pipe ahead of the one it runs, so the worker goes from task to
+ * task without waiting for the dispatcher, and one write carries many.
+ * Every task not yet started stays exactly takeable-back.  Each frame names
+ * a claim word (its position in the window) in memory shared with the
+ * worker (mapped before any fork).  The pool stores CLAIM_OFFERED(id) there
+ * before writing the frame; the worker swaps it for CLAIM_STARTED(id) just
+ * before running the task, the pool swaps it for CLAIM_SKIPPED(id) to take
+ * the task back.  Both are compare-and-swap from OFFERED: exactly one side
+ * wins.  Before its swap the worker records when it started, so deadlines
+ * count from the real start (docs/ARCHITECTURE.md, "The window").
  */
+#define WINDOW_MAX 32
+
+enum { CLAIM_OFFERED = 1, CLAIM_STARTED = 2, CLAIM_SKIPPED = 3 };
+#define CLAIM(id, state) (((uint64_t)(id) << 2) | (uint64_t)(state))
+
 typedef struct worker_shared {
-    atomic_uint_fast64_t claim;
-    char pad[64 - sizeof(atomic_uint_fast64_t)];
+    atomic_uint_fast64_t claim[WINDOW_MAX];       /* CLAIM(id, ...), 0 = position free */
+    _Atomic int64_t      started_us[WINDOW_MAX];  /* CLOCK_MONOTONIC, written before STARTED */
 } worker_shared;
 
-#define CLAIM_STARTED(id) ((uint64_t)(id) << 1)
-#define CLAIM_SKIP(id)    (((uint64_t)(id) << 1) | 1u)
-
-/* Claim task id for `want` (CLAIM_STARTED or CLAIM_SKIP of id); false if
-   the other side claimed it first. */
-static inline bool wp__claim(worker_shared *ws, uint64_t want, uint64_t rival)
+/* Swap the claim word from CLAIM_OFFERED to `to` for task id: false if the
+   other side got there first. */
+static inline bool wp__claim(atomic_uint_fast64_t *word, uint64_t id, int to)
 {
-    uint_fast64_t cur = atomic_load(&ws->claim);
-    do
-        if (cur == rival)
-            return false;
-    while (!atomic_compare_exchange_weak(&ws->claim, &cur, want));
-    return true;
+    uint_fast64_t offered = CLAIM(id, CLAIM_OFFERED);
+    return atomic_compare_exchange_strong(word, &offered, CLAIM(id, to));
 }
 
 typedef struct worker_config {

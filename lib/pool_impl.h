@@ -1,0 +1,228 @@
+/*
+ * pool_impl.h — what the parts of the pool share: the task record, the
+ * worker slot with its window, the pool itself, and the functions one part
+ * calls in another.  The parts:
+ *
+ *   task.c      task records: settle, retry, the held list, the counters
+ *   slot.c      a worker slot: its window of tasks, the pipe I/O, starting,
+ *               stopping and reaping its worker
+ *   dispatch.c  the dispatcher thread: scheduling, timers, cancels, the
+ *               fork server's events, the poll loop
+ *   pool.c      the public API: create, shutdown, destroy, stats, submit
+ *
+ * Everything here but the queue, the cancel stack, the counters and the
+ * stop state belongs to the dispatcher thread alone, so it takes no lock
+ * (docs/ARCHITECTURE.md, "Threads and locks").
+ */
+#ifndef WP_POOL_IMPL_H
+#define WP_POOL_IMPL_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "forkserver.h"
+#include "frame.h"
+#include "future.h"
+#include "pool.h"
+#include "queue.h"
+#include "worker.h"
+
+#define MAX_WORKERS              1024
+#define DEFAULT_MAX_MESSAGE      ((size_t)64 << 20)
+#define BACKOFF_FIRST_MS         10
+#define BACKOFF_MAX_MS           2000
+#define FAILURES_BEFORE_ESPAWN   3     /* consecutive start failures, no worker alive */
+#define HEALTHY_AFTER_MS         1000  /* a worker alive this long did start well */
+#define DEFAULT_START_TIMEOUT_MS 10000 /* READY must come within this */
+#define MSG_MAX                  192   /* a failure message the pool writes */
+#define KILL_HOW_MAX             96    /* why the pool killed a worker */
+#define FDS_PER_WORKER           3     /* task pipe, result pipe, pidfd */
+#define FDS_FIXED                16    /* wake eventfd, fork-server socket, a spawn reply's fds, slack */
+#define POLL_CAP_US              (60 * 1000000LL) /* longest single sleep: a safety net */
+
+/*
+ * Window sizing (docs/ARCHITECTURE.md, "The window"): a worker gets as many
+ * tasks ahead as it runs in about WINDOW_BUDGET_US, by the pool's running
+ * average of task run times, at least 2 and at most WINDOW_MAX.  Behind a
+ * task that has run HOL_US, all but one waiting task are taken back for
+ * other workers (and an idle worker steals that one).
+ */
+#define WINDOW_BUDGET_US 200
+#define WINDOW_MIN       2
+#define HOL_US           1000
+#define HOL_KEEP         2     /* window entries left to a head past HOL_US: it and one behind */
+#define RUN_AVG_SHIFT    3     /* running average: new = old + (sample - old) / 8 */
+#define READ_BUF_BYTES   (64 * 1024) /* result bytes the dispatcher reads at a time */
+#define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
+
+typedef struct task {
+    wp_future       future;       /* first: a task is its future */
+    wp_pool        *pool;
+    wp_task_fn      fn;
+    void           *arg;
+    size_t          arg_len;
+    wp_task_options opts;
+    uint64_t        id;           /* this attempt's id on the wire */
+    unsigned        attempts;     /* attempts started */
+    int             slot;         /* in pool->slots[slot]'s window, or -1 */
+    unsigned        wires;        /* window entries whose frame of it is not fully written */
+    int64_t         due_ms;       /* held: earliest start (retry delay) */
+    struct task    *next;         /* in the held list */
+    struct task    *cancel_next;  /* in the cancel stack */
+} task;
+
+/* One frame sent to a worker and not answered yet. */
+typedef struct win_entry {
+    task        *t;        /* holds a reference; still its frame's task even when skipped */
+    bool         skipped;  /* taken back: the worker will answer "skipped" */
+    unsigned     pos;      /* its claim word in the worker's shared memory */
+    frame_header hdr;      /* the TASK frame (hdr.task_id: the id the answer carries) */
+} win_entry;
+
+enum slot_state { SLOT_EMPTY, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY, SLOT_STOPPING };
+
+typedef struct slot {
+    enum slot_state state;
+    worker_handle   h;            /* pid 0: none (yet) */
+    worker_shared  *shared;       /* claim words (worker.h) */
+    win_entry       win[WINDOW_MAX];
+    unsigned        head, count;  /* entries win[head .. head+count) mod WINDOW_MAX, oldest first */
+    unsigned        written;      /* of those, how many frames are fully written (from head) */
+    size_t          out_done;     /* bytes written of the next frame */
+    uint32_t        pos_used;     /* claim positions in use, one bit each */
+    unsigned        live;         /* entries not skipped */
+    frame_reader    in;
+    int64_t         deadline_us;  /* for the head task: -1 = none */
+    int64_t         head_at_us;   /* when the head entry became the head */
+    int64_t         spawn_at;     /* EMPTY: earliest time to start a worker */
+    int64_t         ready_at;
+    int64_t         start_deadline; /* STARTING: ms by which READY must come */
+    unsigned        tasks_done;   /* tasks answered, as the worker counts them */
+    bool            deliberate;   /* STOPPING: we stopped it, it did not die */
+    char            kill_how[KILL_HOW_MAX]; /* STOPPING: how the pool killed it, "" = it did not */
+    int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
+} slot;
+
+typedef struct pool_counters {
+    atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
+    atomic_uint_fast64_t timed_out, crashed, retried, workers_started;
+    atomic_uint held, running, alive;
+} pool_counters;
+
+struct wp_pool {
+    wp_pool_options opts;
+    worker_config   wcfg;
+    worker_shared  *shared;              /* MAP_SHARED, one per slot */
+    wp_queue        queue;
+    forkserver      fs;
+    bool            use_forkserver, fs_gone;
+    bool            fs_full;             /* its socket refused a request: wait for POLLOUT */
+    pid_t           owner;
+    pthread_t       thread;
+
+    /* Dispatcher-only state. */
+    slot           *slots;
+    struct pollfd  *pfds;
+    char           *rbuf;                /* READ_BUF_BYTES: results read at a time */
+    task           *held, **held_tail;   /* out of the queue, not in a window */
+    uint64_t        last_id;
+    int64_t         run_avg_us;          /* running average of task run times */
+    unsigned        start_failures;      /* consecutive */
+    unsigned        poll_failures;       /* consecutive ppoll failures */
+    int64_t         poll_retry_at;       /* after a ppoll failure: no worker starts before (ms) */
+    bool            grace_spent;         /* past the grace, everything was cancelled */
+    char            spawn_error[MSG_MAX]; /* why the last start failed */
+
+    _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
+
+    atomic_bool     closing;
+    _Atomic int64_t grace_deadline;      /* -1 = none */
+    pthread_mutex_t stop_mu;
+    pthread_cond_t  stop_cv;
+    wp_stop         stop;                /* under stop_mu */
+
+    pool_counters   n;
+};
+
+/* ---------------------------------------------------------------- task.c */
+extern const future_ops wp__task_ops WP_INTERNAL;
+/* Settle t for good and let go of the dispatcher's reference. */
+void wp__task_settle(task *t, int error, int code, const char *msg, void *result,
+                     size_t len) WP_INTERNAL;
+/* An attempt ended: retry it if its options allow, or settle it. */
+void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, void *result,
+                     size_t len) WP_INTERNAL;
+/* Hold t out of the queue until due_ms; in front when it was already on its
+   way to a worker and must not lose its place. */
+void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front) WP_INTERNAL;
+void wp__held_unlink(wp_pool *p, task **link) WP_INTERNAL;
+/* A held task due by now, or the next one from the queue, or NULL. */
+task *wp__next_task(wp_pool *p, int64_t now_ms) WP_INTERNAL;
+/* Shutting down, and the grace it allowed has run out. */
+bool wp__grace_over(wp_pool *p, int64_t now_ms) WP_INTERNAL;
+/* Cancel requests (any thread) and their handling (dispatcher). */
+void wp__handle_cancels(wp_pool *p) WP_INTERNAL;
+
+/* ---------------------------------------------------------------- slot.c */
+void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to) WP_INTERNAL;
+void wp__slot_start(wp_pool *p, slot *s) WP_INTERNAL;
+void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
+                   const char *how) WP_INTERNAL;
+void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
+void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
+/* How many more tasks the slot takes now (its window's room). */
+unsigned wp__slot_room(const wp_pool *p, const slot *s, int64_t now_us) WP_INTERNAL;
+/* Append t to the window (written by slot_write). */
+void wp__slot_send(wp_pool *p, slot *s, task *t) WP_INTERNAL;
+/* Write what the pipe takes of the window's unwritten frames. */
+void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
+/* Read and handle what the worker sent; true if a frame was handled. */
+bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
+/* End t (in s's window) with error, disturbing no other task. */
+void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
+/* Take back the oldest task not started, if any (for an idle worker). */
+task *wp__slot_steal(slot *s) WP_INTERNAL;
+/* The worker stops or died: tasks not started go back to the front of
+   the line, in order; a started one ends with error, code and msg. */
+void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg) WP_INTERNAL;
+/* Tasks behind a head that has run HOL_US go back for other workers. */
+void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
+/* The head task's start, from the worker's own clock reading: -1 if it
+   has not started. */
+int64_t wp__slot_head_started(const slot *s) WP_INTERNAL;
+/* The head's task if it is live, else NULL. */
+task *wp__slot_head_task(slot *s) WP_INTERNAL;
+/* The id of the oldest live task behind the head, or UINT64_MAX. */
+uint64_t wp__slot_stealable_id(slot *s) WP_INTERNAL;
+/* The newest live task a shutdown may cancel (not a shielded running
+   head), or NULL. */
+task *wp__slot_cancellable(slot *s) WP_INTERNAL;
+void wp__start_failed(wp_pool *p, slot *s, const char *why) WP_INTERNAL;
+/* The wait after the n-th failure in a row (n >= 1): BACKOFF_FIRST_MS,
+   doubling, at most BACKOFF_MAX_MS. */
+int64_t wp__backoff_ms(unsigned n) WP_INTERNAL;
+void wp__slot_kill(wp_pool *p, slot *s) WP_INTERNAL;
+
+/* ------------------------------------------------------------ schedule.c */
+bool wp__spawn_broken(const wp_pool *p) WP_INTERNAL;
+/* Give waiting tasks to workers; write what each worker got in one go. */
+void wp__dispatch(wp_pool *p) WP_INTERNAL;
+/* Deadlines, head-of-line, the shutdown grace, starting/stopping workers. */
+void wp__handle_timers(wp_pool *p) WP_INTERNAL;
+/* Microseconds until the next timer that can change something: -1 = none. */
+int64_t wp__next_timer_us(wp_pool *p, bool hungry) WP_INTERNAL;
+/* Would the dispatcher take a task now? */
+bool wp__hungry(const wp_pool *p) WP_INTERNAL;
+/* Shutting down, nothing left to run, every worker gone. */
+bool wp__finished(wp_pool *p) WP_INTERNAL;
+
+/* ------------------------------------------------------------ dispatch.c */
+void *wp__dispatcher_main(void *arg) WP_INTERNAL;
+/* Is this thread p's dispatcher? */
+bool wp__is_dispatcher_of(const wp_pool *p) WP_INTERNAL;
+void wp__read_forkserver(wp_pool *p) WP_INTERNAL;
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * schedule.c — what the dispatcher decides each turn: which worker gets
+ * which task, and what the clock asks for (deadlines, tasks stuck behind a
+ * long one, the shutdown grace, starting and stopping workers).
+ *
+ * Scheduling is in submit order as far as it can be: idle workers first,
+ * one task each, then every window is topped up round-robin, one task per
+ * worker per round, so a few tasks spread over the workers and many
+ * stream; an idle worker with nothing to take steals the oldest task not
+ * yet started behind another worker.  Loops here scan every slot: O(workers)
+ * per turn (at most 1024), small next to the system calls of a turn.
+ */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "pool_impl.h"
+
+bool wp__spawn_broken(const wp_pool *p)
+{
+    return (p->start_failures >= FAILURES_BEFORE_ESPAWN || p->poll_retry_at > 0) &&
+           atomic_load(&p->n.alive) == 0;
+}
+
+/* The oldest task waiting behind a busy worker, taken back, or NULL. */
+static task *steal_oldest(wp_pool *p)
+{
+    slot *from = NULL;
+    uint64_t oldest = UINT64_MAX;
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        uint64_t id = s->state == SLOT_BUSY ? wp__slot_stealable_id(s) : UINT64_MAX;
+        if (id < oldest) {
+            oldest = id;
+            from = s;
+        }
+    }
+    return from != NULL ? wp__slot_steal(from) : NULL;
+}
+
+/* Give slot s task t, unless t was cancelled while it waited. */
+static void give(wp_pool *p, slot *s, task *t)
+{
+    if (wp_future_state(&t->future) != WP_PENDING)
+        wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+    else
+        wp__slot_send(p, s, t);
+}
+
+/* One round over the slots: idle ones only, or all with room.  False once
+   nothing more is waiting. */
+static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t now_us,
+                           bool *gave)
+{
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (idle_only ? s->state != SLOT_IDLE || s->count > 0 : wp__slot_room(p, s, now_us) == 0)
+            continue;
+        task *t = wp__next_task(p, now_ms);
+        if (t == NULL && s->state == SLOT_IDLE)
+            t = steal_oldest(p);
+        if (t == NULL)
+            return false;
+        give(p, s, t);
+        *gave = true;
+    }
+    return true;
+}
+
+void wp__dispatch(wp_pool *p)
+{
+    int64_t now_us = wp__now_us(), now_ms = now_us / 1000;
+    if (wp__spawn_broken(p)) { /* no worker can start: fail rather than wait forever */
+        task *t;
+        while ((t = wp__next_task(p, now_ms)) != NULL)
+            wp__task_settle(t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
+        return;
+    }
+    bool gave = false;
+    bool more = dispatch_round(p, true, now_ms, now_us, &gave);
+    while (more) {
+        gave = false;
+        more = dispatch_round(p, false, now_ms, now_us, &gave) && gave;
+    }
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->written < s->count)
+            wp__slot_write(p, s); /* every frame it got, in one writev */
+    }
+}
+
+static bool drained(wp_pool *p)
+{
+    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || p->held != NULL)
+        return false;
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].live > 0)
+            return false;
+    return true;
+}
+
+bool wp__finished(wp_pool *p)
+{
+    if (!atomic_load(&p->closing) || !drained(p))
+        return false;
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (p->slots[i].state != SLOT_EMPTY)
+            return false;
+    return true;
+}
+
+/* Past the shutdown grace: cancel everything but shielded running tasks
+   (a shield means cancel cannot stop it; shutdown waits for it, bounded
+   by its own deadline).  Runs every turn after the grace; it finds
+   nothing left to do after the first. */
+static void cancel_everything(wp_pool *p)
+{
+    static const char gone[] = "the pool shut down before the task finished";
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        task *t;
+        while ((s->state == SLOT_IDLE || s->state == SLOT_BUSY) &&
+               (t = wp__slot_cancellable(s)) != NULL)
+            wp__stop_task(p, s, t, WP_ECANCELED, gone);
+    }
+    task *t;
+    while ((t = wp__next_task(p, INT64_MAX)) != NULL)
+        wp__task_settle(t, WP_ECANCELED, 0, "the pool shut down before the task ran", NULL, 0);
+}
+
+/* The head's deadline came (provisionally from when it became the head):
+   check it against the worker's own start time, never firing early. */
+static void check_deadline(wp_pool *p, slot *s, int64_t now_us)
+{
+    task *t = wp__slot_head_task(s);
+    if (t == NULL || s->deadline_us < 0 || now_us < s->deadline_us)
+        return;
+    int64_t limit = wp__ms_to_us(t->opts.timeout_ms);
+    int64_t started = wp__slot_head_started(s);
+    int64_t due = wp__sat_add(started >= 0 ? started : now_us, limit);
+    if (started < 0 || now_us < due) {
+        s->deadline_us = due; /* not started yet, or it started later */
+        return;
+    }
+    char msg[MSG_MAX];
+    snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms", (long long)t->opts.timeout_ms);
+    wp__stop_task(p, s, t, WP_ETIMEDOUT, msg);
+}
+
+void wp__handle_timers(wp_pool *p)
+{
+    int64_t now_us = wp__now_us(), now = now_us / 1000;
+    if (wp__grace_over(p, now)) {
+        cancel_everything(p); /* again for late arrivals: they kick */
+        p->grace_spent = true;
+    }
+    bool done = atomic_load(&p->closing) && drained(p);
+    if (p->poll_retry_at > 0 && now >= p->poll_retry_at)
+        p->poll_retry_at = 0; /* try again with workers */
+    bool may_start = !done && !p->fs_full && p->poll_retry_at == 0;
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY)
+            check_deadline(p, s, now_us);
+        if (s->state == SLOT_BUSY && p->opts.workers > 1)
+            wp__slot_unblock(p, s, now_us);
+        if (s->state == SLOT_STARTING && now >= s->start_deadline) {
+            char how[KILL_HOW_MAX];
+            snprintf(how, sizeof how, "was killed by the pool: not ready within %lld ms",
+                     (long long)p->opts.start_timeout_ms);
+            wp__slot_stop(p, s, true, 0, NULL, how);
+        }
+        if (done && s->state != SLOT_EMPTY)
+            wp__slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
+        if (may_start && s->state == SLOT_EMPTY && now >= s->spawn_at)
+            wp__slot_start(p, s);
+        if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
+            wp__slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
+    }
+}
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+int64_t wp__next_timer_us(wp_pool *p, bool hungry)
+{
+    int64_t next = -1;
+    bool closing = atomic_load(&p->closing);
+    bool done = closing && drained(p);
+    int64_t grace = atomic_load(&p->grace_deadline);
+    /* Until handle_timers has acted on it, however late: deciding "past"
+       from a second reading of the clock could skip it forever. */
+    if (closing && grace >= 0 && !p->grace_spent)
+        next = wp__ms_to_us(grace);
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY) {
+            next = min_deadline(next, s->deadline_us);
+            int64_t started = s->live > HOL_KEEP && p->opts.workers > 1 ? wp__slot_head_started(s) : -1;
+            if (started >= 0)
+                next = min_deadline(next, started + HOL_US);
+        }
+        if (s->state == SLOT_EMPTY && !done && !p->fs_full && p->poll_retry_at == 0)
+            next = min_deadline(next, s->spawn_at * 1000);
+        if (s->state == SLOT_STARTING)
+            next = min_deadline(next, wp__ms_to_us(s->start_deadline));
+    }
+    for (task *t = p->held; t != NULL && hungry; t = t->next)
+        next = min_deadline(next, t->due_ms * 1000);
+    if (p->poll_retry_at > 0)
+        next = min_deadline(next, p->poll_retry_at * 1000);
+    return next;
+}
+
+bool wp__hungry(const wp_pool *p)
+{
+    if (wp__spawn_broken(p))
+        return true;
+    int64_t now_us = wp__now_us();
+    for (unsigned i = 0; i < p->opts.workers; i++)
+        if (wp__slot_room(p, &p->slots[i], now_us) > 0)
+            return true;
+    return false;
+}

@@ -1,0 +1,182 @@
+/*
+ * slot.c — a worker slot's life: starting its worker, stopping or losing
+ * it, reaping it and saying why it went (docs/ARCHITECTURE.md, "The slot").
+ *
+ *   EMPTY --start--> STARTING --READY frame--> IDLE <--last answer-- BUSY
+ *                       |                       |  --first task-->   |
+ *                       +---------- died, killed, retired -----------+
+ *                                        |
+ *                                        v
+ *                          STOPPING --reaped--> EMPTY (restart after backoff)
+ *
+ * Every change of state goes through slot_set_state, which asserts that it
+ * is one of these and keeps the running/alive counters.  A worker the pool
+ * stops on purpose ends its window at once; one that died keeps its window
+ * until its exit status is known, so the running task's failure can name
+ * the signal, and the pipe is drained first, so an answer written just
+ * before the death still counts.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pool_impl.h"
+
+static bool legal(enum slot_state from, enum slot_state to)
+{
+    switch (to) {
+    case SLOT_STARTING: return from == SLOT_EMPTY;
+    case SLOT_IDLE:     return from == SLOT_STARTING || from == SLOT_BUSY;
+    case SLOT_BUSY:     return from == SLOT_IDLE;
+    case SLOT_STOPPING: return from != SLOT_EMPTY && from != SLOT_STOPPING;
+    case SLOT_EMPTY:    return from != SLOT_EMPTY; /* reaped, even before its pipe said so */
+    }
+    return false;
+}
+
+void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to)
+{
+    assert(legal(s->state, to));
+    bool was_alive = s->state == SLOT_IDLE || s->state == SLOT_BUSY;
+    bool is_alive = to == SLOT_IDLE || to == SLOT_BUSY;
+    if (s->state == SLOT_BUSY)
+        atomic_fetch_sub(&p->n.running, 1);
+    if (to == SLOT_BUSY)
+        atomic_fetch_add(&p->n.running, 1);
+    if (was_alive != is_alive)
+        atomic_fetch_add(&p->n.alive, is_alive ? 1u : (unsigned)-1);
+    s->state = to;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+void wp__slot_kill(wp_pool *p, slot *s)
+{
+    if (s->h.pid <= 0)
+        return;
+    if (s->h.pidfd >= 0)
+        wp__pidfd_kill(s->h.pidfd, SIGKILL);
+    else if (!p->use_forkserver)
+        kill(s->h.pid, SIGKILL); /* our child, not yet reaped: cannot be reused */
+    else
+        wp__forkserver_kill(&p->fs, s->h.pid);
+}
+
+void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
+                   const char *how)
+{
+    if (s->state == SLOT_STOPPING || s->state == SLOT_EMPTY)
+        return;
+    s->deliberate = deliberate;
+    snprintf(s->kill_how, sizeof s->kill_how, "%s", how);
+    close_fd(&s->h.task_fd); /* no half frame is finished now */
+    /* Before the kill: tasks taken back now can no longer start, so only
+       the running one goes down with the worker. */
+    if (deliberate)
+        wp__window_resolve(p, s, error, 0, msg);
+    wp__slot_kill(p, s);
+    wp__slot_set_state(p, s, SLOT_STOPPING);
+}
+
+/* Doublings past which the backoff is BACKOFF_MAX_MS anyway. */
+#define BACKOFF_DOUBLINGS_MAX 16
+
+int64_t wp__backoff_ms(unsigned n)
+{
+    assert(n >= 1);
+    unsigned shift = n - 1 < BACKOFF_DOUBLINGS_MAX ? n - 1 : BACKOFF_DOUBLINGS_MAX;
+    int64_t backoff = (int64_t)BACKOFF_FIRST_MS << shift;
+    return backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS;
+}
+
+void wp__start_failed(wp_pool *p, slot *s, const char *why)
+{
+    p->start_failures++;
+    snprintf(p->spawn_error, sizeof p->spawn_error, "%s", why);
+    s->spawn_at = wp__now_ms() + wp__backoff_ms(p->start_failures);
+}
+
+void wp__slot_reaped(wp_pool *p, slot *s, int status)
+{
+    while (s->h.result_fd >= 0 && wp__slot_read(p, s))
+        ; /* answers written just before it died */
+    char how[KILL_HOW_MAX], msg[MSG_MAX];
+    int code = wp__describe_status(status, how, sizeof how);
+    if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
+    bool never_ready = s->ready_at == 0;
+    bool running = wp__slot_head_started(s) >= 0;
+    bool died_young = !s->deliberate && s->tasks_done == 0 && !running &&
+                      wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
+    snprintf(msg, sizeof msg, "worker %d %s while running the task", (int)s->h.pid, how);
+    wp__window_resolve(p, s, WP_ECRASHED, code, msg);
+    if (never_ready && WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_INIT_FAILED)
+        snprintf(msg, sizeof msg, "worker_init failed in worker %d", (int)s->h.pid);
+    else if (s->kill_how[0] != '\0' && strcmp(how, s->kill_how) == 0)
+        snprintf(msg, sizeof msg, "worker %d %s", (int)s->h.pid, how);
+    else
+        snprintf(msg, sizeof msg, "worker %d %s %s", (int)s->h.pid, how,
+                 never_ready ? "before it was ready" : "right after it started");
+    close_fd(&s->h.task_fd);
+    close_fd(&s->h.result_fd);
+    close_fd(&s->h.pidfd);
+    wp__frame_reader_reset(&s->in);
+    s->h.pid = 0;
+    assert(s->count == 0 && s->live == 0 && s->pos_used == 0);
+    wp__slot_set_state(p, s, SLOT_EMPTY);
+    s->spawn_at = 0;
+    if (never_ready || died_young)
+        wp__start_failed(p, s, msg);
+    else
+        p->start_failures = 0;
+}
+
+void wp__slot_start(wp_pool *p, slot *s)
+{
+    s->ready_at = 0;
+    s->tasks_done = 0;
+    s->deliberate = false;
+    s->kill_how[0] = '\0';
+    s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
+    s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
+    int rc;
+    if (p->use_forkserver)
+        rc = p->fs_gone ? -EPIPE : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots));
+    else
+        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h);
+    if (rc == 0) {
+        wp__slot_set_state(p, s, SLOT_STARTING);
+        return;
+    }
+    if (rc == -EAGAIN && p->use_forkserver) {
+        p->fs_full = true; /* not a failed start: ask again once it drains */
+        return;
+    }
+    char why[MSG_MAX], err[MSG_MAX];
+    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(-rc, err, sizeof err));
+    wp__start_failed(p, s, why);
+}
+
+void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(s->h.pid, &status, block ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == s->h.pid)
+        wp__slot_reaped(p, s, status);
+    else if (r < 0) /* someone else reaped it (SIGCHLD ignored?) */
+        wp__slot_reaped(p, s, SIGKILL);
+}

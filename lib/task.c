@@ -1,0 +1,167 @@
+/*
+ * task.c — a task's life outside the worker: its record and future,
+ * settling and retries, the held list (tasks out of the queue and not in a
+ * window: retry delays, tasks taken back), the cancel stack, and the
+ * outcome counters behind wp_pool_get_stats.
+ *
+ * All of it runs on the dispatcher thread, except task_cancel (any thread:
+ * it only pushes onto the lock-free cancel stack) and the counters
+ * (atomics).
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <stdlib.h>
+
+#include "pool_impl.h"
+
+static int task_cancel(wp_future *f);
+
+static void task_free(wp_future *f)
+{
+    task *t = (task *)f;
+    assert(t->wires == 0);
+    free(t->arg);
+    free(t);
+}
+
+static void count_settled(wp_pool *p, int state, int error)
+{
+    if (state == WP_SUCCEEDED)
+        atomic_fetch_add(&p->n.succeeded, 1);
+    else if (state == WP_CANCELLED)
+        atomic_fetch_add(&p->n.cancelled, 1);
+    else if (state == WP_FAILED) {
+        atomic_fetch_add(&p->n.failed, 1);
+        if (error == WP_ETIMEDOUT)
+            atomic_fetch_add(&p->n.timed_out, 1);
+        else if (error == WP_ECRASHED)
+            atomic_fetch_add(&p->n.crashed, 1);
+    }
+}
+
+static void task_settling(wp_future *f, int state, int error)
+{
+    count_settled(((task *)f)->pool, state, error);
+}
+
+const future_ops wp__task_ops = {
+    .cancel = task_cancel, .free = task_free, .settling = task_settling,
+};
+
+void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
+{
+    if (t->wires == 0) { /* else the rest of a frame of it is still being written */
+        free(t->arg);
+        t->arg = NULL;
+    }
+    wp__future_settle(&t->future, error, code, msg, result, len);
+    wp_future_release(&t->future);
+}
+
+void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front)
+{
+    t->due_ms = due_ms;
+    t->slot = -1;
+    if (in_front) {
+        t->next = p->held;
+        p->held = t;
+        if (p->held_tail == &p->held)
+            p->held_tail = &t->next;
+    } else {
+        t->next = NULL;
+        *p->held_tail = t;
+        p->held_tail = &t->next;
+    }
+    atomic_fetch_add(&p->n.held, 1);
+}
+
+void wp__held_unlink(wp_pool *p, task **link)
+{
+    task *t = *link;
+    *link = t->next;
+    if (p->held_tail == &t->next)
+        p->held_tail = link;
+    atomic_fetch_sub(&p->n.held, 1);
+}
+
+/* O(held): the held list is short (retries waiting, tasks taken back). */
+task *wp__next_task(wp_pool *p, int64_t now_ms)
+{
+    for (task **link = &p->held; *link != NULL; link = &(*link)->next)
+        if ((*link)->due_ms <= now_ms) {
+            task *t = *link;
+            wp__held_unlink(p, link);
+            return t;
+        }
+    return wp__queue_pop(&p->queue);
+}
+
+static bool retryable(int error)
+{
+    return error == WP_ECRASHED || error == WP_ETIMEDOUT || error == WP_ETASK;
+}
+
+bool wp__grace_over(wp_pool *p, int64_t now_ms)
+{
+    int64_t grace = atomic_load(&p->grace_deadline);
+    return atomic_load(&p->closing) && grace >= 0 && now_ms >= grace;
+}
+
+/* Doublings of the retry delay: at most 2^20 (the header says so). */
+#define RETRY_DOUBLINGS_MAX 20
+
+void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, void *result,
+                     size_t len)
+{
+    t->slot = -1;
+    if (retryable(error) && t->attempts <= t->opts.retries && !wp__grace_over(p, wp__now_ms()) &&
+        wp__future_requeue(&t->future)) {
+        free(result);
+        atomic_fetch_add(&p->n.retried, 1);
+        unsigned doublings = t->attempts - 1 < RETRY_DOUBLINGS_MAX ? t->attempts - 1 : RETRY_DOUBLINGS_MAX;
+        int64_t delay = (int64_t)t->opts.retry_delay_ms << doublings;
+        wp__held_push(p, t, wp__now_ms() + delay, false);
+        return;
+    }
+    wp__task_settle(t, error, code, msg, result, len);
+}
+
+/* Any thread, under f->mu: push a cancel request for the dispatcher. */
+static int task_cancel(wp_future *f)
+{
+    task *t = (task *)f;
+    if (atomic_load(&f->state) == WP_RUNNING && (t->opts.flags & WP_TASK_SHIELD))
+        return WP_EBUSY;
+    wp_future_retain(f);
+    task *head = atomic_load(&t->pool->cancels);
+    do
+        t->cancel_next = head;
+    while (!atomic_compare_exchange_weak(&t->pool->cancels, &head, t));
+    wp__queue_kick(&t->pool->queue);
+    return 0;
+}
+
+/* O(held) per request: a queued task is settled now and dropped when it
+   comes out of the queue; one in a window is taken back or its worker
+   stopped. */
+void wp__handle_cancels(wp_pool *p)
+{
+    task *t = atomic_exchange(&p->cancels, NULL);
+    while (t != NULL) {
+        task *next = t->cancel_next;
+        task **held = &p->held;
+        while (*held != NULL && *held != t)
+            held = &(*held)->next;
+        if (t->slot >= 0) {
+            wp__stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
+        } else if (*held != NULL) {
+            wp__held_unlink(p, held);
+            wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
+        } else { /* still in the queue: settle now, drop when it comes out */
+            wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);
+        }
+        wp_future_release(&t->future);
+        t = next;
+    }
+}

@@ -1,0 +1,497 @@
+/*
+ * window.c — a worker slot's window: the tasks written to its worker and
+ * not answered yet, oldest first (docs/ARCHITECTURE.md, "The window").
+ *
+ * The dispatcher appends tasks (slot_send), writes all their frames it can
+ * in one writev (slot_write), reads every answer the pipe holds in one read
+ * (slot_read), and takes back a task the worker has not started through
+ * its claim word (worker.h): for a cancel, a deadline or a crash of the
+ * task ahead, an idle worker stealing it, or a head that runs long.  A task
+ * taken back whose frame is already (partly) written stays in the window
+ * as a skipped entry until the worker answers "skipped"; one whose frame
+ * was not written at all leaves at once.
+ *
+ * The worker answers frames in order and writes each answer before it
+ * starts the next task, so only the head can be running, and once a task
+ * is seen started every answer before it is in the pipe.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "pool_impl.h"
+
+static win_entry *entry_at(slot *s, unsigned i)
+{
+    assert(i < s->count);
+    return &s->win[(s->head + i) % WINDOW_MAX];
+}
+
+static size_t frame_bytes(const win_entry *e)
+{
+    return sizeof e->hdr + (size_t)e->hdr.length;
+}
+
+/* The entry's task no longer needs its argument for this frame. */
+static void entry_wire_done(win_entry *e)
+{
+    task *t = e->t;
+    assert(t->wires > 0);
+    if (--t->wires == 0 && wp__future_is_settled(atomic_load(&t->future.state))) {
+        free(t->arg);
+        t->arg = NULL;
+    }
+}
+
+/* Entry i leaves the window: its claim position is free again, its
+   reference goes.  O(window): later entries move down. */
+static void entry_remove(slot *s, unsigned i)
+{
+    win_entry *e = entry_at(s, i);
+    if (i >= s->written) { /* its frame was not fully written */
+        /* Never half a frame to a live worker: it would misread the rest. */
+        assert(i > s->written || s->out_done == 0 || s->h.task_fd < 0);
+        entry_wire_done(e);
+    } else {
+        s->written--;
+    }
+    atomic_store(&s->shared->claim[e->pos], 0);
+    s->pos_used &= ~(1u << e->pos);
+    if (!e->skipped)
+        s->live--;
+    task *t = e->t;
+    for (unsigned k = i; k + 1 < s->count; k++)
+        *entry_at(s, k) = *entry_at(s, k + 1);
+    s->count--;
+    wp_future_release(&t->future);
+}
+
+/* Entry i's frame has not been written at all. */
+static bool entry_unwritten(const slot *s, unsigned i)
+{
+    return i > s->written || (i == s->written && s->out_done == 0);
+}
+
+/* The head changed: its deadline, provisionally from now (it starts about
+   now); the timer refines it from the worker's own start time. */
+static void head_changed(slot *s)
+{
+    s->head_at_us = wp__now_us();
+    s->deadline_us = -1;
+    if (s->count == 0)
+        return;
+    win_entry *e = entry_at(s, 0);
+    if (e->skipped)
+        return;
+    if (e->t->opts.timeout_ms > 0)
+        s->deadline_us = wp__sat_add(s->head_at_us, wp__ms_to_us(e->t->opts.timeout_ms));
+    wp__future_start(&e->t->future); /* false: a cancel is on its way */
+}
+
+int64_t wp__slot_head_started(const slot *s)
+{
+    if (s->count == 0)
+        return -1;
+    const win_entry *e = &s->win[s->head];
+    if (e->skipped || atomic_load(&s->shared->claim[e->pos]) != CLAIM(e->hdr.task_id, CLAIM_STARTED))
+        return -1;
+    return atomic_load(&s->shared->started_us[e->pos]);
+}
+
+/*
+ * Take back entry i if its worker has not started it: the task returns
+ * (attempts undone; the caller requeues or settles it), or NULL if it has
+ * started.
+ */
+static task *take_back(slot *s, unsigned i)
+{
+    win_entry *e = entry_at(s, i);
+    assert(!e->skipped);
+    if (!wp__claim(&s->shared->claim[e->pos], e->hdr.task_id, CLAIM_SKIPPED))
+        return NULL;
+    task *t = e->t;
+    wp_future_retain(&t->future); /* the entry's reference goes below */
+    t->attempts--;
+    t->slot = -1;
+    if (entry_unwritten(s, i)) {
+        entry_remove(s, i);
+        if (i == 0)
+            head_changed(s);
+    } else {
+        e->skipped = true;
+        s->live--;
+    }
+    wp_future_release(&t->future);
+    return t;
+}
+
+/* The index of t's live entry, or -1.  O(window). */
+static int entry_of(slot *s, const task *t)
+{
+    for (unsigned i = 0; i < s->count; i++) {
+        const win_entry *e = entry_at(s, i);
+        if (e->t == t && !e->skipped)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The running average decides the window: tasks that take about
+   WINDOW_BUDGET_US in all, within [WINDOW_MIN, WINDOW_MAX]. */
+static unsigned window_target(const wp_pool *p)
+{
+    int64_t avg = p->run_avg_us > 0 ? p->run_avg_us : 1;
+    int64_t n = 1 + WINDOW_BUDGET_US / avg;
+    return n < WINDOW_MIN ? WINDOW_MIN : n > WINDOW_MAX ? WINDOW_MAX : (unsigned)n;
+}
+
+unsigned wp__slot_room(const wp_pool *p, const slot *s, int64_t now_us)
+{
+    if (s->state != SLOT_IDLE && s->state != SLOT_BUSY)
+        return 0;
+    unsigned cap = window_target(p);
+    if (s->count > 0) { /* a head that runs long keeps one task behind it, no more */
+        int64_t started = wp__slot_head_started(s);
+        if (started >= 0 && now_us - started >= HOL_US)
+            cap = HOL_KEEP;
+    }
+    if (s->count >= cap)
+        return 0;
+    unsigned room = cap - s->count;
+    unsigned max = p->opts.max_tasks_per_worker;
+    if (max > 0) { /* the worker leaves after max tasks: never send more */
+        unsigned promised = s->tasks_done + s->live;
+        room = promised >= max ? 0 : room < max - promised ? room : max - promised;
+    }
+    return room;
+}
+
+void wp__slot_send(wp_pool *p, slot *s, task *t)
+{
+    assert(s->count < WINDOW_MAX && s->pos_used != UINT32_MAX);
+    unsigned pos = (unsigned)__builtin_ctz(~s->pos_used);
+    s->pos_used |= 1u << pos;
+    t->id = ++p->last_id;
+    t->slot = (int)(s - p->slots);
+    t->attempts++;
+    t->wires++;
+    wp_future_retain(&t->future); /* the entry's */
+    win_entry *e = &s->win[(s->head + s->count) % WINDOW_MAX];
+    *e = (win_entry){ .t = t, .skipped = false, .pos = pos };
+    wp__frame_header(&e->hdr, FRAME_TASK, t->id, t->arg_len);
+    memcpy(&e->hdr.fn, &t->fn, sizeof t->fn);
+    e->hdr.code = (int32_t)pos;
+    /* Offered before the frame can be read (seq_cst store). */
+    atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
+    s->count++;
+    s->live++;
+    if (s->count == 1) {
+        head_changed(s);
+        wp__slot_set_state(p, s, SLOT_BUSY);
+    }
+}
+
+/* Build the iovecs for the unwritten frames, from the first unwritten
+   byte; returns how many. */
+static int write_iovs(slot *s, struct iovec *iov)
+{
+    int n = 0;
+    size_t skip = s->out_done;
+    for (unsigned i = s->written; i < s->count && n + 2 <= WRITE_IOVS; i++) {
+        win_entry *e = entry_at(s, i);
+        if (skip < sizeof e->hdr)
+            iov[n++] = (struct iovec){ (char *)&e->hdr + skip, sizeof e->hdr - skip };
+        size_t arg_off = skip > sizeof e->hdr ? skip - sizeof e->hdr : 0;
+        if (e->hdr.length > arg_off)
+            iov[n++] = (struct iovec){ (char *)e->t->arg + arg_off, (size_t)e->hdr.length - arg_off };
+        skip = 0;
+    }
+    return n;
+}
+
+void wp__slot_write(wp_pool *p, slot *s)
+{
+    while (s->written < s->count && s->h.task_fd >= 0) {
+        struct iovec iov[WRITE_IOVS];
+        int n = write_iovs(s, iov);
+        ssize_t put = writev(s->h.task_fd, iov, n);
+        if (put < 0 && errno == EINTR)
+            continue;
+        if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (put < 0) { /* it died, or will: the reap says how */
+            wp__slot_stop(p, s, false, 0, NULL, "was killed by the pool: its task pipe broke");
+            return;
+        }
+        size_t left = (size_t)put;
+        while (left > 0) {
+            win_entry *e = entry_at(s, s->written);
+            size_t rest = frame_bytes(e) - s->out_done;
+            if (left < rest) {
+                s->out_done += left;
+                break;
+            }
+            left -= rest;
+            s->out_done = 0;
+            s->written++;
+            entry_wire_done(e);
+        }
+    }
+}
+
+static void protocol_error(wp_pool *p, slot *s, const char *why)
+{
+    char msg[MSG_MAX];
+    snprintf(msg, sizeof msg, "worker %d broke the protocol: %s; the pool killed it",
+             (int)s->h.pid, why);
+    wp__slot_stop(p, s, true, WP_EPROTO, msg, "was killed by the pool: it broke the protocol");
+}
+
+/* The worker answered the head's frame. */
+static void handle_answer(wp_pool *p, slot *s)
+{
+    const frame_header *h = &s->in.hdr;
+    win_entry *e = entry_at(s, 0);
+    task *t = e->t;
+    bool skipped = e->skipped;
+    bool ok = h->type == FRAME_RESULT || (skipped ? h->error == WP_ECANCELED
+                                                   : h->error == WP_ETASK || h->error == WP_E2BIG ||
+                                                         h->error == WP_ENOFUNC);
+    if (!ok) {
+        protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
+        return;
+    }
+    if (!skipped) {
+        wp_future_retain(&t->future); /* across entry_remove */
+        int64_t sample = (int64_t)(h->fn < (uint64_t)POLL_CAP_US ? h->fn : (uint64_t)POLL_CAP_US);
+        p->run_avg_us += (sample - p->run_avg_us) / (1 << RUN_AVG_SHIFT);
+        s->tasks_done++;
+        p->start_failures = 0;
+    }
+    entry_remove(s, 0);
+    head_changed(s);
+    if (!skipped) {
+        size_t len = (size_t)h->length;
+        char *payload = wp__frame_reader_take(&s->in);
+        if (h->type == FRAME_RESULT) {
+            wp__task_finish(p, t, 0, 0, NULL, payload, len);
+        } else {
+            wp__task_finish(p, t, h->error, h->code, payload != NULL ? payload : "", NULL, 0);
+            free(payload);
+        }
+        wp_future_release(&t->future);
+    }
+    if (s->state == SLOT_BUSY && s->count == 0) {
+        unsigned max = p->opts.max_tasks_per_worker;
+        if (max > 0 && s->tasks_done >= max)
+            wp__slot_stop(p, s, true, 0, NULL, "was retired"); /* it exits by itself anyway */
+        else
+            wp__slot_set_state(p, s, SLOT_IDLE);
+    }
+}
+
+static frame_expect slot_expects(const wp_pool *p, slot *s)
+{
+    frame_expect ex = { .types = 0, .task_id = 0, .max_message = p->opts.max_message };
+    if (s->state == SLOT_STARTING)
+        ex.types = FRAME_BIT(FRAME_READY);
+    else if (s->count > 0) {
+        ex.types = FRAME_BIT(FRAME_RESULT) | FRAME_BIT(FRAME_FAILURE);
+        ex.task_id = entry_at(s, 0)->hdr.task_id;
+    }
+    return ex;
+}
+
+/* Feed n bytes the worker sent into the frame reader; false if the slot
+   stopped meanwhile (a protocol error). */
+static bool feed(wp_pool *p, slot *s, const char *buf, size_t n)
+{
+    while (n > 0) {
+        if (s->state == SLOT_STOPPING && s->count == 0)
+            return true; /* nobody waits for it: drain */
+        frame_expect ex = slot_expects(p, s);
+        size_t want;
+        void *space = wp__frame_reader_space(&s->in, &want);
+        size_t take = n < want ? n : want;
+        memcpy(space, buf, take);
+        buf += take;
+        n -= take;
+        int rc = wp__frame_reader_advance(&s->in, take, &ex);
+        if (rc == FRAME_DONE) {
+            if (s->in.hdr.type == FRAME_READY) {
+                s->ready_at = wp__now_ms();
+                atomic_fetch_add(&p->n.workers_started, 1);
+                wp__slot_set_state(p, s, SLOT_IDLE);
+            } else {
+                handle_answer(p, s);
+            }
+            wp__frame_reader_reset(&s->in);
+            if (s->state == SLOT_STOPPING && s->deliberate)
+                return false;
+        } else if (rc < 0) {
+            protocol_error(p, s, rc == WP_E2BIG ? "result larger than max_message" : s->in.why);
+            wp__frame_reader_reset(&s->in);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Read everything the worker has sent (one read for many answers; a big
+ * payload straight into its place) and handle each frame.  True if at
+ * least one frame was handled.
+ */
+bool wp__slot_read(wp_pool *p, slot *s)
+{
+    uint64_t done_before = s->tasks_done + atomic_load(&p->n.workers_started);
+    unsigned count_before = s->count;
+    for (;;) {
+        size_t want;
+        void *space = wp__frame_reader_space(&s->in, &want);
+        bool direct = want >= READ_BUF_BYTES;
+        ssize_t n = read(s->h.result_fd, direct ? space : p->rbuf, direct ? want : READ_BUF_BYTES);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) { /* end of file: the worker is gone or going */
+            close(s->h.result_fd);
+            s->h.result_fd = -1;
+            wp__slot_stop(p, s, false, 0, NULL, "was killed by the pool: its result pipe closed");
+            break;
+        }
+        if (direct) {
+            frame_expect ex = slot_expects(p, s);
+            int rc = wp__frame_reader_advance(&s->in, (size_t)n, &ex);
+            if (rc == FRAME_DONE || rc < 0) { /* the end of a payload cannot be an error */
+                assert(rc == FRAME_DONE);
+                handle_answer(p, s);
+                wp__frame_reader_reset(&s->in);
+            }
+        } else if (!feed(p, s, p->rbuf, (size_t)n) || (size_t)n < READ_BUF_BYTES) {
+            break;
+        }
+    }
+    return s->tasks_done + atomic_load(&p->n.workers_started) != done_before ||
+           s->count != count_before;
+}
+
+void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
+{
+    int i = entry_of(s, t);
+    if (i < 0)
+        return;
+    task *back = take_back(s, (unsigned)i);
+    if (back != NULL) {
+        wp__task_finish(p, back, error, 0, msg, NULL, 0);
+        return;
+    }
+    /* It started.  Take back every task behind it first: once none of
+       them can start, killing the worker costs t alone.  One that has
+       started already means t has finished, its answer in the pipe. */
+    for (unsigned k = s->count; k-- > (unsigned)i + 1;) {
+        if (entry_at(s, k)->skipped)
+            continue;
+        task *n = take_back(s, k);
+        if (n == NULL) {
+            wp__slot_read(p, s);
+            return;
+        }
+        wp__held_push(p, n, 0, true);
+    }
+    wp__slot_read(p, s); /* the answers before it, and maybe its own */
+    if (entry_of(s, t) >= 0)
+        wp__slot_stop(p, s, true, error, msg, "was killed by the pool to stop its task");
+}
+
+task *wp__slot_steal(slot *s)
+{
+    for (unsigned i = 1; i < s->count; i++)
+        if (!entry_at(s, i)->skipped)
+            return take_back(s, i); /* the oldest not started, or none */
+    return NULL;
+}
+
+void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us)
+{
+    if (s->live <= HOL_KEEP)
+        return;
+    int64_t started = wp__slot_head_started(s);
+    if (started < 0 || now_us - started < HOL_US)
+        return;
+    /* Newest first, each in front: the line keeps their order.  The first
+       behind the head stays (an idle worker may steal it). */
+    for (unsigned i = s->count; i-- > HOL_KEEP;) {
+        if (entry_at(s, i)->skipped)
+            continue;
+        task *t = take_back(s, i);
+        if (t != NULL)
+            wp__held_push(p, t, 0, true);
+    }
+}
+
+/*
+ * The window ends (the worker stops or died): from the newest entry to
+ * the oldest, one not started goes back to the front of the line (so the
+ * line keeps their order), the started one ends with error and code.
+ */
+void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg)
+{
+    while (s->count > 0) {
+        unsigned i = s->count - 1;
+        win_entry *e = entry_at(s, i);
+        if (e->skipped) {
+            entry_remove(s, i);
+            continue;
+        }
+        task *t = e->t;
+        wp_future_retain(&t->future);
+        bool back = wp__claim(&s->shared->claim[e->pos], e->hdr.task_id, CLAIM_SKIPPED);
+        entry_remove(s, i);
+        if (back) {
+            t->attempts--;
+            wp__held_push(p, t, 0, true);
+        } else {
+            wp__task_finish(p, t, error, code, msg, NULL, 0);
+        }
+        wp_future_release(&t->future);
+    }
+    s->written = 0;
+    s->out_done = 0;
+    s->deadline_us = -1;
+}
+
+task *wp__slot_head_task(slot *s)
+{
+    if (s->count == 0 || entry_at(s, 0)->skipped)
+        return NULL;
+    return entry_at(s, 0)->t;
+}
+
+uint64_t wp__slot_stealable_id(slot *s)
+{
+    for (unsigned i = 1; i < s->count; i++)
+        if (!entry_at(s, i)->skipped)
+            return entry_at(s, i)->hdr.task_id;
+    return UINT64_MAX;
+}
+
+task *wp__slot_cancellable(slot *s)
+{
+    for (unsigned i = s->count; i-- > 0;) {
+        win_entry *e = entry_at(s, i);
+        if (e->skipped)
+            continue;
+        if (i == 0 && (e->t->opts.flags & WP_TASK_SHIELD) && wp__slot_head_started(s) >= 0)
+            continue; /* cancel cannot stop it: it runs to its end */
+        return e->t;
+    }
+    return NULL;
+}
