@@ -2,7 +2,8 @@
  * forkserver.c — the fork server process and the pool's side of its socket
  * (see forkserver.h).  The server allocates only what its child table
  * needs and never starts a thread, so every worker it forks comes from a
- * quiet single-threaded image.
+ * quiet single-threaded image.  It is the one reaper of its workers: it
+ * resets the signal set-up it inherited.
  */
 #include "config.h"
 
@@ -179,6 +180,10 @@ static _Noreturn void server_exit(server *s)
 static _Noreturn void server_main(int sock, const worker_config *cfg)
 {
     server s = { .sock = sock, .cfg = cfg };
+    /* First of all, nothing of the program's signal set-up: with SIGCHLD
+       ignored or SA_NOCLDWAIT the kernel would reap the workers, and their
+       exit status would be lost. */
+    wp__reset_signals();
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -186,9 +191,12 @@ static _Noreturn void server_main(int sock, const worker_config *cfg)
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         _exit(1);
-    /* A terminal's ^C is for the program; the server leaves when it does. */
+    /* What a terminal (^C, hang-up) or a kill of the whole process group
+       sends is for the program: the server leaves when the program does. */
+    signal(SIGHUP, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     int keep[] = { sock, sfd };
     wp__close_fds_except(3, keep, 2);
     __fpurge(stdout);

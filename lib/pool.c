@@ -631,15 +631,32 @@ static void read_forkserver(wp_pool *p)
 
 static void slot_waitpid(wp_pool *p, slot *s, bool block)
 {
-    int status;
-    pid_t r;
-    do
-        r = waitpid(s->h.pid, &status, block ? 0 : WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == s->h.pid)
+    int status, r = wp__reap(s->h.pid, s->h.pidfd, block, &status);
+    if (r > 0)
         slot_reaped(p, s, status);
-    else if (r < 0) /* someone else reaped it (SIGCHLD ignored?) */
-        slot_reaped(p, s, SIGKILL);
+    if (r >= 0)
+        return;
+    /* The program reaped it, and the kernel kept no status: its task fails
+       saying so, here (slot_reaped would name a status), as a crash of the
+       task, not a start failure. */
+    int pid = (int)s->h.pid;
+    char msg[256];
+    snprintf(msg, sizeof msg, "worker %d ended but its exit status was lost: the program ignores "
+             "SIGCHLD or reaps children itself (waitpid(-1)); WP_START_FORK cannot survive that, "
+             "use WP_START_FORKSERVER", pid);
+    while (s->h.result_fd >= 0 && slot_read(p, s))
+        ; /* results written just before it died */
+    unsigned failures = p->start_failures;
+    if (s->task != NULL) {
+        task *t = s->task;
+        s->task = NULL;
+        s->deliberate = true;
+        task_finish(p, t, WP_ECRASHED, 0, msg, NULL, 0);
+    }
+    slot_reaped(p, s, 0);
+    if (p->start_failures > failures)
+        snprintf(p->spawn_error, sizeof p->spawn_error, "worker %d ended as it started, its exit "
+                 "status lost (the program reaps children: use WP_START_FORKSERVER)", pid);
 }
 
 static int task_cancel(wp_future *f)

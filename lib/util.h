@@ -53,6 +53,22 @@ void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
 int wp__pidfd_open(pid_t pid) WP_INTERNAL;
 int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
 
+/* Every signal back to its default action, none blocked: what a process
+   the library forks does first, so that nothing the program set up (SIGCHLD
+   ignored or SA_NOCLDWAIT, handlers, a mask) rules it.  Async-signal-safe. */
+void wp__reset_signals(void) WP_INTERNAL;
+
+/*
+ * Reap the child pid, through its pidfd where there is one (>= 0: it names
+ * that process, never a later one with the same pid).  1: reaped, *status
+ * is its wait status; 0: it has not ended (only without block), or it is
+ * being reaped by someone else right now: ask again; -1: someone else
+ * reaped it (the program ignores SIGCHLD or reaps every child) and its
+ * status is lost.  Where the kernel keeps a reaped process's status for
+ * the holders of its pidfd (Linux 6.15), that status is returned instead.
+ */
+int wp__reap(pid_t pid, int pidfd, bool block, int *status) WP_INTERNAL;
+
 /* Blocking full read/write, retrying on EINTR and short counts.  0 on
    success, -1 on error or EOF (errno 0 for EOF). */
 int wp__read_full(int fd, void *buf, size_t len) WP_INTERNAL;

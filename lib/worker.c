@@ -5,8 +5,9 @@
  * buffer (wp_buf) the task function fills.
  *
  * A worker keeps nothing it does not need: after fork it closes every
- * descriptor but stdio and its own two pipe ends, unblocks signals, dies
- * with its parent (PR_SET_PDEATHSIG) and exits on end-of-file from the pool.
+ * descriptor but stdio and its own two pipe ends, resets every signal to
+ * its default, dies with its parent (PR_SET_PDEATHSIG) and exits on
+ * end-of-file from the pool.
  * It leaves with _exit() so the parent program's atexit handlers and stdio
  * buffers copied by fork never run or flush twice.
  */
@@ -215,12 +216,9 @@ static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(WORKER_EXIT_SETUP);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    /* The fork server ignores ^C; a worker dies of it like any process. */
-    signal(SIGINT, SIG_DFL);
-    signal(SIGQUIT, SIG_DFL);
+    /* Nothing of the program's (or the fork server's) signal set-up: tasks
+       and worker_init start from the defaults, no signal blocked. */
+    wp__reset_signals();
     int keep[] = { task_fd, result_fd };
     wp__close_fds_except(3, keep, 2);
     /* Output the parent had buffered but not written is the parent's. */
