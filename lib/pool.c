@@ -255,10 +255,10 @@ static void slot_kill(wp_pool *p, slot *s)
 {
     if (s->h.pid <= 0)
         return;
-    if (s->h.pidfd >= 0)
-        wp__pidfd_kill(s->h.pidfd, SIGKILL);
-    else if (!p->use_forkserver)
-        kill(s->h.pid, SIGKILL); /* our child, not yet reaped: cannot be reused */
+    if (!p->use_forkserver)
+        wp__kill_group(s->h.pid, s->h.pidfd); /* with what its task forked */
+    else if (s->h.pidfd >= 0)
+        wp__pidfd_kill(s->h.pidfd, SIGKILL); /* the server kills its group as it reaps it */
     else
         wp__forkserver_kill(&p->fs, s->h.pid);
 }
@@ -631,6 +631,9 @@ static void read_forkserver(wp_pool *p)
 
 static void slot_waitpid(wp_pool *p, slot *s, bool block)
 {
+    /* It has ended or been killed: what its task forked goes too, before
+       the reap frees its pid (the group's id). */
+    wp__kill_group(s->h.pid, s->h.pidfd);
     int status, r = wp__reap(s->h.pid, s->h.pidfd, block, &status);
     if (r > 0)
         slot_reaped(p, s, status);

@@ -2,21 +2,26 @@
  * check_process.c — the pool's processes against what a host program does
  * to them: its SIGCHLD disposition (ignored, handled with and without
  * SA_RESTART, SA_NOCLDWAIT, a thread reaping every child) and the rest of
- * its signal set-up.
+ * its signal set-up, and tasks that leave processes behind (a child, a setsid'ed child with a child of its own, a
+ * double-forked daemon) on deadline, cancel, recycling, shutdown and the
+ * owner's death.
  *
  * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
  * WP_START_FORK.  Check runs each test in a process of its own, so a test
  * may change its signal dispositions, or install a seccomp filter that
  * makes the kernel look older (no pidfd; no exit status kept in a pidfd) to
- * reach the library's fallbacks.  No test sleeps to let things happen.
+ * reach the library's fallbacks.  No test sleeps to let things happen, and
+ * every process a test causes is gone when it ends, even when it fails.
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -33,8 +38,12 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "util.h" /* wp__each_child, wp__each_child_by_stat */
 
 #define DEADLINE_MS     TU_DEADLINE_MS /* for conditions that must come true */
+#define GONE_MS         5000 /* processes that must be gone: generous (it takes ms) */
+#define TREE_TIMEOUT_MS 500  /* deadline of tree tasks: far past forking and reporting */
+#define MAX_PIDS        64
 
 static int method; /* the start method of the running test (loop index) */
 
@@ -55,6 +64,45 @@ static void settle(wp_future *f)
 static int pidfd_of(int pid)
 {
     return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* SIGKILL whatever of pids is still there (not our children: through a
+   pidfd, never a pid that may have been reused).  Returns how many were. */
+static int kill_leftovers(const int *pids, size_t n)
+{
+    int left = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tu_pid_exited(pids[i]))
+            continue;
+        left++;
+        int fd = pidfd_of(pids[i]);
+        if (fd >= 0) {
+            syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+            close(fd);
+        }
+    }
+    return left;
+}
+
+/* pids[0 .. must) exit within GONE_MS; then whatever of pids[0 .. n) is
+   left is killed (escapees the library cannot reach, or, when the test
+   fails, the stuck ones). */
+static void assert_gone(const int *pids, size_t n, size_t must, const char *what)
+{
+    int64_t deadline = tu_now_ms() + GONE_MS;
+    size_t i = 0;
+    while (i < must) {
+        if (tu_pid_exited(pids[i]))
+            i++;
+        else if (tu_now_ms() < deadline)
+            tu_poll_pause();
+        else
+            break;
+    }
+    int stuck = i < must ? pids[i] : 0;
+    int left = kill_leftovers(pids, must);
+    kill_leftovers(pids + must, n - must);
+    ck_assert_msg(stuck == 0, "%d of %zu %s outlived it (pid %d first)", left, must, what, stuck);
 }
 
 /* ------------------------------------------------------ an older kernel */
@@ -374,7 +422,8 @@ static int tu_signal_state(const void *arg, size_t len, wp_buf *out)
 
 /* Whatever the program set up (an ignored signal, a handler, SIGCHLD
    ignored, a blocked signal), a task starts from the defaults with nothing
-   blocked — but for what worker_init set. */
+   blocked — but for what worker_init set, and the terminal stops a worker
+   alone in its process group would get (ignored). */
 START_TEST(worker_signals_default)
 {
     method = _i;
@@ -394,13 +443,464 @@ START_TEST(worker_signals_default)
     ck_assert_uint_eq(len, sizeof state);
     memcpy(state, r, sizeof state);
     for (int sig = 1; sig < NSIG; sig++) {
-        bool set = sig == INIT_SIGNAL;
+        bool set = sig == INIT_SIGNAL || sig == SIGTTOU || sig == SIGTTIN;
         ck_assert_msg(state[0][sig] == set, "signal %d: %s", sig,
                       set ? "not as the worker set it" : "not its default action");
         ck_assert_msg(!state[1][sig], "signal %d is blocked in the worker", sig);
     }
     wp_future_release(f);
     wp_pool_destroy(p);
+}
+END_TEST
+
+/* ------------------------------------------------- what tasks leave behind */
+
+enum tree_shape {
+    TREE_CHILD,  /* a child (in the worker's process group) */
+    TREE_SETSID, /* a child in a session of its own, with a child of its own */
+    TREE_DAEMON, /* double fork: a grandchild in a session of its own, orphaned */
+    TREE_SHAPES
+};
+
+static const unsigned tree_reporters[TREE_SHAPES] = { 1, 2, 1 };
+
+typedef struct tree_arg {
+    char fifo[128];
+    int  shape;
+    int  then_return; /* once the tree has reported: 0 hang, 1 return */
+} tree_arg;
+
+/* In a process the task forked: say who we are (pid through the FIFO,
+   a byte to the task), then wait to be killed. */
+static _Noreturn void tree_member(const char *fifo, int ready)
+{
+    int pid = (int)getpid();
+    int fd = open(fifo, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, &pid, sizeof pid) != (ssize_t)sizeof pid || write(ready, "x", 1) != 1)
+        _exit(1);
+    close(fd);
+    for (;;)
+        pause();
+}
+
+/* The task: fork a tree of the given shape, wait until all of it has
+   reported, then hang or return. */
+static int tu_tree(const void *arg, size_t len, wp_buf *out)
+{
+    tree_arg a;
+    int ready[2];
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "tu_tree: bad argument");
+    memcpy(&a, arg, sizeof a);
+    a.fifo[sizeof a.fifo - 1] = '\0';
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return wp_buf_fail(out, 5, "tu_tree: no pipe");
+    pid_t c = fork();
+    if (c == 0) {
+        close(ready[0]);
+        if (a.shape != TREE_CHILD) {
+            if (setsid() < 0)
+                _exit(1);
+            pid_t g = fork();
+            if (g == 0)
+                tree_member(a.fifo, ready[1]);
+            if (a.shape == TREE_DAEMON)
+                _exit(g > 0 ? 0 : 1);
+        }
+        tree_member(a.fifo, ready[1]);
+    }
+    close(ready[1]);
+    if (c < 0)
+        return wp_buf_fail(out, 5, "tu_tree: cannot fork");
+    char byte;
+    for (unsigned i = 0; i < tree_reporters[a.shape]; i++)
+        if (read(ready[0], &byte, 1) != 1)
+            return wp_buf_fail(out, 5, "tu_tree: the tree did not report");
+    close(ready[0]);
+    if (a.shape == TREE_DAEMON)
+        waitpid(c, NULL, 0);
+    if (a.then_return)
+        return 0;
+    for (;;)
+        pause();
+}
+
+/* A test's tree tasks: one of each shape, each with a FIFO of its own. */
+typedef struct forest {
+    tu_fifo    fifo[TREE_SHAPES];
+    wp_future *f[TREE_SHAPES];
+    int        pids[MAX_PIDS];
+    size_t     n;
+    size_t     in_group;  /* pids[0 .. in_group): in a worker's process group */
+} forest;
+
+static void forest_open(forest *fr)
+{
+    memset(fr, 0, sizeof *fr);
+    for (int s = 0; s < TREE_SHAPES; s++)
+        tu_fifo_open(&fr->fifo[s]);
+}
+
+static tree_arg tree_arg_of(const forest *fr, int shape, int then_return)
+{
+    tree_arg a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.fifo, sizeof a.fifo, "%s", fr->fifo[shape].path);
+    a.shape = shape;
+    a.then_return = then_return;
+    return a;
+}
+
+/* Submit the three trees (their futures kept in fr->f if keep), and read
+   every pid they report. */
+static void forest_plant(forest *fr, wp_pool *p, const wp_task_options *opts, int then_return,
+                         bool keep)
+{
+    for (int s = 0; s < TREE_SHAPES; s++) {
+        tree_arg a = tree_arg_of(fr, s, then_return);
+        ck_assert_int_eq(wp_submit(p, tu_tree, &a, sizeof a, opts, keep ? &fr->f[s] : NULL), 0);
+    }
+    for (int s = 0; s < TREE_SHAPES; s++)
+        for (unsigned i = 0; i < tree_reporters[s]; i++) {
+            int pid = tu_fifo_read_pid(&fr->fifo[s], DEADLINE_MS);
+            if (pid <= 0) {
+                kill_leftovers(fr->pids, fr->n);
+                ck_abort_msg("a tree of shape %d did not report", s);
+            }
+            fr->pids[fr->n++] = pid;
+            if (s == TREE_CHILD)
+                fr->in_group = fr->n;
+        }
+}
+
+/* After its workers went: the fork server has killed every process of the
+   trees.  Under WP_START_FORK only those in a worker's process group are
+   sure to go (the rest escaped: see worker.h); the test kills the rest. */
+static void forest_gone(const forest *fr)
+{
+    size_t must = method == WP_START_FORKSERVER ? fr->n : fr->in_group;
+    assert_gone(fr->pids, fr->n, must, "processes the tasks forked");
+}
+
+static void forest_close(forest *fr)
+{
+    for (int s = 0; s < TREE_SHAPES; s++) {
+        if (fr->f[s] != NULL)
+            wp_future_release(fr->f[s]);
+        tu_fifo_close(&fr->fifo[s]);
+    }
+}
+
+/* After the trees went, the pool still serves. */
+static void still_serves(wp_pool *p)
+{
+    wp_future *f = tu_run(p, tu_echo, "next", 5, NULL);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    wp_future_release(f);
+}
+
+/* What ends the tree tasks' workers. */
+enum ending { BY_DEADLINE, BY_CANCEL, BY_RECYCLE, BY_SHUTDOWN };
+
+/* Three tree tasks, one of each shape, on three workers that then end
+   `how`: every process of the trees goes with them. */
+static void trees_end(enum ending how)
+{
+    static const int outcome[] = { [BY_DEADLINE] = WP_ETIMEDOUT, [BY_CANCEL] = WP_ECANCELED,
+                                   [BY_RECYCLE] = 0 };
+    wp_pool *p = make_pool(TREE_SHAPES, how == BY_RECYCLE ? 1 : 0);
+    forest fr;
+    forest_open(&fr);
+    wp_task_options o = { .timeout_ms = how == BY_DEADLINE ? TREE_TIMEOUT_MS : 0 };
+    forest_plant(&fr, p, &o, how == BY_RECYCLE, how != BY_SHUTDOWN);
+    if (how == BY_SHUTDOWN) {
+        ck_assert_int_eq(wp_pool_shutdown(p, 0), 0);
+    } else {
+        for (int s = 0; s < TREE_SHAPES && how == BY_CANCEL; s++)
+            ck_assert_int_eq(wp_future_cancel(fr.f[s]), 0);
+        for (int s = 0; s < TREE_SHAPES; s++) {
+            settle(fr.f[s]);
+            ck_assert_msg(wp_future_error(fr.f[s]) == outcome[how], "tree %d: error %d (%s)", s,
+                          wp_future_error(fr.f[s]), wp_future_message(fr.f[s]));
+        }
+        tu_wait_workers(p, TREE_SHAPES, 2 * TREE_SHAPES); /* the replacements */
+    }
+    forest_gone(&fr);
+    if (how != BY_SHUTDOWN)
+        still_serves(p);
+    wp_pool_destroy(p);
+    forest_close(&fr);
+}
+
+START_TEST(tree_deadline)
+{
+    method = _i;
+    trees_end(BY_DEADLINE);
+}
+END_TEST
+
+START_TEST(tree_cancel)
+{
+    method = _i;
+    trees_end(BY_CANCEL);
+}
+END_TEST
+
+/* max_tasks_per_worker: each worker retires after its task. */
+START_TEST(tree_recycle)
+{
+    method = _i;
+    trees_end(BY_RECYCLE);
+}
+END_TEST
+
+START_TEST(tree_shutdown)
+{
+    method = _i;
+    trees_end(BY_SHUTDOWN);
+}
+END_TEST
+
+/* A stray of a worker that lives (its task's double-forked daemon, which
+   that worker adopted) is left alone when another worker dies; it goes
+   with its own worker. */
+START_TEST(tree_of_live_worker_kept)
+{
+    method = _i;
+    wp_pool *p = make_pool(2, 0);
+    forest fr;
+    forest_open(&fr);
+    tree_arg a = tree_arg_of(&fr, TREE_DAEMON, 0);
+    ck_assert_int_eq(wp_submit(p, tu_tree, &a, sizeof a, NULL, &fr.f[TREE_DAEMON]), 0);
+    int daemon = tu_fifo_read_pid(&fr.fifo[TREE_DAEMON], DEADLINE_MS);
+    ck_assert_int_gt(daemon, 0);
+    fr.pids[fr.n++] = daemon;
+    /* Once the replacement is up, the fork server is done with the dead
+       worker's strays (it sweeps them before it forks again). */
+    expect_crash(p, tu_segv, 0, SIGSEGV, "killed by SIGSEGV", false, 2);
+    bool kept = !tu_pid_exited(daemon);
+    ck_assert_int_eq(wp_future_cancel(fr.f[TREE_DAEMON]), 0);
+    settle(fr.f[TREE_DAEMON]);
+    forest_gone(&fr);
+    ck_assert_msg(kept, "another worker's death took a live worker's process");
+    wp_pool_destroy(p);
+    forest_close(&fr);
+}
+END_TEST
+
+/* ---------------------------------------------------- the owner dies */
+
+/* Every process under pid (its threads' children, theirs, ...), appended
+   to pids. */
+static void collect_descendants(int pid, int *pids, size_t *n)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char kids[sizeof path + sizeof e->d_name + 16];
+        snprintf(kids, sizeof kids, "/proc/%d/task/%s/children", pid, e->d_name);
+        FILE *f = fopen(kids, "re");
+        int kid;
+        while (f != NULL && fscanf(f, "%d", &kid) == 1 && *n < MAX_PIDS) {
+            pids[(*n)++] = kid;
+            collect_descendants(kid, pids, n);
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(d);
+}
+
+typedef struct owner_plan {
+    bool trees; /* run the three trees */
+} owner_plan;
+
+/* How many pids the owner's tasks report through the FIFO of shape s. */
+static unsigned reports_expected(const owner_plan *plan, int s)
+{
+    return plan->trees ? tree_reporters[s] : 0;
+}
+
+/* In a child of the test: create a pool, have its workers busy, say so
+   (an int, 0), and wait to be killed.  No Check calls: this is not the
+   test's process. */
+static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int out)
+{
+    wp_pool *p = NULL;
+    unsigned workers = plan->trees ? TREE_SHAPES : 2;
+    wp_pool_options o = { .workers = workers, .start_method = method };
+    if (wp_pool_create(&p, &o) != 0)
+        _exit(10);
+    int64_t deadline = tu_now_ms() + DEADLINE_MS;
+    wp_pool_stats s;
+    while (wp_pool_get_stats(p, &s) == 0 && s.workers_alive < workers) {
+        if (tu_now_ms() > deadline)
+            _exit(11);
+        tu_poll_pause();
+    }
+    for (unsigned t = 0; t < workers; t++) {
+        tree_arg a = tree_arg_of(fr, (int)t, 0);
+        if (wp_submit(p, tu_tree, &a, sizeof a, NULL, NULL) != 0)
+            _exit(12);
+    }
+    int ready = 0;
+    if (write(out, &ready, sizeof ready) != (ssize_t)sizeof ready)
+        _exit(14);
+    for (;;)
+        pause();
+}
+
+/* Read an int from fd within timeout_ms; -1 if none came. */
+static int read_int(int fd, int64_t timeout_ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    int v;
+    if (poll(&pfd, 1, (int)timeout_ms) != 1 || read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+        return -1;
+    return v;
+}
+
+/*
+ * SIGKILL an owner whose pool is busy: its fork server and workers go
+ * within GONE_MS (in practice a few ms: the figure is printed).  Under the
+ * fork server so does everything the tasks forked; under WP_START_FORK
+ * nobody is left to kill those (worker.h), and the test does.
+ */
+static void owner_dies(const owner_plan *plan)
+{
+    forest fr;
+    forest_open(&fr);
+    int pp[2];
+    ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
+    pid_t owner = fork();
+    ck_assert_int_ge(owner, 0);
+    if (owner == 0) {
+        close(pp[0]);
+        owner_main(plan, &fr, pp[1]);
+    }
+    close(pp[1]);
+    int ready = read_int(pp[0], DEADLINE_MS);
+    close(pp[0]);
+    int all[MAX_PIDS];
+    size_t nall = 0, nreports = 0, want = 0;
+    for (int s = 0; s < TREE_SHAPES; s++)
+        for (unsigned i = 0; i < reports_expected(plan, s); i++, want++) {
+            int pid = ready >= 0 ? tu_fifo_read_pid(&fr.fifo[s], DEADLINE_MS) : -1;
+            if (pid > 0) {
+                all[nall++] = pid;
+                nreports++;
+            }
+        }
+    collect_descendants(owner, all, &nall);
+    /* The ones that must go first: everything under the fork server, the
+       workers (the owner's children) under WP_START_FORK. */
+    int pids[MAX_PIDS];
+    size_t n = 0, must = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            must = n;
+        for (size_t i = 0; i < nall; i++) {
+            bool first = method == WP_START_FORKSERVER || tu_pid_parent(all[i]) == owner;
+            bool again = false;
+            for (size_t j = 0; j < i; j++)
+                again = again || all[j] == all[i];
+            if (!again && first == (pass == 0))
+                pids[n++] = all[i];
+        }
+    }
+    int64_t killed = tu_now_ms();
+    ck_assert_int_eq(kill(owner, SIGKILL), 0);
+    int st;
+    ck_assert_int_eq(waitpid(owner, &st, 0), owner);
+    bool set_up = ready >= 0 && nreports == want;
+    if (set_up)
+        assert_gone(pids, n, must, "processes of the dead owner's pool");
+    else
+        kill_leftovers(pids, n);
+    int64_t took = tu_now_ms() - killed;
+    forest_close(&fr);
+    ck_assert_msg(set_up, "the owner did not set up (status 0x%x, %zu of %zu reports)",
+                  (unsigned)st, nreports, want);
+    printf("%s, trees: %zu processes gone %lld ms after the owner's SIGKILL\n",
+           method == WP_START_FORK ? "WP_START_FORK" : "WP_START_FORKSERVER", must,
+           (long long)took);
+}
+
+START_TEST(owner_dies_trees)
+{
+    method = _i;
+    owner_dies(&(owner_plan){ .trees = true });
+}
+END_TEST
+
+/* ------------------------------------------------ listing one's children */
+
+typedef struct kids {
+    int    pid[MAX_PIDS];
+    size_t n;
+} kids;
+
+static bool note_kid(pid_t pid, void *ctx)
+{
+    kids *k = ctx;
+    if (k->n < MAX_PIDS)
+        k->pid[k->n++] = (int)pid;
+    return true;
+}
+
+static bool same_pids(const kids *k, const int *want, size_t n)
+{
+    if (k->n != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < k->n; j++)
+            found = found || k->pid[j] == want[i];
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* What the fork server uses to find strays: both ways list exactly this
+   process's children, zombies included. */
+START_TEST(children_listed)
+{
+    enum { KIDS = 3 };
+    int hold[2], pids[KIDS];
+    ck_assert_int_eq(pipe2(hold, O_CLOEXEC), 0);
+    for (int i = 0; i < KIDS; i++) {
+        pids[i] = fork();
+        ck_assert_int_ge(pids[i], 0);
+        if (pids[i] == 0) {
+            char c;
+            close(hold[1]);
+            if (i > 0) /* the first one ends at once: a zombie */
+                while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+                    ;
+            _exit(0);
+        }
+    }
+    close(hold[0]);
+    kids a = { .n = 0 }, b = { .n = 0 };
+    int na = wp__each_child(note_kid, &a);
+    int nb = wp__each_child_by_stat(note_kid, &b);
+    close(hold[1]);
+    for (int i = 0; i < KIDS; i++)
+        ck_assert_int_eq(waitpid(pids[i], NULL, 0), pids[i]);
+    ck_assert_int_eq(na, KIDS);
+    ck_assert_int_eq(nb, KIDS);
+    ck_assert(same_pids(&a, pids, KIDS));
+    ck_assert(same_pids(&b, pids, KIDS));
+    kids none = { .n = 0 };
+    ck_assert_int_eq(wp__each_child(note_kid, &none), 0);
+    ck_assert_int_eq(wp__each_child_by_stat(note_kid, &none), 0);
 }
 END_TEST
 
@@ -420,8 +920,17 @@ static Suite *process_suite(void)
         { "sigchld_ignored_status_lost", sigchld_ignored_status_lost },
         { "sigchld_ignored_without_pidfd", sigchld_ignored_without_pidfd },
         { "worker_signals_default", worker_signals_default },
+        { "tree_deadline", tree_deadline },
+        { "tree_cancel", tree_cancel },
+        { "tree_recycle", tree_recycle },
+        { "tree_shutdown", tree_shutdown },
+        { "tree_of_live_worker_kept", tree_of_live_worker_kept },
+        { "owner_dies_trees", owner_dies_trees },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
+    TCase *tc = tcase_create("children_listed");
+    tcase_add_test(tc, children_listed);
+    suite_add_tcase(s, tc);
     return s;
 }
 
