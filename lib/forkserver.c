@@ -100,8 +100,13 @@ static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
 
 /* ------------------------------------------------------------ the server */
 
+/* Sent by the kernel when the thread that forked the server ends (only
+   without pidfd: see watch_owner). */
+#define OWNER_GONE_SIGNAL SIGUSR1
+
 typedef struct server {
     int    sock;
+    pid_t  owner;
     pid_t *children;   /* the workers, not yet reaped */
     size_t nchildren, cap;
     const worker_config *cfg;
@@ -237,18 +242,39 @@ static _Noreturn void server_exit(server *s)
     }
 }
 
-static _Noreturn void server_main(int sock, const worker_config *cfg)
+/*
+ * Learn of the owner's death even while a process it forked (without exec)
+ * holds our socket open, so that no end-of-file comes: a pidfd of the owner,
+ * polled.  It is opened before getppid() is checked, so an owner that died
+ * first is not missed, and one that is still our parent cannot have given
+ * its pid to another.  Without pidfd, a parent-death signal — but the
+ * kernel sends that when the *thread* that forked us ends (pools are made
+ * on threads that come and go), so it only makes us look at getppid().
+ * Returns the pidfd, or -1.
+ */
+static int watch_owner(pid_t owner)
 {
-    server s = { .sock = sock, .cfg = cfg };
+    int fd = wp__pidfd_open(owner);
+    if (fd < 0)
+        (void)prctl(PR_SET_PDEATHSIG, OWNER_GONE_SIGNAL);
+    if (getppid() != owner)
+        _exit(0);
+    return fd;
+}
+
+static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owner)
+{
+    server s = { .sock = sock, .cfg = cfg, .owner = owner };
     /* First of all, nothing of the program's signal set-up: with SIGCHLD
        ignored or SA_NOCLDWAIT the kernel would reap the workers, and their
        exit status would be lost. */
     wp__reset_signals();
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    sigset_t watched;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    sigaddset(&watched, OWNER_GONE_SIGNAL);
+    sigprocmask(SIG_BLOCK, &watched, NULL);
+    int sfd = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         _exit(1);
     /* What a terminal (^C, hang-up) or a kill of the whole process group
@@ -260,22 +286,29 @@ static _Noreturn void server_main(int sock, const worker_config *cfg)
     /* What a task leaves behind comes to us when its parent dies, not to
        init, so that it can be killed. */
     (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
-    int keep[] = { sock, sfd };
-    wp__close_fds_except(3, keep, 2);
+    int owner_fd = watch_owner(owner);
+    int keep[] = { sock, sfd, owner_fd };
+    wp__close_fds_except(3, keep, owner_fd >= 0 ? 3 : 2);
     __fpurge(stdout);
     __fpurge(stderr);
 
     for (;;) {
-        struct pollfd pfd[2] = { { .fd = sock, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
-        if (poll(pfd, 2, -1) < 0) {
+        struct pollfd pfd[3] = { { .fd = sock, .events = POLLIN },
+                                 { .fd = sfd, .events = POLLIN },
+                                 { .fd = owner_fd, .events = POLLIN } }; /* -1: none */
+        if (poll(pfd, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
             server_exit(&s);
         }
+        if (pfd[2].revents)
+            server_exit(&s); /* the owner died */
         if (pfd[1].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
+            if (owner_fd < 0 && getppid() != owner)
+                server_exit(&s);
             if (reap_ended(&s, true) > 0)
                 clear_strays(&s);
         }
@@ -304,10 +337,11 @@ int wp__forkserver_start(forkserver *fs, const worker_config *cfg)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
+    pid_t owner = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        server_main(sv[1], cfg);
+        server_main(sv[1], cfg, owner);
     }
     int e = errno;
     close(sv[1]);
@@ -375,8 +409,13 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
 
 void wp__forkserver_stop(forkserver *fs)
 {
-    if (fs->sock >= 0)
+    /* shutdown() ends the socket itself, not just this descriptor: the
+       server sees the end even while a process the program forked holds a
+       copy. */
+    if (fs->sock >= 0) {
+        shutdown(fs->sock, SHUT_RDWR);
         close(fs->sock);
+    }
     fs->sock = -1;
     if (fs->pid > 0)
         while (waitpid(fs->pid, NULL, 0) < 0 && errno == EINTR)

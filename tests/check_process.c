@@ -2,7 +2,9 @@
  * check_process.c — the pool's processes against what a host program does
  * to them: its SIGCHLD disposition (ignored, handled with and without
  * SA_RESTART, SA_NOCLDWAIT, a thread reaping every child) and the rest of
- * its signal set-up, and tasks that leave processes behind (a child, a setsid'ed child with a child of its own, a
+ * its signal set-up, children it forks without exec that keep the pool's
+ * descriptors, pools created on threads that exit, and tasks that leave
+ * processes behind (a child, a setsid'ed child with a child of its own, a
  * double-forked daemon) on deadline, cancel, recycling, shutdown and the
  * owner's death.
  *
@@ -42,6 +44,7 @@
 
 #define DEADLINE_MS     TU_DEADLINE_MS /* for conditions that must come true */
 #define GONE_MS         5000 /* processes that must be gone: generous (it takes ms) */
+#define PROMPT_MS       5000 /* wp_pool_destroy must have returned by then */
 #define TREE_TIMEOUT_MS 500  /* deadline of tree tasks: far past forking and reporting */
 #define MAX_PIDS        64
 
@@ -453,6 +456,103 @@ START_TEST(worker_signals_default)
 }
 END_TEST
 
+/* ------------------------------------- children the owner forks itself */
+
+typedef struct destroyer {
+    wp_pool    *pool;
+    atomic_bool done;
+} destroyer;
+
+static void *destroy_main(void *arg)
+{
+    destroyer *d = arg;
+    wp_pool_destroy(d->pool);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+/* The program forks a child without exec (it holds copies of the pool's
+   socket and pipe ends): destroy still returns at once. */
+START_TEST(destroy_with_forked_child)
+{
+    method = _i;
+    wp_pool *p = make_pool(2, 0);
+    wp_future *f = tu_run(p, tu_echo, "x", 1, NULL);
+    wp_future_release(f);
+    int hold[2];
+    ck_assert_int_eq(pipe2(hold, O_CLOEXEC), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) { /* lives until the test lets it go */
+        char c;
+        close(hold[1]);
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(hold[0]);
+    destroyer d = { .pool = p };
+    atomic_init(&d.done, false);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, destroy_main, &d), 0);
+    int64_t start = tu_now_ms();
+    while (!atomic_load(&d.done) && tu_now_ms() - start < PROMPT_MS)
+        tu_poll_pause();
+    bool prompt = atomic_load(&d.done);
+    close(hold[1]); /* the child exits */
+    pthread_join(t, NULL);
+    int st;
+    ck_assert_int_eq(waitpid(child, &st, 0), child);
+    ck_assert_msg(prompt, "wp_pool_destroy waited for a child of the program");
+}
+END_TEST
+
+typedef struct creator {
+    wp_pool_options o;
+    wp_pool        *pool;
+} creator;
+
+static void *create_main(void *arg)
+{
+    creator *c = arg;
+    c->pool = tu_pool_create(c->o);
+    return NULL;
+}
+
+/* The pool is created on a thread that then ends: the fork server (forked
+   by that thread) must not take that for the owner's death. */
+static void pool_outlives_its_thread(void)
+{
+    creator c = { .o = { .workers = 1, .start_method = method } };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, create_main, &c), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    tu_wait_workers(c.pool, 1, 1);
+    int pid = worker_pid(c.pool);
+    ck_assert_int_gt(pid, 0);
+    expect_crash(c.pool, tu_segv, 0, SIGSEGV, "killed by SIGSEGV", false, 1);
+    wp_future *f = tu_run(c.pool, tu_echo, "still here", 11, NULL);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    wp_future_release(f);
+    wp_pool_destroy(c.pool);
+}
+
+START_TEST(pool_on_exited_thread)
+{
+    method = _i;
+    pool_outlives_its_thread();
+}
+END_TEST
+
+START_TEST(pool_on_exited_thread_without_pidfd)
+{
+    method = _i;
+    if (!kernel_without_pidfd())
+        return;
+    pool_outlives_its_thread();
+}
+END_TEST
+
 /* ------------------------------------------------- what tasks leave behind */
 
 enum tree_shape {
@@ -718,20 +818,29 @@ static void collect_descendants(int pid, int *pids, size_t *n)
 }
 
 typedef struct owner_plan {
-    bool trees; /* run the three trees */
+    bool trees;    /* run the three trees; else two tasks that hang */
+    bool holder;   /* fork a child without exec, keeping every descriptor */
+    bool no_pidfd; /* as on a kernel without pidfd */
 } owner_plan;
 
-/* How many pids the owner's tasks report through the FIFO of shape s. */
+/* How many pids the owner's tasks report through the FIFO of shape s:
+   the trees' members, or the two hanging tu_report tasks' workers. */
 static unsigned reports_expected(const owner_plan *plan, int s)
 {
-    return plan->trees ? tree_reporters[s] : 0;
+    if (plan->trees)
+        return tree_reporters[s];
+    return s == TREE_CHILD ? 2 : 0;
 }
 
-/* In a child of the test: create a pool, have its workers busy, say so
-   (an int, 0), and wait to be killed.  No Check calls: this is not the
-   test's process. */
-static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int out)
+#define OWNER_NO_FILTER 9 /* the owner's exit status: no seccomp filter here */
+
+/* In a child of the test: create a pool, have its workers busy, maybe fork
+   a holder, report the holder's pid (or 0), and wait to be killed.  No
+   Check calls: this is not the test's process. */
+static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int hold, int out)
 {
+    if (plan->no_pidfd && !kernel_without_pidfd())
+        _exit(OWNER_NO_FILTER);
     wp_pool *p = NULL;
     unsigned workers = plan->trees ? TREE_SHAPES : 2;
     wp_pool_options o = { .workers = workers, .start_method = method };
@@ -746,11 +855,25 @@ static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int out)
     }
     for (unsigned t = 0; t < workers; t++) {
         tree_arg a = tree_arg_of(fr, (int)t, 0);
-        if (wp_submit(p, tu_tree, &a, sizeof a, NULL, NULL) != 0)
+        tu_report_arg r = tu_report_arg_of(-1, &fr->fifo[TREE_CHILD], NULL);
+        int rc = plan->trees ? wp_submit(p, tu_tree, &a, sizeof a, NULL, NULL)
+                             : wp_submit(p, tu_report, &r, sizeof r, NULL, NULL);
+        if (rc != 0)
             _exit(12);
     }
-    int ready = 0;
-    if (write(out, &ready, sizeof ready) != (ssize_t)sizeof ready)
+    int holder = 0;
+    if (plan->holder) {
+        holder = fork();
+        if (holder < 0)
+            _exit(13);
+        if (holder == 0) { /* keeps every descriptor, until the test lets it go */
+            char c;
+            while (read(hold, &c, 1) < 0 && errno == EINTR)
+                ;
+            _exit(0);
+        }
+    }
+    if (write(out, &holder, sizeof holder) != (ssize_t)sizeof holder)
         _exit(14);
     for (;;)
         pause();
@@ -768,38 +891,42 @@ static int read_int(int fd, int64_t timeout_ms)
 
 /*
  * SIGKILL an owner whose pool is busy: its fork server and workers go
- * within GONE_MS (in practice a few ms: the figure is printed).  Under the
- * fork server so does everything the tasks forked; under WP_START_FORK
- * nobody is left to kill those (worker.h), and the test does.
+ * within GONE_MS (in practice a few ms: the figure is printed) even while
+ * a child it forked holds their socket and pipes.  Under the fork server so
+ * does everything the tasks forked; under WP_START_FORK nobody is left to
+ * kill those (worker.h), and the test does.
  */
 static void owner_dies(const owner_plan *plan)
 {
     forest fr;
     forest_open(&fr);
-    int pp[2];
+    int hold[2], pp[2];
+    ck_assert_int_eq(pipe2(hold, O_CLOEXEC), 0);
     ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
     pid_t owner = fork();
     ck_assert_int_ge(owner, 0);
     if (owner == 0) {
+        close(hold[1]);
         close(pp[0]);
-        owner_main(plan, &fr, pp[1]);
+        owner_main(plan, &fr, hold[0], pp[1]);
     }
+    close(hold[0]);
     close(pp[1]);
-    int ready = read_int(pp[0], DEADLINE_MS);
+    int holder = read_int(pp[0], DEADLINE_MS);
     close(pp[0]);
     int all[MAX_PIDS];
     size_t nall = 0, nreports = 0, want = 0;
     for (int s = 0; s < TREE_SHAPES; s++)
         for (unsigned i = 0; i < reports_expected(plan, s); i++, want++) {
-            int pid = ready >= 0 ? tu_fifo_read_pid(&fr.fifo[s], DEADLINE_MS) : -1;
+            int pid = holder >= 0 ? tu_fifo_read_pid(&fr.fifo[s], DEADLINE_MS) : -1;
             if (pid > 0) {
                 all[nall++] = pid;
                 nreports++;
             }
         }
     collect_descendants(owner, all, &nall);
-    /* The ones that must go first: everything under the fork server, the
-       workers (the owner's children) under WP_START_FORK. */
+    /* The ones that must go first: everything but the holder under the
+       fork server, the workers (the owner's children) under WP_START_FORK. */
     int pids[MAX_PIDS];
     size_t n = 0, must = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -810,7 +937,7 @@ static void owner_dies(const owner_plan *plan)
             bool again = false;
             for (size_t j = 0; j < i; j++)
                 again = again || all[j] == all[i];
-            if (!again && first == (pass == 0))
+            if (all[i] != holder && !again && first == (pass == 0))
                 pids[n++] = all[i];
         }
     }
@@ -818,19 +945,37 @@ static void owner_dies(const owner_plan *plan)
     ck_assert_int_eq(kill(owner, SIGKILL), 0);
     int st;
     ck_assert_int_eq(waitpid(owner, &st, 0), owner);
-    bool set_up = ready >= 0 && nreports == want;
+    bool set_up = holder >= 0 && nreports == want && (!plan->holder || holder > 0);
     if (set_up)
         assert_gone(pids, n, must, "processes of the dead owner's pool");
     else
         kill_leftovers(pids, n);
     int64_t took = tu_now_ms() - killed;
+    close(hold[1]); /* the holder exits */
     forest_close(&fr);
-    ck_assert_msg(set_up, "the owner did not set up (status 0x%x, %zu of %zu reports)",
-                  (unsigned)st, nreports, want);
-    printf("%s, trees: %zu processes gone %lld ms after the owner's SIGKILL\n",
-           method == WP_START_FORK ? "WP_START_FORK" : "WP_START_FORKSERVER", must,
-           (long long)took);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == OWNER_NO_FILTER)
+        return; /* cannot make the kernel look older here */
+    ck_assert_msg(set_up, "the owner did not set up (status 0x%x, holder %d, %zu of %zu reports)",
+                  (unsigned)st, holder, nreports, want);
+    printf("%s, %s%s%s: %zu processes gone %lld ms after the owner's SIGKILL\n",
+           method == WP_START_FORK ? "WP_START_FORK" : "WP_START_FORKSERVER",
+           plan->trees ? "trees" : "hanging tasks", plan->holder ? ", a forked child" : "",
+           plan->no_pidfd ? ", no pidfd" : "", must, (long long)took);
 }
+
+START_TEST(owner_dies_with_forked_child)
+{
+    method = _i;
+    owner_dies(&(owner_plan){ .holder = true });
+}
+END_TEST
+
+START_TEST(owner_dies_with_forked_child_without_pidfd)
+{
+    method = _i;
+    owner_dies(&(owner_plan){ .holder = true, .no_pidfd = true });
+}
+END_TEST
 
 START_TEST(owner_dies_trees)
 {
@@ -920,11 +1065,16 @@ static Suite *process_suite(void)
         { "sigchld_ignored_status_lost", sigchld_ignored_status_lost },
         { "sigchld_ignored_without_pidfd", sigchld_ignored_without_pidfd },
         { "worker_signals_default", worker_signals_default },
+        { "destroy_with_forked_child", destroy_with_forked_child },
+        { "pool_on_exited_thread", pool_on_exited_thread },
+        { "pool_on_exited_thread_without_pidfd", pool_on_exited_thread_without_pidfd },
         { "tree_deadline", tree_deadline },
         { "tree_cancel", tree_cancel },
         { "tree_recycle", tree_recycle },
         { "tree_shutdown", tree_shutdown },
         { "tree_of_live_worker_kept", tree_of_live_worker_kept },
+        { "owner_dies_with_forked_child", owner_dies_with_forked_child },
+        { "owner_dies_with_forked_child_without_pidfd", owner_dies_with_forked_child_without_pidfd },
         { "owner_dies_trees", owner_dies_trees },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
