@@ -22,80 +22,23 @@
 #include <unistd.h>
 
 #include "forkserver.h"
+#include "fsmsg.h"
 
 enum { OP_SPAWN = 1, OP_KILL, OP_SPAWNED, OP_SPAWN_FAILED, OP_EXITED };
 
-typedef struct fs_msg {
-    uint32_t op;
-    uint32_t slot;
-    int32_t  pid;
-    int32_t  value;   /* errno or wait status */
-} fs_msg;
-
-#define FS_MAX_FDS 3
-
 /* ------------------------------------------------------- message transport */
 
+/* The transport is fsmsg.c's; these are the server's short names for it.
+   The server is never sent descriptors it wants: any that come, whole or
+   cut off, are closed and the message is acted on alone. */
 static int send_msg(int sock, const fs_msg *m, const int *fds, int nfds, int flags)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (nfds > 0) {
-        memset(&ctl, 0, sizeof ctl);
-        mh.msg_control = ctl.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    ssize_t n;
-    do
-        n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n == (ssize_t)sizeof *m ? 0 : -1;
+    return wp__fs_msg_send(sock, m, fds, nfds, flags);
 }
 
-/* 1 got a message (fds filled, *nfds set), 0 nothing now, -1 closed/error. */
 static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                         .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
-    ssize_t n;
-    do
-        n = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-    *nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (*nfds < FS_MAX_FDS)
-                    fds[(*nfds)++] = fd;
-                else
-                    close(fd);
-            }
-        }
-    if (n != (ssize_t)sizeof *m) {
-        while (*nfds > 0)
-            close(fds[--(*nfds)]);
-        return -1;
-    }
-    return 1;
+    return wp__fs_msg_recv(sock, m, fds, nfds, NULL, flags);
 }
 
 /* ------------------------------------------------------------ the server */
@@ -370,8 +313,8 @@ int wp__forkserver_kill(forkserver *fs, pid_t pid)
 int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
 {
     fs_msg m;
-    int fds[FS_MAX_FDS], nfds;
-    int got = recv_msg(fs->sock, &m, fds, &nfds, MSG_DONTWAIT);
+    int fds[FS_MAX_FDS], nfds, fd_error;
+    int got = wp__fs_msg_recv(fs->sock, &m, fds, &nfds, &fd_error, MSG_DONTWAIT);
     if (got <= 0)
         return got;
     memset(ev, 0, sizeof *ev);
@@ -380,9 +323,11 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
     ev->handle.task_fd = ev->handle.result_fd = ev->handle.pidfd = -1;
     switch (m.op) {
     case OP_SPAWNED:
-        if (nfds < 2) {
+        if (fd_error != 0 || nfds < 2) {
+            /* The worker exists, but without its pipes it is no use: it
+               sees end-of-file and exits, and its exit is reported. */
             ev->kind = FS_SPAWN_FAILED;
-            ev->error = EPROTO;
+            ev->error = fd_error != 0 ? fd_error : EPROTO;
             break;
         }
         ev->kind = FS_SPAWNED;

@@ -14,9 +14,9 @@
  */
 #include "config.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -134,14 +134,35 @@ static bool receive_task(worker *w, frame_reader *r)
     }
 }
 
-/* Is fn inside an object mapped in this process?  A pointer into a library
-   the parent loaded after this worker's image was forked is not. */
+/* dl_iterate_phdr callback: 1 if *data (a uintptr_t) lies in an executable
+   segment of this object. */
+static int in_code_of(struct dl_phdr_info *info, size_t size, void *data)
+{
+    uintptr_t addr = *(const uintptr_t *)data;
+    WP_UNUSED(size);
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t start = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
+        if (addr - start < (uintptr_t)ph->p_memsz) /* wraps when below start */
+            return 1;
+    }
+    return 0;
+}
+
+/* Is fn code of an object loaded in this process?  A pointer into a library
+   the parent loaded after this worker's image was forked is not, nor is one
+   into data.  dl_iterate_phdr, unlike dladdr, also sees the image of a
+   statically linked program.  The last function found is remembered. */
 static bool callable(worker *w, void *fn)
 {
-    Dl_info info;
+    if (fn == NULL)
+        return false;
     if (fn == w->checked_fn)
         return true;
-    if (fn == NULL || dladdr(fn, &info) == 0)
+    uintptr_t addr = (uintptr_t)fn;
+    if (dl_iterate_phdr(in_code_of, &addr) == 0)
         return false;
     w->checked_fn = fn;
     return true;
