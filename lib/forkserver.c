@@ -2,7 +2,9 @@
  * forkserver.c — the fork server process and the pool's side of its socket
  * (see forkserver.h).  The server allocates only what its child table
  * needs and never starts a thread, so every worker it forks comes from a
- * quiet single-threaded image.
+ * quiet single-threaded image.  It is the one reaper of its workers (it
+ * resets the signal set-up it inherited) and the subreaper of whatever their
+ * tasks fork, so it can kill a worker's whole tree race-free (worker.h).
  */
 #include "config.h"
 
@@ -13,108 +15,59 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "forkserver.h"
+#include "fsmsg.h"
 
 enum { OP_SPAWN = 1, OP_KILL, OP_SPAWNED, OP_SPAWN_FAILED, OP_EXITED };
 
-typedef struct fs_msg {
-    uint32_t op;
-    uint32_t slot;
-    int32_t  pid;
-    int32_t  value;   /* errno or wait status */
-} fs_msg;
-
-#define FS_MAX_FDS 3
-
 /* ------------------------------------------------------- message transport */
 
+/* The transport is fsmsg.c's; these are the server's short names for it.
+   The server is never sent descriptors it wants: any that come, whole or
+   cut off, are closed and the message is acted on alone. */
 static int send_msg(int sock, const fs_msg *m, const int *fds, int nfds, int flags)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof *m };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (nfds > 0) {
-        memset(&ctl, 0, sizeof ctl);
-        mh.msg_control = ctl.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    ssize_t n;
-    do
-        n = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n == (ssize_t)sizeof *m ? 0 : -1;
+    return wp__fs_msg_send(sock, m, fds, nfds, flags);
 }
 
-/* 1 got a message (fds filled, *nfds set), 0 nothing now, -1 closed/error. */
 static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * FS_MAX_FDS)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = { .iov_base = m, .iov_len = sizeof *m };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                         .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
-    ssize_t n;
-    do
-        n = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-    *nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (*nfds < FS_MAX_FDS)
-                    fds[(*nfds)++] = fd;
-                else
-                    close(fd);
-            }
-        }
-    if (n != (ssize_t)sizeof *m) {
-        while (*nfds > 0)
-            close(fds[--(*nfds)]);
-        return -1;
-    }
-    return 1;
+    return wp__fs_msg_recv(sock, m, fds, nfds, NULL, flags);
 }
 
 /* ------------------------------------------------------------ the server */
 
+/* Sent by the kernel when the thread that forked the server ends (only
+   without pidfd: see watch_owner). */
+#define OWNER_GONE_SIGNAL SIGUSR1
+
 typedef struct server {
     int    sock;
-    pid_t *children;
+    pid_t  owner;
+    pid_t *children;   /* the workers, not yet reaped */
     size_t nchildren, cap;
     const worker_config *cfg;
 } server;
 
-static void remember(server *s, pid_t pid)
+/* Room for one more worker in the table, made before it is forked: a child
+   the server does not know is taken for a stray, and killed. */
+static bool reserve(server *s)
 {
-    if (s->nchildren == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        pid_t *p = realloc(s->children, cap * sizeof *p);
-        if (p == NULL)
-            return; /* it still dies with us through PR_SET_PDEATHSIG */
-        s->children = p;
-        s->cap = cap;
-    }
-    s->children[s->nchildren++] = pid;
+    if (s->nchildren < s->cap)
+        return true;
+    size_t cap = s->cap ? s->cap * 2 : 16;
+    pid_t *p = realloc(s->children, cap * sizeof *p);
+    if (p == NULL)
+        return false;
+    s->children = p;
+    s->cap = cap;
+    return true;
 }
 
 static bool forget(server *s, pid_t pid)
@@ -139,14 +92,16 @@ static void serve_spawn(server *s, uint32_t slot)
 {
     worker_handle h;
     fs_msg reply = { .op = OP_SPAWNED, .slot = slot };
-    int rc = slot < s->cfg->slots ? wp__worker_spawn(s->cfg, slot, &h) : -EINVAL;
+    int rc = slot >= s->cfg->slots ? -EINVAL
+             : !reserve(s)         ? -ENOMEM
+                                   : wp__worker_spawn(s->cfg, slot, &h);
     if (rc < 0) {
         reply.op = OP_SPAWN_FAILED;
         reply.value = -rc;
         send_msg(s->sock, &reply, NULL, 0, 0);
         return;
     }
-    remember(s, h.pid);
+    s->children[s->nchildren++] = h.pid;
     reply.pid = h.pid;
     int fds[3] = { h.task_fd, h.result_fd, h.pidfd };
     send_msg(s->sock, &reply, fds, h.pidfd >= 0 ? 3 : 2, 0);
@@ -155,57 +110,150 @@ static void serve_spawn(server *s, uint32_t slot)
             close(fds[i]);
 }
 
-static void reap_children(server *s)
+/*
+ * Reap every child that has ended.  A worker's process group is killed
+ * first, while the worker is a zombie (its pid, the group's id, cannot be
+ * anyone else's yet): whatever its task forked dies with it.  A worker's
+ * status goes to the pool if report; a stray (below) is reaped silently.
+ * Returns how many workers were reaped.
+ */
+static size_t reap_ended(server *s, bool report)
 {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (!forget(s, pid))
-            continue;
-        fs_msg m = { .op = OP_EXITED, .pid = pid, .value = status };
-        send_msg(s->sock, &m, NULL, 0, 0);
+    size_t workers = 0;
+    for (;;) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+            if (errno == EINTR)
+                continue;
+            return workers;
+        }
+        if (si.si_pid == 0)
+            return workers;
+        pid_t pid = si.si_pid;
+        bool worker = forget(s, pid);
+        if (worker)
+            wp__kill_group(pid, -1);
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        if (worker && report) {
+            fs_msg m = { .op = OP_EXITED, .pid = pid, .value = status };
+            send_msg(s->sock, &m, NULL, 0, 0);
+        }
+        workers += worker;
     }
 }
 
+/* A child that is not a worker is a stray from a dead worker: a process
+   its tasks forked that had left its group (setsid), or an orphan the
+   worker had adopted, which came to us, the workers' subreaper, when the
+   worker died.  Kill it with its own group (it is not reaped: neither id
+   can be reused). */
+static bool kill_stray(pid_t pid, void *ctx)
+{
+    if (known(ctx, pid))
+        return false;
+    wp__kill_group(pid, -1);
+    return true;
+}
+
+/* After a worker died: kill the strays until none is left (a killed
+   stray's own children come to us in turn as it dies). */
+static void clear_strays(server *s)
+{
+    while (wp__each_child(kill_stray, s) > 0) {
+        siginfo_t si;
+        while (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+            ; /* until one has ended */
+        reap_ended(s, true);
+    }
+}
+
+/* The pool is gone, or its process died: take everything down — workers
+   with their groups, strays with theirs — until no child is left. */
 static _Noreturn void server_exit(server *s)
 {
     for (size_t i = 0; i < s->nchildren; i++)
-        kill(s->children[i], SIGKILL);
-    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-        ;
-    _exit(0);
+        wp__kill_group(s->children[i], -1);
+    for (;;) {
+        reap_ended(s, false);
+        wp__each_child(kill_stray, s);
+        siginfo_t si;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) < 0 && errno == ECHILD)
+            _exit(0);
+    }
 }
 
-static _Noreturn void server_main(int sock, const worker_config *cfg)
+/*
+ * Learn of the owner's death even while a process it forked (without exec)
+ * holds our socket open, so that no end-of-file comes: a pidfd of the owner,
+ * polled.  It is opened before getppid() is checked, so an owner that died
+ * first is not missed, and one that is still our parent cannot have given
+ * its pid to another.  Without pidfd, a parent-death signal — but the
+ * kernel sends that when the *thread* that forked us ends (pools are made
+ * on threads that come and go), so it only makes us look at getppid().
+ * Returns the pidfd, or -1.
+ */
+static int watch_owner(pid_t owner)
 {
-    server s = { .sock = sock, .cfg = cfg };
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    int fd = wp__pidfd_open(owner);
+    if (fd < 0)
+        (void)prctl(PR_SET_PDEATHSIG, OWNER_GONE_SIGNAL);
+    if (getppid() != owner)
+        _exit(0);
+    return fd;
+}
+
+static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owner)
+{
+    server s = { .sock = sock, .cfg = cfg, .owner = owner };
+    /* First of all, nothing of the program's signal set-up: with SIGCHLD
+       ignored or SA_NOCLDWAIT the kernel would reap the workers, and their
+       exit status would be lost. */
+    wp__reset_signals();
+    sigset_t watched;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    sigaddset(&watched, OWNER_GONE_SIGNAL);
+    sigprocmask(SIG_BLOCK, &watched, NULL);
+    int sfd = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         _exit(1);
-    /* A terminal's ^C is for the program; the server leaves when it does. */
+    /* What a terminal (^C, hang-up) or a kill of the whole process group
+       sends is for the program: the server leaves when the program does. */
+    signal(SIGHUP, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
-    int keep[] = { sock, sfd };
-    wp__close_fds_except(3, keep, 2);
+    signal(SIGTERM, SIG_IGN);
+    /* What a task leaves behind comes to us when its parent dies, not to
+       init, so that it can be killed. */
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+    int owner_fd = watch_owner(owner);
+    int keep[] = { sock, sfd, owner_fd };
+    wp__close_fds_except(3, keep, owner_fd >= 0 ? 3 : 2);
     __fpurge(stdout);
     __fpurge(stderr);
 
     for (;;) {
-        struct pollfd pfd[2] = { { .fd = sock, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
-        if (poll(pfd, 2, -1) < 0) {
+        struct pollfd pfd[3] = { { .fd = sock, .events = POLLIN },
+                                 { .fd = sfd, .events = POLLIN },
+                                 { .fd = owner_fd, .events = POLLIN } }; /* -1: none */
+        if (poll(pfd, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
             server_exit(&s);
         }
+        if (pfd[2].revents)
+            server_exit(&s); /* the owner died */
         if (pfd[1].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
-            reap_children(&s);
+            if (owner_fd < 0 && getppid() != owner)
+                server_exit(&s);
+            if (reap_ended(&s, true) > 0)
+                clear_strays(&s);
         }
         if (pfd[0].revents) {
             fs_msg m;
@@ -220,7 +268,7 @@ static _Noreturn void server_main(int sock, const worker_config *cfg)
             if (m.op == OP_SPAWN)
                 serve_spawn(&s, m.slot);
             else if (m.op == OP_KILL && known(&s, m.pid))
-                kill(m.pid, SIGKILL);
+                wp__kill_group(m.pid, -1); /* not reaped: its pid is still its own */
         }
     }
 }
@@ -232,10 +280,11 @@ int wp__forkserver_start(forkserver *fs, const worker_config *cfg)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
+    pid_t owner = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        server_main(sv[1], cfg);
+        server_main(sv[1], cfg, owner);
     }
     int e = errno;
     close(sv[1]);
@@ -264,8 +313,8 @@ int wp__forkserver_kill(forkserver *fs, pid_t pid)
 int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
 {
     fs_msg m;
-    int fds[FS_MAX_FDS], nfds;
-    int got = recv_msg(fs->sock, &m, fds, &nfds, MSG_DONTWAIT);
+    int fds[FS_MAX_FDS], nfds, fd_error;
+    int got = wp__fs_msg_recv(fs->sock, &m, fds, &nfds, &fd_error, MSG_DONTWAIT);
     if (got <= 0)
         return got;
     memset(ev, 0, sizeof *ev);
@@ -274,9 +323,11 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
     ev->handle.task_fd = ev->handle.result_fd = ev->handle.pidfd = -1;
     switch (m.op) {
     case OP_SPAWNED:
-        if (nfds < 2) {
+        if (fd_error != 0 || nfds < 2) {
+            /* The worker exists, but without its pipes it is no use: it
+               sees end-of-file and exits, and its exit is reported. */
             ev->kind = FS_SPAWN_FAILED;
-            ev->error = EPROTO;
+            ev->error = fd_error != 0 ? fd_error : EPROTO;
             break;
         }
         ev->kind = FS_SPAWNED;
@@ -303,8 +354,13 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
 
 void wp__forkserver_stop(forkserver *fs)
 {
-    if (fs->sock >= 0)
+    /* shutdown() ends the socket itself, not just this descriptor: the
+       server sees the end even while a process the program forked holds a
+       copy. */
+    if (fs->sock >= 0) {
+        shutdown(fs->sock, SHUT_RDWR);
         close(fs->sock);
+    }
     fs->sock = -1;
     if (fs->pid > 0)
         while (waitpid(fs->pid, NULL, 0) < 0 && errno == EINTR)

@@ -5,9 +5,12 @@
  * stays single-threaded and does three things on request over an AF_UNIX
  * SOCK_SEQPACKET socket: fork a worker and pass back its pipe ends (and a
  * pidfd) with SCM_RIGHTS; kill a worker it has not reaped yet (for kernels
- * without pidfd); reap workers and report their exit status.  When the
- * socket closes (the pool stopped, or its process died) it kills its
- * workers and exits.
+ * without pidfd); reap workers and report their exit status.  A worker's
+ * process group dies with it, and so does any process its task left behind
+ * that came to the server as their subreaper.  When the socket ends (the
+ * pool stopped) or the owner process dies — it watches the process itself,
+ * since a child the program forked may hold the socket open — it kills
+ * all of that and exits.
  */
 #ifndef WP_FORKSERVER_H
 #define WP_FORKSERVER_H

@@ -65,10 +65,10 @@ void wp__slot_kill(wp_pool *p, slot *s)
 {
     if (s->h.pid <= 0)
         return;
-    if (s->h.pidfd >= 0)
-        wp__pidfd_kill(s->h.pidfd, SIGKILL);
-    else if (!p->use_forkserver)
-        kill(s->h.pid, SIGKILL); /* our child, not yet reaped: cannot be reused */
+    if (!p->use_forkserver)
+        wp__kill_group(s->h.pid, s->h.pidfd); /* with what its task forked */
+    else if (s->h.pidfd >= 0)
+        wp__pidfd_kill(s->h.pidfd, SIGKILL); /* the server kills its group as it reaps it */
     else
         wp__forkserver_kill(&p->fs, s->h.pid);
 }
@@ -170,13 +170,30 @@ void wp__slot_start(wp_pool *p, slot *s)
 
 void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
 {
-    int status;
-    pid_t r;
-    do
-        r = waitpid(s->h.pid, &status, block ? 0 : WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == s->h.pid)
+    /* It has ended or been killed: what its task forked goes too, before
+       the reap frees its pid (the group's id). */
+    wp__kill_group(s->h.pid, s->h.pidfd);
+    int status, r = wp__reap(s->h.pid, s->h.pidfd, block, &status);
+    if (r > 0)
         wp__slot_reaped(p, s, status);
-    else if (r < 0) /* someone else reaped it (SIGCHLD ignored?) */
-        wp__slot_reaped(p, s, SIGKILL);
+    if (r >= 0)
+        return;
+    /* The program reaped it, and the kernel kept no status: its task fails
+       saying so, here (slot_reaped would name a status), as a crash of the
+       task, not a start failure. */
+    int pid = (int)s->h.pid;
+    char msg[MSG_MAX + KILL_HOW_MAX];
+    snprintf(msg, sizeof msg, "worker %d ended but its exit status was lost: the program ignores "
+             "SIGCHLD or reaps children itself (waitpid(-1)); WP_START_FORK cannot survive that, "
+             "use WP_START_FORKSERVER", pid);
+    while (s->h.result_fd >= 0 && wp__slot_read(p, s))
+        ; /* answers written just before it died */
+    unsigned failures = p->start_failures;
+    if (wp__slot_head_started(s) >= 0)
+        s->deliberate = true; /* a task ran: not a failed start */
+    wp__window_resolve(p, s, WP_ECRASHED, 0, msg);
+    wp__slot_reaped(p, s, 0);
+    if (p->start_failures > failures)
+        snprintf(p->spawn_error, sizeof p->spawn_error, "worker %d ended as it started, its exit "
+                 "status lost (the program reaps children: use WP_START_FORKSERVER)", pid);
 }

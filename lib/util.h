@@ -86,6 +86,40 @@ void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
 int wp__pidfd_open(pid_t pid) WP_INTERNAL;
 int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
 
+/* Every signal back to its default action, none blocked: what a process
+   the library forks does first, so that nothing the program set up (SIGCHLD
+   ignored or SA_NOCLDWAIT, handlers, a mask) rules it.  Async-signal-safe. */
+void wp__reset_signals(void) WP_INTERNAL;
+
+/*
+ * Reap the child pid, through its pidfd where there is one (>= 0: it names
+ * that process, never a later one with the same pid).  1: reaped, *status
+ * is its wait status; 0: it has not ended (only without block), or it is
+ * being reaped by someone else right now: ask again; -1: someone else
+ * reaped it (the program ignores SIGCHLD or reaps every child) and its
+ * status is lost.  Where the kernel keeps a reaped process's status for
+ * the holders of its pidfd (Linux 6.15), that status is returned instead.
+ */
+int wp__reap(pid_t pid, int pidfd, bool block, int *status) WP_INTERNAL;
+
+/*
+ * SIGKILL the child pid and its process group (a worker leads its own, so
+ * this takes what its task forked too).  Through the pidfd where there is
+ * one: the group as well from Linux 6.9, safe even once pid is reaped.
+ * Otherwise the group by number, which the caller must know cannot have
+ * been reused: pid is its child and nobody has reaped it yet.
+ */
+void wp__kill_group(pid_t pid, int pidfd) WP_INTERNAL;
+
+/* Call fn for every child of this process (single-threaded: the children
+   of its one thread) and return how many calls returned true; -1 if they
+   cannot be listed.  From /proc/self/task/<pid>/children, or where the
+   kernel lacks that file from wp__each_child_by_stat. */
+typedef bool (*wp_child_fn)(pid_t child, void *ctx);
+int wp__each_child(wp_child_fn fn, void *ctx) WP_INTERNAL;
+/* The same by reading every /proc/<pid>/stat for its parent's pid. */
+int wp__each_child_by_stat(wp_child_fn fn, void *ctx) WP_INTERNAL;
+
 /* Blocking full read/write, retrying on EINTR and short counts.  0 on
    success, -1 on error or EOF (errno 0 for EOF). */
 int wp__read_full(int fd, void *buf, size_t len) WP_INTERNAL;

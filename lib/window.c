@@ -104,6 +104,14 @@ int64_t wp__slot_head_started(const slot *s)
     return atomic_load(&s->shared->started_us[e->pos]);
 }
 
+/* A head taken back was marked running when it became the head: it is
+   waiting again (unless a cancel settles it first). */
+static void unstart(task *t)
+{
+    if (atomic_load(&t->future.state) == WP_RUNNING)
+        wp__future_requeue(&t->future);
+}
+
 /*
  * Take back entry i if its worker has not started it: the task returns
  * (attempts undone; the caller requeues or settles it), or NULL if it has
@@ -119,6 +127,7 @@ static task *take_back(slot *s, unsigned i)
     wp_future_retain(&t->future); /* the entry's reference goes below */
     t->attempts--;
     t->slot = -1;
+    unstart(t);
     if (entry_unwritten(s, i)) {
         entry_remove(s, i);
         if (i == 0)
@@ -457,6 +466,7 @@ void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *ms
         entry_remove(s, i);
         if (back) {
             t->attempts--;
+            unstart(t);
             wp__held_push(p, t, 0, true);
         } else {
             wp__task_finish(p, t, error, code, msg, NULL, 0);

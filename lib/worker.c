@@ -4,17 +4,19 @@
  * argument, and writes back one RESULT or FAILURE frame.  Also the result
  * buffer (wp_buf) the task function fills.
  *
- * A worker keeps nothing it does not need: after fork it closes every
- * descriptor but stdio and its own two pipe ends, unblocks signals, dies
- * with its parent (PR_SET_PDEATHSIG) and exits on end-of-file from the pool.
+ * A worker keeps nothing it does not need: after fork it leads a process
+ * group of its own (and is the subreaper of what its tasks fork), closes
+ * every descriptor but stdio and its own two pipe ends, resets every signal
+ * to its default, dies with its parent (PR_SET_PDEATHSIG) and exits on
+ * end-of-file from the pool.
  * It leaves with _exit() so the parent program's atexit handlers and stdio
  * buffers copied by fork never run or flush twice.
  */
 #include "config.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -161,14 +163,35 @@ static bool receive_task(worker *w, frame_reader *r)
     }
 }
 
-/* Is fn inside an object mapped in this process?  A pointer into a library
-   the parent loaded after this worker's image was forked is not. */
+/* dl_iterate_phdr callback: 1 if *data (a uintptr_t) lies in an executable
+   segment of this object. */
+static int in_code_of(struct dl_phdr_info *info, size_t size, void *data)
+{
+    uintptr_t addr = *(const uintptr_t *)data;
+    WP_UNUSED(size);
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t start = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
+        if (addr - start < (uintptr_t)ph->p_memsz) /* wraps when below start */
+            return 1;
+    }
+    return 0;
+}
+
+/* Is fn code of an object loaded in this process?  A pointer into a library
+   the parent loaded after this worker's image was forked is not, nor is one
+   into data.  dl_iterate_phdr, unlike dladdr, also sees the image of a
+   statically linked program.  The last function found is remembered. */
 static bool callable(worker *w, void *fn)
 {
-    Dl_info info;
+    if (fn == NULL)
+        return false;
     if (fn == w->checked_fn)
         return true;
-    if (fn == NULL || dladdr(fn, &info) == 0)
+    uintptr_t addr = (uintptr_t)fn;
+    if (dl_iterate_phdr(in_code_of, &addr) == 0)
         return false;
     w->checked_fn = fn;
     return true;
@@ -262,14 +285,23 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
 static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid_t parent,
                                     int task_fd, int result_fd)
 {
+    /* A process group of its own, before any task runs, so that one kill
+       takes whatever its tasks fork (the parent sets it too: whichever of
+       the two runs first). */
+    (void)setpgid(0, 0);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(WORKER_EXIT_SETUP);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    /* The fork server ignores ^C; a worker dies of it like any process. */
-    signal(SIGINT, SIG_DFL);
-    signal(SIGQUIT, SIG_DFL);
+    /* And their subreaper: what they fork and orphan stays below the
+       worker while it lives, so it is known whose it is (worker.h). */
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+    /* Nothing of the program's (or the fork server's) signal set-up: tasks
+       and worker_init start from the defaults, no signal blocked.  Except
+       one thing: alone in its group, a worker is never the terminal's
+       foreground, and the terminal must not stop it (SIGTTOU, SIGTTIN):
+       its output goes out, its reads of the terminal fail with EIO. */
+    wp__reset_signals();
+    signal(SIGTTOU, SIG_IGN);
+    signal(SIGTTIN, SIG_IGN);
     int keep[] = { task_fd, result_fd };
     wp__close_fds_except(3, keep, 2);
     /* Output the parent had buffered but not written is the parent's. */
@@ -305,6 +337,7 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
         close(from_worker[0]);
         return -e;
     }
+    (void)setpgid(pid, pid);
     wp__fd_set_nonblock(to_worker[1]);
     wp__fd_set_nonblock(from_worker[0]);
     out->pid = pid;

@@ -82,6 +82,45 @@ typedef struct worker_handle {
     int   pidfd;      /* -1 where the kernel has no pidfd */
 } worker_handle;
 
+/*
+ * A task's processes belong to its worker.  Every worker leads a process
+ * group of its own; whoever reaps a worker (the fork server, or the pool
+ * under WP_START_FORK) kills its group first, while the worker's pid — the
+ * group's id — cannot be anyone else's yet, and a deliberate kill (deadline,
+ * cancel, retirement, shutdown) takes the group at once.  A process that
+ * leaves the group (setsid) escapes that, so each worker is the subreaper
+ * of its tasks' processes (an orphan among them, say a double-forked
+ * daemon, becomes the worker's child, not init's), and the fork server is
+ * the subreaper of its workers: when a worker dies, all of that comes to
+ * the server.  So every child of the server that is not a worker is a stray
+ * from a dead worker; the server kills them, and what comes to it as they
+ * die, whenever a worker dies and when it exits, until none is left.  It
+ * exits, taking everything down, when the pool stops or the owner dies.
+ *
+ * What tasks see of this: wait() in a task may also return (or wait for)
+ * orphans an earlier task on that worker left behind, and those that end
+ * stay zombies of the worker until it is replaced.
+ *
+ * WP_START_FORK cannot give all of that.  The program itself is the
+ * workers' parent, and a library must neither make it a subreaper (that
+ * changes where the program's own orphans go) nor leave a process behind to
+ * watch it.  So under WP_START_FORK:
+ * - a process a task moved out of its worker's group (setsid, setpgid)
+ *   outlives the worker: it goes to init, or to the program's subreaper;
+ * - when the owner dies, its workers die with it (PR_SET_PDEATHSIG), but
+ *   what their tasks forked lives on: nobody is left to kill the groups;
+ * - a program that reaps the workers itself (SIGCHLD ignored, SA_NOCLDWAIT,
+ *   waitpid(-1)) takes their exit status: only a kernel that keeps it for
+ *   the pidfd's holder (Linux 6.15) still gives it; elsewhere the task fails
+ *   with WP_ECRASHED, code 0, and a message saying what happened.  Such a
+ *   program also makes kills by number unsafe against pid reuse: without
+ *   pidfd the pool still kills the worker and its group by number; with a
+ *   pidfd but before Linux 6.9, it kills the group by number only while it
+ *   sees the worker unreaped, so that group may then survive;
+ * - without pidfd the pool learns that a worker died from end-of-file on
+ *   its pipe, which a process its task forked can hold open.
+ */
+
 /* Fork the worker for slot.  0, or -errno if pipes or fork failed.  In the
    child this never returns. */
 int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out) WP_INTERNAL;
