@@ -1,5 +1,6 @@
 /*
- * batcher.c — micro-batching on top of the pool (DESIGN §4 "Batcher").
+ * batcher.c — micro-batching on top of the pool (the batcher section of
+ * include/workerpool.h).
  *
  * Callers submit single items and get one future each.  A batcher thread
  * groups pending items into batches and submits each batch as one ordinary

@@ -1,5 +1,6 @@
 /*
- * forkserver.h — the fork server (DESIGN §2, WP_START_FORKSERVER).
+ * forkserver.h — the fork server (WP_START_FORKSERVER; docs/ARCHITECTURE.md,
+ * "Processes").
  *
  * Forked once by wp_pool_create() before the dispatcher thread exists, it
  * stays single-threaded and does three things on request over an AF_UNIX

@@ -1,5 +1,6 @@
 /*
- * frame.h — the wire format between the pool and its workers (DESIGN §3).
+ * frame.h — the wire format between the pool and its workers
+ * (docs/ARCHITECTURE.md, "Wire format").
  *
  * A frame is a fixed header followed by `length` payload bytes, host byte
  * order (both ends are the same binary).  This module only builds and

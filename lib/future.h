@@ -1,5 +1,6 @@
 /*
- * future.h — the settle-once result of a task (DESIGN §4 "Futures").
+ * future.h — the settle-once result of a task (the futures section of
+ * include/workerpool.h; locks: docs/ARCHITECTURE.md, "Threads and locks").
  *
  * A future is embedded in its owner's record (a pool task, a batcher item):
  * the owner supplies how to cancel it and how to free the record when the

@@ -1,6 +1,6 @@
 /*
  * queue.h — the bounded MPMC queue that carries tasks from submitting threads
- * to the dispatcher (DESIGN §1, step 1).
+ * to the dispatcher (docs/ARCHITECTURE.md, "Path of a task", step 1).
  *
  * A Concurrency Kit ring (ck_ring, MPMC) holds the pointers; an atomic count
  * bounds it at exactly `capacity`, and a full queue blocks the producer on a

@@ -1,8 +1,8 @@
 /*
  * worker.h — worker processes: how one is forked with its two pipes, and the
- * loop it runs (DESIGN §1 step 3, §2).  Both start methods use
- * wp__worker_spawn: the dispatcher itself (WP_START_FORK) or the fork
- * server (WP_START_FORKSERVER).
+ * loop it runs (docs/ARCHITECTURE.md, "Path of a task" step 3, "Processes").
+ * Both start methods use wp__worker_spawn: the dispatcher itself
+ * (WP_START_FORK) or the fork server (WP_START_FORKSERVER).
  */
 #ifndef WP_WORKER_H
 #define WP_WORKER_H
