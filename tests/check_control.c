@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1771,6 +1772,106 @@ START_TEST(fd_limit)
 }
 END_TEST
 
+/* ============================================ the window's claim race */
+
+/* Runs of each task, counted in memory shared with every worker. */
+enum { RACE_TASKS = 6000 };
+static atomic_int *race_runs;
+
+static int race_task(const void *arg, size_t len, wp_buf *out)
+{
+    int i;
+    if (len != sizeof i)
+        return wp_buf_fail(out, 1, "bad argument");
+    memcpy(&i, arg, sizeof i);
+    atomic_fetch_add(&race_runs[i], 1);
+    if (i % 500 == 7) /* now and then a long one: windows shrink, tasks get stolen */
+        spin_us(3000);
+    return wp_buf_append(out, &i, sizeof i);
+}
+
+typedef struct race_canceller {
+    wp_future **fs;
+    unsigned    seed;
+    atomic_int *cancelled; /* per task: the cancel returned 0 */
+    atomic_int  submitted; /* tasks submitted so far */
+} race_canceller;
+
+/* Cancels aim just behind the newest task: the tasks still waiting in a
+   window or about to be claimed. */
+static void *race_cancel_main(void *arg)
+{
+    race_canceller *c = arg;
+    while (atomic_load(&c->submitted) < RACE_TASKS) {
+        int i = atomic_load(&c->submitted) - 1 - (int)(rand_r(&c->seed) % 48);
+        if (i < 0)
+            continue;
+        wp_future *f = atomic_load((wp_future *_Atomic *)&c->fs[i]);
+        if (f != NULL && wp_future_cancel(f) == 0)
+            atomic_store(&c->cancelled[i], 1);
+        spin_us(rand_r(&c->seed) % 8);
+    }
+    return NULL;
+}
+
+/* Cancels race the worker's claim of tasks waiting in its window,
+   thousands of times: a task runs at most once, a success ran exactly
+   once, a cancel that returned 0 settles cancelled, and nothing is lost or
+   fails. */
+START_TEST(window_take_back_race)
+{
+    method = _i;
+    race_runs = mmap(NULL, RACE_TASKS * sizeof *race_runs, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(race_runs, MAP_FAILED);
+    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_future **fs = calloc(RACE_TASKS, sizeof *fs);
+    atomic_int *cancelled = calloc(RACE_TASKS, sizeof *cancelled);
+    ck_assert(fs != NULL && cancelled != NULL);
+    race_canceller c = { .fs = fs, .seed = 777u + (unsigned)method, .cancelled = cancelled };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, race_cancel_main, &c), 0);
+    for (int i = 0; i < RACE_TASKS; i++) {
+        wp_future *f = NULL;
+        ck_assert_int_eq(wp_submit(p, race_task, &i, sizeof i, NULL, &f), 0);
+        atomic_store((wp_future *_Atomic *)&fs[i], f);
+        atomic_store(&c.submitted, i + 1);
+        if (i % 16 == 0)
+            spin_us(20); /* let the workers keep up, so windows hold tasks */
+    }
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(wp_wait_all(fs, RACE_TASKS, DEADLINE_MS * 3), 0);
+    int ran_cancelled = 0, n_cancelled = 0;
+    for (int i = 0; i < RACE_TASKS; i++) {
+        int runs = atomic_load(&race_runs[i]), st = wp_future_state(fs[i]);
+        ck_assert_msg(runs <= 1, "task %d ran %d times", i, runs);
+        if (st == WP_SUCCEEDED) {
+            ck_assert_msg(runs == 1, "task %d succeeded without running", i);
+            check_echo(fs[i], &i, sizeof i);
+        } else {
+            ck_assert_msg(st == WP_CANCELLED, "task %d ended %d (%s)", i, st,
+                          wp_future_message(fs[i]));
+            ck_assert_msg(atomic_load(&cancelled[i]), "task %d cancelled unasked", i);
+            ran_cancelled += runs;
+            n_cancelled++;
+        }
+        if (atomic_load(&cancelled[i]))
+            ck_assert_msg(st == WP_CANCELLED, "task %d: cancel returned 0, it ended %d", i, st);
+        wp_future_release(fs[i]);
+    }
+    ck_assert_int_gt(n_cancelled, 0);
+    wp_pool_stats s = tu_pool_stats(p);
+    ck_assert_uint_eq(s.submitted, RACE_TASKS);
+    ck_assert_uint_eq(s.cancelled, (uint64_t)n_cancelled);
+    ck_assert_uint_eq(s.failed, 0);
+    wp_pool_destroy(p);
+    free(fs);
+    free(cancelled);
+    munmap(race_runs, RACE_TASKS * sizeof *race_runs);
+    fprintf(stderr, "race: %d cancelled (%d of them had started), %llu workers started\n", n_cancelled, ran_cancelled, (unsigned long long)s.workers_started);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *control_suite(void)
@@ -1808,6 +1909,7 @@ static Suite *control_suite(void)
         { "stress_mixed", stress_mixed },
         { "huge_times_saturate", huge_times_saturate },
         { "fd_limit", fd_limit },
+        { "window_take_back_race", window_take_back_race },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, base_setup, base_teardown);
     return s;
