@@ -218,8 +218,11 @@ typedef struct chaos_killer {
 void chaos_killer_start(chaos_killer *k);
 unsigned chaos_killer_stop(chaos_killer *k); /* joins; returns the kills */
 
-/* The deterministic stopped-worker cases (chaos_stopped.c), added to the
-   suite by check_chaos.c. */
+/* The storm tests (chaos_storm.c), the races of destroy, the batcher and
+   done-callbacks (chaos_race.c) and the deterministic stopped-worker cases
+   (chaos_stopped.c), added to the suite by check_chaos.c. */
+void chaos_add_storm_tests(Suite *s);
+void chaos_add_race_tests(Suite *s);
 void chaos_add_stopped_tests(Suite *s);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * check_chaos.c — adversarial tests: SIGKILL at every point of a worker's
- * life and of the fork server's (here), and the same moments made
- * deterministic with SIGSTOP (chaos_stopped.c).  The bug class: a pool that loses, doubles
+ * life and of the fork server's (here), the same moments made
+ * deterministic with SIGSTOP (chaos_stopped.c), storms of cancels and
+ * shutdowns (chaos_storm.c), and races of destroy, the batcher and
+ * done-callbacks (chaos_race.c).  The bug class: a pool that loses, doubles
  * or misreports a task when a process dies at an awkward moment
  * (pebble#163, CPython bpo-22393), or hangs or touches freed memory when
  * its own calls race.
@@ -297,6 +299,8 @@ static Suite *chaos_suite(void)
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], CHAOS_TIMEOUT_S, NULL, NULL);
     chaos_add_stopped_tests(s);
+    chaos_add_storm_tests(s);
+    chaos_add_race_tests(s);
     return s;
 }
 
