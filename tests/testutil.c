@@ -6,9 +6,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,36 +234,208 @@ int tu_pid_alive(int pid)
 
 int tu_pid_exited(int pid)
 {
-    if (!tu_pid_alive(pid))
+    char state;
+    int ppid;
+    if (!tu_pid_alive(pid) || tu_proc_stat(pid, &state, &ppid) < 0)
         return 1;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold anything */
-    return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+    return state == 'Z' || state == 'X';
 }
 
 int tu_pid_parent(int pid)
 {
+    char state;
+    int ppid;
+    return tu_proc_stat(pid, &state, &ppid) < 0 ? -1 : ppid;
+}
+
+int tu_proc_stat(int pid, char *state, int *ppid)
+{
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return -1;
     buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    int ppid;
-    char state;
-    if (p == NULL || sscanf(p + 1, " %c %d", &state, &ppid) != 2)
+    const char *p = strrchr(buf, ')'); /* the command name may hold anything */
+    if (p == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
         return -1;
-    return ppid;
+    char *end;
+    long v = strtol(p + 4, &end, 10);
+    if (end == p + 4)
+        return -1;
+    *state = p[2];
+    *ppid = (int)v;
+    return 0;
+}
+
+/* Does pid run this program's image (a fork of it, not something exec'd)?
+   A zombie's image is gone: it counts. */
+static int same_image(int pid)
+{
+    char path[64], mine[PATH_MAX], its[PATH_MAX];
+    ssize_t a = readlink("/proc/self/exe", mine, sizeof mine - 1);
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    ssize_t b = readlink(path, its, sizeof its - 1);
+    if (b < 0)
+        return 1;
+    return a == b && memcmp(mine, its, (size_t)a) == 0;
+}
+
+size_t tu_children(int parent, int *out, size_t max)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        char state;
+        int ppid;
+        if (*end != '\0' || pid <= 0 || tu_proc_stat((int)pid, &state, &ppid) < 0 || ppid != parent ||
+            !same_image((int)pid))
+            continue;
+        if (n < max)
+            out[n] = (int)pid;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* What /proc/<pid>/fd/<name> points to ("pipe:[123]"); "" if unknown. */
+static void fd_target(int pid, const char *name, char *out, size_t size)
+{
+    char path[64 + NAME_MAX];
+    snprintf(path, sizeof path, "/proc/%d/fd/%.*s", pid, NAME_MAX, name);
+    ssize_t n = readlink(path, out, size - 1);
+    out[n > 0 ? n : 0] = '\0';
+}
+
+/* Is this pipe of ours held by a process that runs another image?  A
+   pool's pipes are held only by its own processes, forks of this program;
+   such a pipe belongs to a sanitizer's helper (ThreadSanitizer's
+   symbolizer), which the sanitizer opens on its own at any moment. */
+static bool helper_pipe(const char *target)
+{
+    bool found = false;
+    if (strncmp(target, "pipe:", 5) != 0)
+        return false;
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        char *end, path[64], its[TU_FD_TARGET];
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || pid <= 0 || same_image((int)pid))
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+        DIR *fd = opendir(path);
+        struct dirent *f;
+        while (!found && fd != NULL && (f = readdir(fd)) != NULL) {
+            fd_target((int)pid, f->d_name, its, sizeof its);
+            found = f->d_name[0] != '.' && strcmp(its, target) == 0;
+        }
+        if (fd != NULL)
+            closedir(fd);
+    }
+    closedir(d);
+    return found;
+}
+
+void tu_fds_snapshot(tu_fds *snap)
+{
+    snap->n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && snap->n < TU_FDS_MAX) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd == dirfd(d))
+            continue;
+        snap->fd[snap->n] = fd;
+        fd_target((int)getpid(), e->d_name, snap->target[snap->n], sizeof snap->target[snap->n]);
+        snap->n++;
+    }
+    closedir(d);
+}
+
+int tu_fds_new(const tu_fds *before, int *first, char *what, size_t size)
+{
+    static tu_fds now; /* large: not on the stack */
+    int n = 0;
+    tu_fds_snapshot(&now);
+    for (int i = 0; i < now.n; i++) {
+        bool old = false;
+        for (int j = 0; j < before->n && !old; j++)
+            old = before->fd[j] == now.fd[i] && strcmp(before->target[j], now.target[i]) == 0;
+        if (old || helper_pipe(now.target[i]))
+            continue;
+        if (n++ == 0 && first != NULL) {
+            *first = now.fd[i];
+            snprintf(what, size, "%s", now.target[i]);
+        }
+    }
+    return n;
+}
+
+int tu_fds_gone(const tu_fds *before, int *first)
+{
+    int n = 0;
+    for (int i = 0; i < before->n; i++) {
+        char name[16], now[TU_FD_TARGET];
+        snprintf(name, sizeof name, "%d", before->fd[i]);
+        fd_target((int)getpid(), name, now, sizeof now);
+        if (strcmp(now, before->target[i]) != 0 && n++ == 0 && first != NULL)
+            *first = before->fd[i];
+    }
+    return n;
+}
+
+uint64_t tu_seed(void)
+{
+    const char *env = getenv("WP_TEST_SEED");
+    if (env != NULL && *env != '\0')
+        return strtoull(env, NULL, 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+}
+
+uint64_t tu_rand(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+uint64_t tu_rand_below(uint64_t *state, uint64_t n)
+{
+    return n == 0 ? 0 : tu_rand(state) % n;
+}
+
+unsigned tu_scaled(unsigned n)
+{
+    uint64_t v = n;
+    if (TU_ASAN)
+        v /= TU_ASAN_SLOWDOWN;
+    if (TU_TSAN)
+        v /= TU_TSAN_SLOWDOWN;
+    const char *env = getenv("WP_TEST_SCALE");
+    if (env != NULL && *env != '\0')
+        v = v * strtoull(env, NULL, 10) / 100;
+    return v == 0 ? 1 : v > UINT32_MAX ? UINT32_MAX : (unsigned)v;
 }
 
 int64_t tu_now_ms(void)

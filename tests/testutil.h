@@ -104,6 +104,34 @@ int tu_pid_alive(int pid);
 int tu_pid_exited(int pid);
 /* Its parent's pid from /proc/<pid>/stat, or -1. */
 int tu_pid_parent(int pid);
+/* Its state letter and parent from /proc/<pid>/stat: 0, or -1 if it is
+   gone.  Plain system calls only, no allocation: safe while a
+   WP_START_FORK pool may be forking (see TU_ASAN). */
+int tu_proc_stat(int pid, char *state, int *ppid);
+
+/* Up to max pids of processes whose parent is `parent` and that run this
+   program's image (forks, zombies included; not helpers a sanitizer
+   exec'd, such as ThreadSanitizer's llvm-symbolizer); returns how many
+   there are in all. */
+size_t tu_children(int parent, int *out, size_t max);
+
+/* The descriptors open in this process (numbers and what they are), to
+   compare before and after.  tu_fds_new: how many are open now that were
+   not in `before` (the first in *first, what it is in what[size]), leaving
+   out pipes to helpers a sanitizer exec'd (tu_children), which it opens on
+   its own. */
+#define TU_FDS_MAX    256
+#define TU_FD_TARGET  64
+typedef struct tu_fds {
+    int  n;
+    int  fd[TU_FDS_MAX];
+    char target[TU_FDS_MAX][TU_FD_TARGET];
+} tu_fds;
+void tu_fds_snapshot(tu_fds *snap);
+int  tu_fds_new(const tu_fds *before, int *first, char *what, size_t size);
+/* How many descriptors of `before` are closed now or point elsewhere (the
+   first in *first): something closed what it did not own. */
+int  tu_fds_gone(const tu_fds *before, int *first);
 
 /*
  * TU_ASAN: built with AddressSanitizer.  Its allocator (as in GCC 12's
@@ -146,6 +174,34 @@ int  tu_blocker_join(tu_blocker *b);
    a pool that should be sleeping is spinning.  what names the situation. */
 #define TU_CPU_WINDOW_MS 300
 void tu_assert_not_spinning(const char *what);
+/* TU_TSAN: built with ThreadSanitizer (tests that scale their work down
+   under sanitizers look at both). */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifndef TU_TSAN
+#define TU_TSAN 0
+#endif
+
+/*
+ * Randomised tests.  tu_seed(): $WP_TEST_SEED if set, else one from the
+ * clock and the pid; tests print it, so a failure can be replayed with
+ * WP_TEST_SEED=<seed>.  tu_rand: splitmix64 on the caller's state.
+ * tu_scaled(n): an iteration count for this build: n plain, n divided by
+ * TU_ASAN_SLOWDOWN or TU_TSAN_SLOWDOWN under those sanitizers (at least
+ * 1); $WP_TEST_SCALE (a percentage) scales it further, e.g. 1000 for a
+ * long soak.
+ */
+#define TU_ASAN_SLOWDOWN 2
+#define TU_TSAN_SLOWDOWN 4
+uint64_t tu_seed(void);
+uint64_t tu_rand(uint64_t *state);
+uint64_t tu_rand_below(uint64_t *state, uint64_t n); /* 0 .. n-1; 0 if n is 0 */
+unsigned tu_scaled(unsigned n);
 
 /* Monotonic milliseconds, and a short pause for loops that poll a condition
    against a deadline. */
