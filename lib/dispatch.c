@@ -62,7 +62,7 @@ static void forkserver_lost(wp_pool *p)
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state != SLOT_EMPTY) {
-            wp__slot_stop(p, s, false, 0, NULL, "died with the fork server");
+            wp__slot_stop(p, s, false, 0, NULL, "died with the fork server (SIGKILL)");
             wp__slot_reaped(p, s, SIGKILL);
         }
     }
@@ -145,7 +145,8 @@ static void forget_closed_fds(wp_pool *p)
             lost = true;
         }
         if (lost)
-            wp__slot_stop(p, s, false, 0, NULL, "was killed by the pool: the program closed its pipes");
+            wp__slot_stop(p, s, false, 0, NULL,
+                          "was killed by the pool (SIGKILL): the program closed its pipes");
         s->pi_read = s->h.result_fd >= 0 ? s->pi_read : -1;
         s->pi_write = s->h.task_fd >= 0 ? s->pi_write : -1;
         s->pi_pid = s->h.pidfd >= 0 ? s->pi_pid : -1;
@@ -188,7 +189,7 @@ static void poll_failed(wp_pool *p, int err, int nfds)
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         wp__slot_stop(p, s, true, WP_ESPAWN, msg,
-                      "was killed by the pool: it could not wait on its pipes");
+                      "was killed by the pool (SIGKILL): it could not wait on its pipes");
         if (!p->use_forkserver && s->state == SLOT_STOPPING)
             wp__slot_waitpid(p, s, true); /* just killed: prompt */
     }

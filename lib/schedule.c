@@ -166,7 +166,7 @@ void wp__handle_timers(wp_pool *p)
             wp__slot_unblock(p, s, now_us);
         if (s->state == SLOT_STARTING && now >= s->start_deadline) {
             char how[KILL_HOW_MAX];
-            snprintf(how, sizeof how, "was killed by the pool: not ready within %lld ms",
+            snprintf(how, sizeof how, "was killed by the pool (SIGKILL): not ready within %lld ms",
                      (long long)p->opts.start_timeout_ms);
             wp__slot_stop(p, s, true, 0, NULL, how);
         }
@@ -196,6 +196,8 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
         next = wp__ms_to_us(grace);
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
+        if (done && s->state != SLOT_EMPTY && s->state != SLOT_STOPPING)
+            next = 0; /* drained by this very turn: handle_timers stops it next */
         if (s->state == SLOT_BUSY) {
             next = min_deadline(next, s->deadline_us);
             int64_t started = s->live > HOL_KEEP && p->opts.workers > 1 ? wp__slot_head_started(s) : -1;

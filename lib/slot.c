@@ -116,8 +116,9 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status)
     if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
     bool never_ready = s->ready_at == 0;
-    bool running = wp__slot_head_started(s) >= 0;
-    bool died_young = !s->deliberate && s->tasks_done == 0 && !running &&
+    /* A worker that had a task to run is not counted as a failed start
+       (only one that died idle, soon after READY). */
+    bool died_young = !s->deliberate && s->tasks_done == 0 && s->live == 0 &&
                       wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
     snprintf(msg, sizeof msg, "worker %d %s while running the task", (int)s->h.pid, how);
     wp__window_resolve(p, s, WP_ECRASHED, code, msg);

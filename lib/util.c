@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -202,6 +203,12 @@ int wp__pidfd_open(pid_t pid)
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+bool wp__pidfd_exited(int pidfd)
+{
+    struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
 }
 
 int wp__pidfd_kill(int pidfd, int sig)

@@ -85,6 +85,8 @@ void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
 /* pidfd_open(2) / pidfd_send_signal(2); -1 with errno ENOSYS on old kernels. */
 int wp__pidfd_open(pid_t pid) WP_INTERNAL;
 int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
+/* Has the process behind pidfd exited already (poll, no wait)? */
+bool wp__pidfd_exited(int pidfd) WP_INTERNAL;
 
 /* Every signal back to its default action, none blocked: what a process
    the library forks does first, so that nothing the program set up (SIGCHLD

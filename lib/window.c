@@ -206,6 +206,18 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     }
 }
 
+/* A worker's pipe broke: if it is still alive the pool's SIGKILL is what
+   ends it, and its death is reported so ("" when it was dead already: its
+   own status tells).  Thread-unsafe static buffer: dispatcher only. */
+static const char *lost_how(const slot *s, const char *why)
+{
+    static char how[KILL_HOW_MAX];
+    if (s->h.pidfd >= 0 && wp__pidfd_exited(s->h.pidfd))
+        return "";
+    snprintf(how, sizeof how, "was killed by the pool (SIGKILL): %s", why);
+    return how;
+}
+
 /* Build the iovecs for the unwritten frames, from the first unwritten
    byte; returns how many. */
 static int write_iovs(slot *s, struct iovec *iov)
@@ -235,7 +247,7 @@ void wp__slot_write(wp_pool *p, slot *s)
         if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (put < 0) { /* it died, or will: the reap says how */
-            wp__slot_stop(p, s, false, 0, NULL, "was killed by the pool: its task pipe broke");
+            wp__slot_stop(p, s, false, 0, NULL, lost_how(s, "its task pipe broke"));
             return;
         }
         size_t left = (size_t)put;
@@ -259,7 +271,8 @@ static void protocol_error(wp_pool *p, slot *s, const char *why)
     char msg[MSG_MAX];
     snprintf(msg, sizeof msg, "worker %d broke the protocol: %s; the pool killed it",
              (int)s->h.pid, why);
-    wp__slot_stop(p, s, true, WP_EPROTO, msg, "was killed by the pool: it broke the protocol");
+    wp__slot_stop(p, s, true, WP_EPROTO, msg,
+                  "was killed by the pool (SIGKILL): it broke the protocol");
 }
 
 /* The worker answered the head's frame. */
@@ -373,7 +386,7 @@ bool wp__slot_read(wp_pool *p, slot *s)
         if (n <= 0) { /* end of file: the worker is gone or going */
             close(s->h.result_fd);
             s->h.result_fd = -1;
-            wp__slot_stop(p, s, false, 0, NULL, "was killed by the pool: its result pipe closed");
+            wp__slot_stop(p, s, false, 0, NULL, lost_how(s, "its result pipe closed"));
             break;
         }
         if (direct) {
@@ -417,7 +430,7 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
     }
     wp__slot_read(p, s); /* the answers before it, and maybe its own */
     if (entry_of(s, t) >= 0)
-        wp__slot_stop(p, s, true, error, msg, "was killed by the pool to stop its task");
+        wp__slot_stop(p, s, true, error, msg, "was killed by the pool (SIGKILL) to stop its task");
 }
 
 task *wp__slot_steal(slot *s)

@@ -214,17 +214,18 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     void *addr;
     memcpy(&fn, &task->fn, sizeof fn);
     memcpy(&addr, &fn, sizeof addr);
+    bool ok = callable(w, addr); /* before the claim: claimed to running is a few instructions */
+    wp_buf result = { .max = w->cfg->max_message };
     if (!claim_task(w, task)) {
         send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started", 0);
         return false;
     }
-    if (!callable(w, addr)) {
+    if (!ok) {
         send_failure(w, task->task_id, WP_ENOFUNC, 0,
                      "function not in the worker's image (loaded after the pool was created?)", 0);
         return true;
     }
-    int64_t t0 = wp__now_us();
-    wp_buf result = { .max = w->cfg->max_message };
+    int64_t t0 = atomic_load(&w->shared->started_us[task->code]);
     int rc = fn(arg, (size_t)task->length, &result);
     uint64_t run_us = (uint64_t)(wp__now_us() - t0);
     /* The task's own output, before anyone can kill us. */

@@ -280,7 +280,7 @@ chaos_tally chaos_settle_check(chaos_rec *recs, unsigned n, unsigned allowed, ui
         if (!(allowed & CHAOS_ALLOW(o))) {
             if (t.first_bad[0] == '\0')
                 snprintf(t.first_bad, sizeof t.first_bad, "task %u: outcome %d: %s", r->index, o,
-                         why[0] ? why : "not allowed here");
+                         why[0] ? why : wp_future_message(r->f));
             o = CHAOS_BAD;
         }
         t.n[o]++;

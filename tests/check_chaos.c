@@ -101,7 +101,8 @@ static void run_kill_phase(const kill_phase *ph, int method)
                                       (uint32_t)tu_rand_below(&rng, ph->run_us_max + 1), NULL),
                          0);
     chaos_killer k = { .pool = p, .mode = ph->mode, .parent = chaos_worker_parent(method),
-                       .workers = KILL_WORKERS, .gap_us = ph->gap_us, .rng = seed ^ KILLER_SALT };
+                       .workers = KILL_WORKERS, .gap_us = ph->gap_us * tu_slowdown(),
+                       .rng = seed ^ KILLER_SALT };
     chaos_killer_start(&k);
     atomic_store(&chaos_mem->go, 1);
     bool all = chaos_wait_all(recs, n, tu_now_ms() + PHASE_DEADLINE_MS);

@@ -234,7 +234,7 @@ START_TEST(pool_kill_is_named)
     tu_wait_workers(p, 1, 2); /* the replacement */
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     ck_assert_int_eq(wp_future_code(f), SIGKILL);
-    ck_assert_msg(strstr(wp_future_message(f), "killed by the pool: its result pipe closed") != NULL,
+    ck_assert_msg(strstr(wp_future_message(f), "killed by the pool (SIGKILL): its result pipe closed") != NULL,
                   "message: %s", wp_future_message(f));
     wp_future_release(f);
 

@@ -425,13 +425,14 @@ uint64_t tu_rand_below(uint64_t *state, uint64_t n)
     return n == 0 ? 0 : tu_rand(state) % n;
 }
 
+unsigned tu_slowdown(void)
+{
+    return TU_ASAN ? TU_ASAN_SLOWDOWN : TU_TSAN ? TU_TSAN_SLOWDOWN : 1;
+}
+
 unsigned tu_scaled(unsigned n)
 {
-    uint64_t v = n;
-    if (TU_ASAN)
-        v /= TU_ASAN_SLOWDOWN;
-    if (TU_TSAN)
-        v /= TU_TSAN_SLOWDOWN;
+    uint64_t v = n / tu_slowdown();
     const char *env = getenv("WP_TEST_SCALE");
     if (env != NULL && *env != '\0')
         v = v * strtoull(env, NULL, 10) / 100;

@@ -202,6 +202,9 @@ uint64_t tu_seed(void);
 uint64_t tu_rand(uint64_t *state);
 uint64_t tu_rand_below(uint64_t *state, uint64_t n); /* 0 .. n-1; 0 if n is 0 */
 unsigned tu_scaled(unsigned n);
+/* How many times slower this build runs: 1 plain, else the slowdown of its
+   sanitizer (times between events stretch by it). */
+unsigned tu_slowdown(void);
 
 /* Monotonic milliseconds, and a short pause for loops that poll a condition
    against a deadline. */
