@@ -54,6 +54,8 @@
 #define WINDOW_MIN       2
 #define HOL_US           1000
 #define HOL_KEEP         2     /* window entries left to a head past HOL_US: it and one behind */
+#define WINDOW_BYTES     (1 << 20) /* argument bytes a window holds before it takes no more
+                                      (what one pipe holds): big tasks spread over workers */
 #define RUN_AVG_SHIFT    3     /* running average: new = old + (sample - old) / 8 */
 #define READ_BUF_BYTES   (64 * 1024) /* result bytes the dispatcher reads at a time */
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
@@ -94,6 +96,7 @@ typedef struct slot {
     size_t          out_done;     /* bytes written of the next frame */
     uint32_t        pos_used;     /* claim positions in use, one bit each */
     unsigned        live;         /* entries not skipped */
+    size_t          bytes;        /* argument bytes of the window's frames */
     frame_reader    in;
     int64_t         deadline_us;  /* for the head task: -1 = none */
     int64_t         head_at_us;   /* when the head entry became the head */

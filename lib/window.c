@@ -63,6 +63,8 @@ static void entry_remove(slot *s, unsigned i)
     }
     atomic_store(&s->shared->claim[e->pos], 0);
     s->pos_used &= ~(1u << e->pos);
+    assert(s->bytes >= e->hdr.length);
+    s->bytes -= (size_t)e->hdr.length;
     if (!e->skipped)
         s->live--;
     task *t = e->t;
@@ -170,7 +172,7 @@ unsigned wp__slot_room(const wp_pool *p, const slot *s, int64_t now_us)
         if (started >= 0 && now_us - started >= HOL_US)
             cap = HOL_KEEP;
     }
-    if (s->count >= cap)
+    if (s->count >= cap || (s->count > 0 && s->bytes >= WINDOW_BYTES))
         return 0;
     unsigned room = cap - s->count;
     unsigned max = p->opts.max_tasks_per_worker;
@@ -200,6 +202,7 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
     s->count++;
     s->live++;
+    s->bytes += t->arg_len;
     if (s->count == 1) {
         head_changed(s);
         wp__slot_set_state(p, s, SLOT_BUSY);
