@@ -228,11 +228,19 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
 {
     if (arg_len > pool->opts.max_message)
         return WP_E2BIG;
-    task *t = calloc(1, sizeof *t);
-    if (t == NULL || (arg_len > 0 && (t->arg = malloc(arg_len)) == NULL)) {
+    /* Small arguments share the record (one allocation); big ones have
+       their own, freed as soon as the task settles. */
+    bool inline_arg = arg_len <= ARG_INLINE_MAX;
+    task *t = calloc(1, sizeof *t + (inline_arg ? arg_len : 0));
+    if (t != NULL && inline_arg)
+        t->arg = arg_len > 0 ? (char *)(t + 1) : NULL;
+    else if (t != NULL)
+        t->arg = malloc(arg_len);
+    if (t == NULL || (arg_len > 0 && t->arg == NULL)) {
         free(t);
         return WP_ENOMEM;
     }
+    t->arg_inline = inline_arg;
     if (arg_len > 0)
         memcpy(t->arg, arg, arg_len);
     t->arg_len = arg_len;

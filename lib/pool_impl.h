@@ -59,6 +59,7 @@
 #define RUN_AVG_SHIFT    3     /* running average: new = old + (sample - old) / 8 */
 #define READ_BUF_BYTES   (64 * 1024) /* result bytes the dispatcher reads at a time */
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
+#define ARG_INLINE_MAX   64    /* arguments this small share the task's allocation */
 
 typedef struct task {
     wp_future       future;       /* first: a task is its future */
@@ -71,6 +72,7 @@ typedef struct task {
     unsigned        attempts;     /* attempts started */
     int             slot;         /* in pool->slots[slot]'s window, or -1 */
     unsigned        wires;        /* window entries whose frame of it is not fully written */
+    bool            arg_inline;   /* arg lives in this record (small ones): never freed alone */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
     struct task    *next;         /* in the held list */
     struct task    *cancel_next;  /* in the cancel stack */
@@ -151,6 +153,9 @@ struct wp_pool {
 };
 
 /* ---------------------------------------------------------------- task.c */
+/* Free t's argument once nothing needs it (settled, no frame of it being
+   written), unless it lives in the record itself. */
+void wp__task_drop_arg(task *t) WP_INTERNAL;
 extern const future_ops wp__task_ops WP_INTERNAL;
 /* Settle t for good and let go of the dispatcher's reference. */
 void wp__task_settle(task *t, int error, int code, const char *msg, void *result,

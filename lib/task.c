@@ -21,7 +21,8 @@ static void task_free(wp_future *f)
 {
     task *t = (task *)f;
     assert(t->wires == 0);
-    free(t->arg);
+    if (!t->arg_inline)
+        free(t->arg);
     free(t);
 }
 
@@ -49,12 +50,17 @@ const future_ops wp__task_ops = {
     .cancel = task_cancel, .free = task_free, .settling = task_settling,
 };
 
-void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
+void wp__task_drop_arg(task *t)
 {
-    if (t->wires == 0) { /* else the rest of a frame of it is still being written */
+    if (t->wires == 0 && !t->arg_inline) {
         free(t->arg);
         t->arg = NULL;
     }
+}
+
+void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
+{
+    wp__task_drop_arg(t); /* unless the rest of a frame of it is still being written */
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
 }

@@ -43,10 +43,8 @@ static void entry_wire_done(win_entry *e)
 {
     task *t = e->t;
     assert(t->wires > 0);
-    if (--t->wires == 0 && wp__future_is_settled(atomic_load(&t->future.state))) {
-        free(t->arg);
-        t->arg = NULL;
-    }
+    if (--t->wires == 0 && wp__future_is_settled(atomic_load(&t->future.state)))
+        wp__task_drop_arg(t);
 }
 
 /* Entry i leaves the window: its claim position is free again, its
