@@ -1735,6 +1735,7 @@ START_TEST(fd_limit)
     ck_assert_int_eq(wp_future_error(f), 0);
     wp_future_release(f);
 
+    tu_start_symbolizer();
     struct rlimit low = { .rlim_cur = 4, .rlim_max = saved.rlim_max };
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
     f = submit(p, tu_empty, NULL, 0, NULL);

@@ -22,16 +22,6 @@
 #include "fsmsg.h"
 #include "testutil.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifdef SANITIZED
-#include <sanitizer/common_interface_defs.h>
-#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -445,18 +435,6 @@ static unsigned fds_like(const char *prefix, int *out, unsigned max)
 
 #define MAX_SEEN 64
 
-/* A sanitizer starts its symbolizer, a process it talks to over new
-   descriptors, for its first report; out of descriptors it cannot, and
-   even a report its suppressions would have dropped (they match function
-   names) fails the test.  Start it while there are descriptors. */
-static void start_symbolizer(void)
-{
-#ifdef SANITIZED
-    char where[128];
-    __sanitizer_symbolize_pc(__builtin_return_address(0), "%f", where, sizeof where);
-#endif
-}
-
 /* The owner closes descriptors it thinks are its own, the fork-server
    socket among them: the pool must notice, settle what it cannot run and
    touch no descriptor it does not have. */
@@ -506,7 +484,7 @@ START_TEST(pool_out_of_descriptors)
     int limit = seen[0];
     for (unsigned i = 1; i < n; i++)
         limit = seen[i] < limit ? seen[i] : limit;
-    start_symbolizer();
+    tu_start_symbolizer();
     struct rlimit old, tight;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
     tight = old;

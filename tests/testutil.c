@@ -20,6 +20,17 @@
 
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TU_SANITIZED 1
+#endif
+#endif
+#ifdef TU_SANITIZED
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 static int arg_int(const void *arg, size_t len)
 {
     int v = 0;
@@ -600,4 +611,12 @@ void tu_assert_not_spinning(const char *what)
     int64_t used = cpu_us() - c0, wall = (tu_now_ms() - t0) * 1000;
     ck_assert_msg(used * 2 < wall, "%s: this process used %lld us of CPU in %lld us", what,
                   (long long)used, (long long)wall);
+}
+
+void tu_start_symbolizer(void)
+{
+#ifdef TU_SANITIZED
+    char where[128];
+    __sanitizer_symbolize_pc(__builtin_return_address(0), "%f", where, sizeof where);
+#endif
 }

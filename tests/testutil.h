@@ -206,6 +206,13 @@ unsigned tu_scaled(unsigned n);
    sanitizer (times between events stretch by it). */
 unsigned tu_slowdown(void);
 
+/* A sanitizer starts its symbolizer, a process it talks to over new
+   descriptors, for its first report; out of descriptors it cannot, and even
+   a report its suppressions would have dropped (they match function names)
+   fails the test.  Tests that lower RLIMIT_NOFILE call this first, while
+   there are descriptors.  Nothing in plain builds. */
+void tu_start_symbolizer(void);
+
 /* Monotonic milliseconds, and a short pause for loops that poll a condition
    against a deadline. */
 int64_t tu_now_ms(void);
