@@ -466,6 +466,13 @@ void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us)
  */
 void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg)
 {
+    /* No frame of it is finished now.  The pipe may still be open: a reap
+       can come first while something the task forked keeps the worker's
+       result pipe from reaching end-of-file. */
+    if (s->h.task_fd >= 0) {
+        close(s->h.task_fd);
+        s->h.task_fd = -1;
+    }
     while (s->count > 0) {
         unsigned i = s->count - 1;
         win_entry *e = entry_at(s, i);

@@ -1,0 +1,168 @@
+/*
+ * check_window.c — the window dispatcher against the corners of its claim
+ * protocol: a worker that dies while a frame behind its task is half
+ * written and something it forked still holds its pipes; a head taken
+ * back before its stopped worker could claim it; a task that forges the
+ * claim words its worker shares with the pool.
+ *
+ * Every test runs under both start methods (loop index = start method).
+ * Tests wait on futures, FIFOs, or poll observed state against a deadline.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool_impl.h"
+#include "testutil.h"
+
+#define BIG_ARG      ((size_t)4 << 20) /* more than a worker's task pipe holds */
+#define PATTERN_SEED 7u
+#define FD_SCAN_MAX  1024
+#define SHORT_MS     50    /* a deadline that passes during the test */
+#define TASK_WAIT_MS 10000 /* how long a task waits for what it watches */
+
+/* Descriptor of the worker's pipe open for `mode` (O_RDONLY: the task
+   pipe, O_WRONLY: the result pipe), or -1.  A worker keeps only stdio and
+   its two pipes. */
+static int worker_pipe(int mode)
+{
+    for (int fd = 3; fd < FD_SCAN_MAX; fd++) {
+        struct stat st;
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_ACCMODE) == mode && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+            return fd;
+    }
+    return -1;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void short_pause(void)
+{
+    struct timespec ts = { 0, 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------ a stray holds the pipes */
+
+typedef struct stray_arg {
+    char report[128]; /* FIFO: the stray's pid */
+} stray_arg;
+
+/*
+ * Wait until the frame behind this task is (partly) in the task pipe, fork
+ * a process that leaves the worker's group and keeps the worker's pipes
+ * open, then let the worker die.
+ */
+static int tu_die_with_stray(const void *arg, size_t len, wp_buf *out)
+{
+    stray_arg a;
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "bad argument");
+    memcpy(&a, arg, sizeof a);
+    a.report[sizeof a.report - 1] = '\0';
+    int in = worker_pipe(O_RDONLY);
+    if (in < 0)
+        return wp_buf_fail(out, 5, "no task pipe");
+    int64_t until = mono_ms() + TASK_WAIT_MS;
+    int pending = 0;
+    while ((ioctl(in, FIONREAD, &pending) < 0 || pending == 0) && mono_ms() < until)
+        short_pause();
+    if (pending == 0)
+        return wp_buf_fail(out, 5, "nothing came behind the task");
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return wp_buf_fail(out, 5, "no pipe");
+    pid_t c = fork();
+    if (c == 0) {
+        close(ready[0]);
+        int pid = (int)getpid();
+        int fd = setsid() < 0 ? -1 : open(a.report, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, &pid, sizeof pid) != (ssize_t)sizeof pid || write(ready[1], "x", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char byte;
+    if (c < 0 || read(ready[0], &byte, 1) != 1)
+        return wp_buf_fail(out, 5, "the stray did not start");
+    _exit(3);
+}
+
+static void kill_stray(int pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGKILL);
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    while (!tu_pid_exited(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+}
+
+/* The worker dies while the frame behind its task is half written, and a
+   process its task forked keeps the pipes open: the pool learns of the
+   death from the reap alone.  The task behind runs elsewhere, intact. */
+START_TEST(reaped_with_half_written_frame)
+{
+    tu_fifo report;
+    tu_fifo_open(&report);
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    stray_arg a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.report, sizeof a.report, "%s", report.path);
+    char *big = malloc(BIG_ARG);
+    ck_assert_ptr_nonnull(big);
+    tu_pattern(big, BIG_ARG, PATTERN_SEED);
+    wp_future *dying = NULL, *behind = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_die_with_stray, &a, sizeof a, NULL, &dying), 0);
+    ck_assert_int_eq(wp_submit(p, tu_echo, big, BIG_ARG, NULL, &behind), 0);
+    free(big);
+    int stray = tu_fifo_read_pid(&report, TU_DEADLINE_MS);
+    ck_assert_int_eq(wp_future_wait(dying, TU_DEADLINE_MS), 0);
+    ck_assert_msg(wp_future_error(dying) == WP_ECRASHED, "the dying task: %s (%s)",
+                  wp_strerror(wp_future_error(dying)), wp_future_message(dying));
+    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
+    size_t len = 0;
+    const void *r = wp_future_result(behind, &len);
+    ck_assert_msg(wp_future_error(behind) == 0, "the task behind: %s (%s)",
+                  wp_strerror(wp_future_error(behind)), wp_future_message(behind));
+    ck_assert_uint_eq(len, BIG_ARG);
+    ck_assert(tu_pattern_ok(r, len, PATTERN_SEED));
+    wp_future_release(dying);
+    wp_future_release(behind);
+    wp_pool_destroy(p);
+    kill_stray(stray);
+    tu_fifo_close(&report);
+}
+END_TEST
+
+static Suite *window_suite(void)
+{
+    Suite *s = suite_create("window");
+    const tu_test tests[] = {
+        { "reaped_with_half_written_frame", reaped_with_half_written_frame },
+    };
+    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(window_suite(), CK_FORK_GETENV);
+}
