@@ -130,12 +130,12 @@ static task *take_back(slot *s, unsigned i)
     unstart(t);
     if (entry_unwritten(s, i)) {
         entry_remove(s, i);
-        if (i == 0)
-            head_changed(s);
     } else {
         e->skipped = true;
         s->live--;
     }
+    if (i == 0) /* a new head, or a skipped one: its deadline goes */
+        head_changed(s);
     wp_future_release(&t->future);
     return t;
 }

@@ -152,11 +152,65 @@ START_TEST(reaped_with_half_written_frame)
 }
 END_TEST
 
+/* -------------------------------------------- a head taken back unclaimed */
+
+static int result_int(const wp_future *f)
+{
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_uint_eq(len, sizeof(int));
+    int v;
+    memcpy(&v, r, sizeof v);
+    return v;
+}
+
+static void wait_proc_state(int pid, char want)
+{
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    char state = 0;
+    int ppid;
+    while (tu_proc_stat(pid, &state, &ppid) == 0 && state != want && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(state == want, "process %d is in state %c, not %c", pid, state, want);
+}
+
+/* A head with a deadline, cancelled before its (stopped) worker claimed
+   it, stays in the window as a skipped entry: its deadline goes with it,
+   the dispatcher sleeps. */
+START_TEST(skipped_head_keeps_no_deadline)
+{
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid = result_int(f);
+    wp_future_release(f);
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    wait_proc_state(pid, 'T');
+    wp_task_options o = { .timeout_ms = SHORT_MS };
+    ck_assert_int_eq(wp_submit(p, tu_echo, "x", 1, &o, &f), 0);
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    while (wp_future_state(f) != WP_RUNNING && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_int_eq(wp_future_state(f), WP_RUNNING); /* the head of the stopped worker */
+    ck_assert_int_eq(wp_future_cancel(f), 0);
+    ck_assert_int_eq(wp_future_wait(f, TU_DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_error(f), WP_ECANCELED);
+    wp_future_release(f);
+    tu_assert_not_spinning("a skipped head whose deadline passed");
+    ck_assert_int_eq(kill(pid, SIGCONT), 0);
+    f = tu_run(p, tu_echo, "y", 1, NULL);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
     const tu_test tests[] = {
         { "reaped_with_half_written_frame", reaped_with_half_written_frame },
+        { "skipped_head_keeps_no_deadline", skipped_head_keeps_no_deadline },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
