@@ -417,15 +417,15 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
     }
     /* It started.  Take back every task behind it first: once none of
        them can start, killing the worker costs t alone.  One that has
-       started already means t has finished, its answer in the pipe. */
+       started already means t has finished, its answer in the pipe; if
+       the read finds none, the claim words lie (a task can write them):
+       the worker is killed all the same. */
     for (unsigned k = s->count; k-- > (unsigned)i + 1;) {
         if (entry_at(s, k)->skipped)
             continue;
         task *n = take_back(s, k);
-        if (n == NULL) {
-            wp__slot_read(p, s);
-            return;
-        }
+        if (n == NULL)
+            break;
         wp__held_push(p, n, 0, true);
     }
     wp__slot_read(p, s); /* the answers before it, and maybe its own */

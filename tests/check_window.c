@@ -205,12 +205,60 @@ START_TEST(skipped_head_keeps_no_deadline)
 }
 END_TEST
 
+/* -------------------------------------------------- forged claim words */
+
+typedef struct forge_arg {
+    worker_shared *shared; /* slot 0's claim words (mapped in every worker) */
+} forge_arg;
+
+/* A hostile task: marks the task behind it started, then hangs. */
+static int tu_forge_started(const void *arg, size_t len, wp_buf *out)
+{
+    forge_arg a;
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "bad argument");
+    memcpy(&a, arg, sizeof a);
+    int64_t until = mono_ms() + TASK_WAIT_MS;
+    for (bool forged = false; !forged && mono_ms() < until;) {
+        for (unsigned i = 0; i < WINDOW_MAX && !forged; i++) {
+            uint64_t w = atomic_load(&a.shared->claim[i]);
+            if ((w & 3) == CLAIM_OFFERED)
+                forged = wp__claim(&a.shared->claim[i], w >> 2, CLAIM_STARTED);
+        }
+        short_pause();
+    }
+    for (;;)
+        pause();
+}
+
+/* A task past its deadline is stopped even if it marked the task behind
+   it as started: the pool cannot take that one back, and finds no answer
+   before it. */
+START_TEST(forged_start_behind_a_deadline)
+{
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    forge_arg a = { .shared = &p->shared[0] };
+    wp_task_options o = { .timeout_ms = SHORT_MS };
+    wp_future *hostile = NULL, *behind = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_forge_started, &a, sizeof a, &o, &hostile), 0);
+    ck_assert_int_eq(wp_submit(p, tu_echo, "z", 1, NULL, &behind), 0);
+    ck_assert_msg(wp_future_wait(hostile, TU_DEADLINE_MS / 4) == 0,
+                  "a task past its deadline was not stopped");
+    ck_assert_int_eq(wp_future_error(hostile), WP_ETIMEDOUT);
+    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
+    wp_future_release(hostile);
+    wp_future_release(behind);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
     const tu_test tests[] = {
         { "reaped_with_half_written_frame", reaped_with_half_written_frame },
         { "skipped_head_keeps_no_deadline", skipped_head_keeps_no_deadline },
+        { "forged_start_behind_a_deadline", forged_start_behind_a_deadline },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
