@@ -282,9 +282,14 @@ static void handle_answer(wp_pool *p, slot *s)
     win_entry *e = entry_at(s, 0);
     task *t = e->t;
     bool skipped = e->skipped;
-    bool ok = h->type == FRAME_RESULT || (skipped ? h->error == WP_ECANCELED
-                                                   : h->error == WP_ETASK || h->error == WP_E2BIG ||
-                                                         h->error == WP_ENOFUNC);
+    bool failure = h->type == FRAME_FAILURE;
+    bool ok = skipped ? failure && h->error == WP_ECANCELED
+                      : !failure || h->error == WP_ETASK || h->error == WP_E2BIG ||
+                            h->error == WP_ENOFUNC;
+    if (s->written == 0) { /* a task can write to its worker's pipe */
+        protocol_error(p, s, "answered a task before it had all of its frame");
+        return;
+    }
     if (!ok) {
         protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
         return;

@@ -252,6 +252,111 @@ START_TEST(forged_start_behind_a_deadline)
 }
 END_TEST
 
+/* The id of a claim word of slot `w` in state `state` (not `except`),
+   waiting for one up to TASK_WAIT_MS; 0 if none came. */
+static uint64_t claim_in_state(worker_shared *w, int state, uint64_t except)
+{
+    int64_t until = mono_ms() + TASK_WAIT_MS;
+    do {
+        for (unsigned i = 0; i < WINDOW_MAX; i++) {
+            uint64_t word = atomic_load(&w->claim[i]);
+            if ((word & 3) == (uint64_t)state && word >> 2 != except)
+                return word >> 2;
+        }
+        short_pause();
+    } while (mono_ms() < until);
+    return 0;
+}
+
+typedef struct forger_arg {
+    worker_shared *shared;      /* slot 0's claim words */
+    int            behind;      /* the state the task behind must be in first */
+    bool           half_frame;  /* and its frame must be partly in the pipe */
+} forger_arg;
+
+/* A hostile task: once the task behind it is in the given state, it writes
+   answers for itself and for that task to the pool, then hangs. */
+static int tu_forge_answers(const void *arg, size_t len, wp_buf *out)
+{
+    forger_arg a;
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "bad argument");
+    memcpy(&a, arg, sizeof a);
+    uint64_t self = claim_in_state(a.shared, CLAIM_STARTED, 0);
+    uint64_t next = claim_in_state(a.shared, a.behind, self);
+    int in = worker_pipe(O_RDONLY), res = worker_pipe(O_WRONLY);
+    if (self == 0 || next == 0 || in < 0 || res < 0)
+        return wp_buf_fail(out, 5, "nothing to forge");
+    int64_t until = mono_ms() + TASK_WAIT_MS;
+    int pending = 0;
+    while (a.half_frame && (ioctl(in, FIONREAD, &pending) < 0 || pending == 0) && mono_ms() < until)
+        short_pause();
+    frame_header h[2];
+    wp__frame_header(&h[0], FRAME_RESULT, self, 0);
+    wp__frame_header(&h[1], FRAME_RESULT, next, 0);
+    if (write(res, h, sizeof h) != (ssize_t)sizeof h)
+        return wp_buf_fail(out, 5, "cannot forge");
+    for (;;)
+        pause();
+}
+
+/* A task answers for the task behind it, whose frame its worker has not
+   all received: the pool kills the worker (it cannot tell where the rest
+   of the frame would go), and the task behind runs elsewhere, intact. */
+START_TEST(forged_answer_for_half_written_frame)
+{
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    forger_arg a = { .shared = &p->shared[0], .behind = CLAIM_OFFERED, .half_frame = true };
+    char *big = malloc(BIG_ARG);
+    ck_assert_ptr_nonnull(big);
+    tu_pattern(big, BIG_ARG, PATTERN_SEED);
+    wp_future *hostile = NULL, *behind = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_forge_answers, &a, sizeof a, NULL, &hostile), 0);
+    ck_assert_int_eq(wp_submit(p, tu_echo, big, BIG_ARG, NULL, &behind), 0);
+    free(big);
+    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
+    size_t len = 0;
+    const void *r = wp_future_result(behind, &len);
+    ck_assert_msg(wp_future_error(behind) == 0, "the task behind: %s (%s)",
+                  wp_strerror(wp_future_error(behind)), wp_future_message(behind));
+    ck_assert_uint_eq(len, BIG_ARG);
+    ck_assert(tu_pattern_ok(r, len, PATTERN_SEED));
+    ck_assert_int_eq(wp_future_wait(hostile, TU_DEADLINE_MS), 0);
+    wp_future_release(hostile);
+    wp_future_release(behind);
+    wp_pool_destroy(p);
+}
+END_TEST
+
+/* A task answers for a task behind it that the pool took back (its worker
+   was to answer "skipped"): a broken protocol, the worker is killed, and
+   the next task runs on a new one. */
+START_TEST(forged_result_for_skipped_task)
+{
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    forger_arg a = { .shared = &p->shared[0], .behind = CLAIM_SKIPPED, .half_frame = false };
+    wp_future *hostile = NULL, *behind = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_forge_answers, &a, sizeof a, NULL, &hostile), 0);
+    ck_assert_int_eq(wp_submit(p, tu_echo, "w", 1, NULL, &behind), 0);
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    while (tu_pool_stats(p).queued > 0 && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_int_eq(wp_future_cancel(behind), 0); /* taken back: it is behind a running task */
+    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_error(behind), WP_ECANCELED);
+    ck_assert_int_eq(wp_future_wait(hostile, TU_DEADLINE_MS), 0);
+    wp_future *next = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_echo, "v", 1, NULL, &next), 0);
+    ck_assert_msg(wp_future_wait(next, TU_DEADLINE_MS / 4) == 0,
+                  "the next task went to the worker that broke the protocol");
+    ck_assert_int_eq(wp_future_error(next), 0);
+    wp_future_release(next);
+    wp_future_release(hostile);
+    wp_future_release(behind);
+    wp_pool_destroy(p);
+}
+END_TEST
+
 static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
@@ -259,6 +364,8 @@ static Suite *window_suite(void)
         { "reaped_with_half_written_frame", reaped_with_half_written_frame },
         { "skipped_head_keeps_no_deadline", skipped_head_keeps_no_deadline },
         { "forged_start_behind_a_deadline", forged_start_behind_a_deadline },
+        { "forged_answer_for_half_written_frame", forged_answer_for_half_written_frame },
+        { "forged_result_for_skipped_task", forged_result_for_skipped_task },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
