@@ -135,12 +135,12 @@ static task *take_back(slot *s, unsigned i)
     unstart(t);
     if (entry_unwritten(s, i)) {
         entry_remove(s, i);
-        if (i == 0)
-            head_changed(s);
     } else {
         e->skipped = true;
         s->live--;
     }
+    if (i == 0) /* a new head, or a skipped one: its deadline goes */
+        head_changed(s);
     wp_future_release(&t->future);
     return t;
 }
@@ -288,9 +288,14 @@ static void handle_answer(wp_pool *p, slot *s)
     win_entry *e = entry_at(s, 0);
     task *t = e->t;
     bool skipped = e->skipped;
-    bool ok = h->type == FRAME_RESULT || (skipped ? h->error == WP_ECANCELED
-                                                   : h->error == WP_ETASK || h->error == WP_E2BIG ||
-                                                         h->error == WP_ENOFUNC);
+    bool failure = h->type == FRAME_FAILURE;
+    bool ok = skipped ? failure && h->error == WP_ECANCELED
+                      : !failure || h->error == WP_ETASK || h->error == WP_E2BIG ||
+                            h->error == WP_ENOFUNC;
+    if (s->written == 0) { /* a task can write to its worker's pipe */
+        protocol_error(p, s, "answered a task before it had all of its frame");
+        return;
+    }
     if (!ok) {
         protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
         return;
@@ -423,15 +428,15 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
     }
     /* It started.  Take back every task behind it first: once none of
        them can start, killing the worker costs t alone.  One that has
-       started already means t has finished, its answer in the pipe. */
+       started already means t has finished, its answer in the pipe; if
+       the read finds none, the claim words lie (a task can write them):
+       the worker is killed all the same. */
     for (unsigned k = s->count; k-- > (unsigned)i + 1;) {
         if (entry_at(s, k)->skipped)
             continue;
         task *n = take_back(s, k);
-        if (n == NULL) {
-            wp__slot_read(p, s);
-            return;
-        }
+        if (n == NULL)
+            break;
         wp__held_push(p, n, 0, true);
     }
     wp__slot_read(p, s); /* the answers before it, and maybe its own */
@@ -472,6 +477,13 @@ void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us)
  */
 void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg)
 {
+    /* No frame of it is finished now.  The pipe may still be open: a reap
+       can come first while something the task forked keeps the worker's
+       result pipe from reaching end-of-file. */
+    if (s->h.task_fd >= 0) {
+        close(s->h.task_fd);
+        s->h.task_fd = -1;
+    }
     while (s->count > 0) {
         unsigned i = s->count - 1;
         win_entry *e = entry_at(s, i);
