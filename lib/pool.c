@@ -266,31 +266,30 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     return 0;
 }
 
+static const wp_task_options default_task_options;
+
 /* The checks wp_submit and wp_submit_many share: WP_EINVAL, WP_ESHUTDOWN
-   or 0, and whether pushes must not block. */
-static int submit_check(wp_pool *pool, wp_task_fn fn, const wp_task_options *opts, bool *nowait)
+   or 0; *opts NULL becomes the defaults; and whether pushes must not block. */
+static int submit_check(wp_pool *pool, wp_task_fn fn, const wp_task_options **opts, bool *nowait)
 {
-    if (pool == NULL || fn == NULL || check_task_options(opts) < 0)
+    if (*opts == NULL)
+        *opts = &default_task_options;
+    if (pool == NULL || fn == NULL || check_task_options(*opts) < 0)
         return WP_EINVAL;
     if (wp__getpid() != pool->owner)
         return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */
     /* On a dispatcher thread (a done-callback) a full queue may only drain
        through this very thread: answer WP_EAGAIN rather than wait. */
-    *nowait = (opts->flags & WP_TASK_NOWAIT) != 0 || wp__on_dispatcher();
+    *nowait = ((*opts)->flags & WP_TASK_NOWAIT) != 0 || wp__on_dispatcher();
     return 0;
 }
-
-static const wp_task_options default_task_options;
-
 int wp_submit(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_len,
               const wp_task_options *opts, wp_future **out)
 {
     if (out != NULL)
         *out = NULL;
-    if (opts == NULL)
-        opts = &default_task_options;
     bool nowait;
-    int rc = submit_check(pool, fn, opts, &nowait);
+    int rc = submit_check(pool, fn, &opts, &nowait);
     if (rc == 0 && arg == NULL && arg_len > 0)
         rc = WP_EINVAL;
     return rc < 0 ? rc : submit_one(pool, fn, arg, arg_len, opts, nowait, out);
@@ -303,10 +302,8 @@ int wp_submit_many(wp_pool *pool, wp_task_fn fn, const wp_item *items, size_t n,
         *accepted = 0;
     for (size_t i = 0; out != NULL && i < n; i++)
         out[i] = NULL;
-    if (opts == NULL)
-        opts = &default_task_options;
     bool nowait;
-    int rc = submit_check(pool, fn, opts, &nowait);
+    int rc = submit_check(pool, fn, &opts, &nowait);
     if (rc == 0 && items == NULL && n > 0)
         rc = WP_EINVAL;
     /* Task by task: the queue carries them to the dispatcher, which writes
