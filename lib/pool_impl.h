@@ -102,6 +102,7 @@ typedef struct slot {
     frame_reader    in;
     int64_t         deadline_us;  /* for the head task: -1 = none */
     int64_t         head_at_us;   /* when the head entry became the head */
+    int64_t         head_start_us; /* its start as first seen, -1 = not yet */
     int64_t         spawn_at;     /* EMPTY: earliest time to start a worker */
     int64_t         ready_at;
     int64_t         start_deadline; /* STARTING: ms by which READY must come */
@@ -182,7 +183,7 @@ void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *
 void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
 void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
 /* How many more tasks the slot takes now (its window's room). */
-unsigned wp__slot_room(const wp_pool *p, const slot *s, int64_t now_us) WP_INTERNAL;
+unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
 /* Append t to the window (written by slot_write). */
 void wp__slot_send(wp_pool *p, slot *s, task *t) WP_INTERNAL;
 /* Write what the pipe takes of the window's unwritten frames. */
@@ -198,9 +199,10 @@ task *wp__slot_steal(slot *s) WP_INTERNAL;
 void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg) WP_INTERNAL;
 /* Tasks behind a head that has run HOL_US go back for other workers. */
 void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
-/* The head task's start, from the worker's own clock reading: -1 if it
-   has not started. */
-int64_t wp__slot_head_started(const slot *s) WP_INTERNAL;
+/* The head task's start, from the worker's own clock reading as first
+   seen (never later than the pool's clock then): -1 if it has not
+   started. */
+int64_t wp__slot_head_started(slot *s) WP_INTERNAL;
 /* The head's task if it is live, else NULL. */
 task *wp__slot_head_task(slot *s) WP_INTERNAL;
 /* The id of the oldest live task behind the head, or UINT64_MAX. */

@@ -88,6 +88,7 @@ static bool entry_unwritten(const slot *s, unsigned i)
 static void head_changed(slot *s)
 {
     s->head_at_us = wp__now_us();
+    s->head_start_us = -1;
     s->deadline_us = -1;
     if (s->count == 0)
         return;
@@ -99,14 +100,21 @@ static void head_changed(slot *s)
     wp__future_start(&e->t->future); /* false: a cancel is on its way */
 }
 
-int64_t wp__slot_head_started(const slot *s)
+/* Read once per head, and kept within [0, now]: a task can write the
+   words it shares with the pool, but not move its deadline later than
+   the pool first saw it running, nor overflow the pool's arithmetic. */
+int64_t wp__slot_head_started(slot *s)
 {
-    if (s->count == 0)
+    if (s->count == 0 || s->win[s->head].skipped)
         return -1;
     const win_entry *e = &s->win[s->head];
-    if (e->skipped || atomic_load(&s->shared->claim[e->pos]) != CLAIM(e->hdr.task_id, CLAIM_STARTED))
-        return -1;
-    return atomic_load(&s->shared->started_us[e->pos]);
+    if (s->head_start_us < 0) {
+        if (atomic_load(&s->shared->claim[e->pos]) != CLAIM(e->hdr.task_id, CLAIM_STARTED))
+            return -1;
+        int64_t at = atomic_load(&s->shared->started_us[e->pos]), now = wp__now_us();
+        s->head_start_us = at < 0 ? 0 : at > now ? now : at;
+    }
+    return s->head_start_us;
 }
 
 /* A head taken back was marked running when it became the head: it is
@@ -165,7 +173,7 @@ static unsigned window_target(const wp_pool *p)
     return n < WINDOW_MIN ? WINDOW_MIN : n > WINDOW_MAX ? WINDOW_MAX : (unsigned)n;
 }
 
-unsigned wp__slot_room(const wp_pool *p, const slot *s, int64_t now_us)
+unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us)
 {
     if (s->state != SLOT_IDLE && s->state != SLOT_BUSY)
         return 0;
@@ -507,6 +515,7 @@ void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *ms
     s->written = 0;
     s->out_done = 0;
     s->deadline_us = -1;
+    s->head_start_us = -1;
 }
 
 task *wp__slot_head_task(slot *s)

@@ -30,6 +30,7 @@
 #define FD_SCAN_MAX  1024
 #define SHORT_MS     50    /* a deadline that passes during the test */
 #define TASK_WAIT_MS 10000 /* how long a task waits for what it watches */
+#define BEHIND_FORGERS 4   /* tasks queued behind two hostile ones: windows of 3 */
 
 /* Descriptor of the worker's pipe open for `mode` (O_RDONLY: the task
    pipe, O_WRONLY: the result pipe), or -1.  A worker keeps only stdio and
@@ -357,6 +358,50 @@ START_TEST(forged_result_for_skipped_task)
 }
 END_TEST
 
+/* A hostile task: keeps its own start time, in the words its worker
+   shares with the pool, far in the future; hangs. */
+static int tu_forge_start_time(const void *arg, size_t len, wp_buf *out)
+{
+    forge_arg a;
+    if (len != sizeof a)
+        return wp_buf_fail(out, 22, "bad argument");
+    memcpy(&a, arg, sizeof a);
+    for (;;) {
+        for (unsigned i = 0; i < WINDOW_MAX; i++)
+            if ((atomic_load(&a.shared->claim[i]) & 3) == CLAIM_STARTED)
+                atomic_store(&a.shared->started_us[i], INT64_MAX - 1);
+        short_pause();
+    }
+}
+
+/* A task that moves its start time cannot escape its deadline (nor make
+   the pool's arithmetic on it overflow: head-of-line checks with two
+   workers and tasks behind it). */
+START_TEST(forged_start_time_keeps_deadline)
+{
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 2, .start_method = _i });
+    forge_arg a[2] = { { .shared = &p->shared[0] }, { .shared = &p->shared[1] } };
+    wp_task_options o = { .timeout_ms = SHORT_MS };
+    wp_future *hostile[2] = { NULL, NULL };
+    wp_future *behind[BEHIND_FORGERS];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(wp_submit(p, tu_forge_start_time, &a[i], sizeof a[i], &o, &hostile[i]), 0);
+    for (int i = 0; i < BEHIND_FORGERS; i++)
+        ck_assert_int_eq(wp_submit(p, tu_echo, "u", 1, NULL, &behind[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(wp_future_wait(hostile[i], TU_DEADLINE_MS / 4) == 0,
+                      "a task that moved its start time ran past its deadline");
+        ck_assert_int_eq(wp_future_error(hostile[i]), WP_ETIMEDOUT);
+        wp_future_release(hostile[i]);
+    }
+    for (int i = 0; i < BEHIND_FORGERS; i++) {
+        ck_assert_int_eq(wp_future_wait(behind[i], TU_DEADLINE_MS), 0);
+        wp_future_release(behind[i]);
+    }
+    wp_pool_destroy(p);
+}
+END_TEST
+
 static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
@@ -366,6 +411,7 @@ static Suite *window_suite(void)
         { "forged_start_behind_a_deadline", forged_start_behind_a_deadline },
         { "forged_answer_for_half_written_frame", forged_answer_for_half_written_frame },
         { "forged_result_for_skipped_task", forged_result_for_skipped_task },
+        { "forged_start_time_keeps_deadline", forged_start_time_keeps_deadline },
     };
     tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
     return s;
