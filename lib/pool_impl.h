@@ -192,6 +192,9 @@ void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
 bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
 /* End t (in s's window) with error, disturbing no other task. */
 void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
+/* End t with error only if its worker has not started it (a shield):
+   true if it was taken back. */
+bool wp__slot_take_back_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
 /* Take back the oldest task not started, if any (for an idle worker). */
 task *wp__slot_steal(slot *s) WP_INTERNAL;
 /* The worker stops or died: tasks not started go back to the front of

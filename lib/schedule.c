@@ -120,8 +120,12 @@ static void cancel_everything(wp_pool *p)
         slot *s = &p->slots[i];
         task *t;
         while ((s->state == SLOT_IDLE || s->state == SLOT_BUSY) &&
-               (t = wp__slot_cancellable(s)) != NULL)
-            wp__stop_task(p, s, t, WP_ECANCELED, gone);
+               (t = wp__slot_cancellable(s)) != NULL) {
+            if (!(t->opts.flags & WP_TASK_SHIELD))
+                wp__stop_task(p, s, t, WP_ECANCELED, gone);
+            else if (!wp__slot_take_back_task(p, s, t, WP_ECANCELED, gone))
+                break; /* it started meanwhile: shielded, it runs to its end */
+        }
     }
     task *t;
     while ((t = wp__next_task(p, INT64_MAX)) != NULL)

@@ -452,6 +452,15 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
         wp__slot_stop(p, s, true, error, msg, "was killed by the pool (SIGKILL) to stop its task");
 }
 
+bool wp__slot_take_back_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
+{
+    int i = entry_of(s, t);
+    task *back = i >= 0 ? take_back(s, (unsigned)i) : NULL;
+    if (back != NULL)
+        wp__task_finish(p, back, error, 0, msg, NULL, 0);
+    return back != NULL;
+}
+
 task *wp__slot_steal(slot *s)
 {
     for (unsigned i = 1; i < s->count; i++)
