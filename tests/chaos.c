@@ -296,9 +296,10 @@ chaos_tally chaos_settle_check(chaos_rec *recs, unsigned n, unsigned allowed, ui
  * A task that never started must not fail, but the test sees "started" only
  * as "its function was entered", and the pool counts a task as running from
  * the worker's claim, a few instructions earlier.  On a worker that has run
- * a task before, a kill inside that window is all but impossible; on a
- * fresh one the window holds its first dladdr and page faults (prewarm
- * shrinks them), so a few such kills are allowed there.  Under a sanitizer
+ * a task before, a kill inside that window is rare but possible (seen: 1 in
+ * about 850 kills of the recycle phase in a clang build); on a fresh one the
+ * window holds its first function check and page faults (prewarm shrinks
+ * them).  So a few such kills are allowed, warm or cold.  Under a sanitizer
  * every instruction of the window is instrumented (ThreadSanitizer's
  * atomics are calls into its runtime), and kills land in it on warm
  * workers too (measured: up to 6% of the crashes): there only the share is
@@ -315,7 +316,7 @@ void chaos_check_unentered(const chaos_tally *t, uint64_t seed, const char *what
     bool sanitized = TU_ASAN || TU_TSAN;
     unsigned per = sanitized ? SANITIZED_SLACK_PER : COLD_SLACK_PER;
     unsigned slack = COLD_SLACK_MIN + t->n[CHAOS_KILLED] / per;
-    bool ok = sanitized ? t->unentered_kills <= slack : warm == 0 && t->unentered_cold <= slack;
+    bool ok = t->unentered_kills <= slack;
     ck_assert_msg(ok,
                   "%s (seed %llu): %u of %u tasks failed WP_ECRASHED although their function never "
                   "started (%u on workers that had run tasks; %u on fresh ones, %u allowed): a task "
