@@ -736,12 +736,9 @@ START_TEST(shield_survives_shutdown)
     tu_fifo report, gate;
     fifo_open(&report);
     fifo_open(&gate);
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
     const wp_task_options shield = { .flags = WP_TASK_SHIELD };
     int pid;
-    wp_future *held = submit(p, tu_report, &a, sizeof a, &shield);
-    pid = tu_fifo_read_pid(&report, DEADLINE_MS);
-    ck_assert_int_gt(pid, 0);
+    wp_future *held = tu_submit_held(p, &report, &gate, &shield, &pid);
     wp_future *queued = submit(p, tu_echo, "q", 1, NULL);
     tu_blocker w;
     tu_blocker_start(&w, shutdown_no_grace, p);
@@ -926,10 +923,8 @@ START_TEST(cancel_while_writing)
     tu_fifo report, gate;
     fifo_open(&report);
     fifo_open(&gate);
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *busy = submit(p, tu_report, &a, sizeof a, NULL);
-    int pid = tu_fifo_read_pid(&report, DEADLINE_MS);
-    ck_assert_int_gt(pid, 0);
+    int pid;
+    wp_future *busy = tu_submit_held(p, &report, &gate, NULL, &pid);
 
     size_t big_len = (size_t)8 << 20; /* far more than a pipe holds */
     char *big = malloc(big_len);
@@ -1702,9 +1697,7 @@ START_TEST(huge_times_saturate)
     tu_fifo report, gate;
     fifo_open(&report);
     fifo_open(&gate);
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *held = submit(p, tu_report, &a, sizeof a, NULL);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *held = tu_submit_held(p, &report, &gate, NULL, NULL);
     tu_blocker w;
     tu_blocker_start(&w, shutdown_huge_grace, p);
     /* While shutdown waits out its grace the dispatcher sleeps. */

@@ -35,16 +35,6 @@ static wp_cq *make_cq(void)
     return cq;
 }
 
-/* A task held at gate until released; returns once it runs. */
-static wp_future *submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate)
-{
-    tu_report_arg a = tu_report_arg_of(0, report, gate);
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &f), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(report, DEADLINE_MS), 0);
-    return f;
-}
-
 static wp_future *next_or_fail(wp_cq *cq)
 {
     wp_future *f = NULL;
@@ -82,7 +72,7 @@ START_TEST(settle_order)
     tu_fifo_open(&report);
     tu_fifo_open(&gate);
     wp_cq *cq = make_cq();
-    wp_future *slow = submit_held(p, &report, &gate);
+    wp_future *slow = tu_submit_held(p, &report, &gate, NULL, NULL);
     ck_assert_int_eq(wp_cq_add(cq, slow), 0);
     wp_future *quick = tu_run(p, tu_echo, "q", 1, NULL); /* settled already */
     ck_assert_int_eq(wp_cq_add(cq, quick), 0);
@@ -124,7 +114,7 @@ START_TEST(destroy_with_futures_left)
     tu_fifo_open(&report);
     tu_fifo_open(&gate);
     wp_cq *cq = make_cq();
-    wp_future *held = submit_held(p, &report, &gate);
+    wp_future *held = tu_submit_held(p, &report, &gate, NULL, NULL);
     ck_assert_int_eq(wp_cq_add(cq, held), 0);
     wp_future_release(held); /* the cq's is the last reference */
     for (int i = 0; i < 3; i++) {

@@ -661,10 +661,7 @@ START_TEST(submit_from_callback_full_queue)
     tu_fifo report, gate;
     tu_fifo_open(&report);
     tu_fifo_open(&gate);
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *busy;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &busy), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *busy = tu_submit_held(p, &report, &gate, NULL, NULL);
     /* One task goes behind the busy one; then the queue fills up. */
     ck_assert_int_eq(wp_submit(p, tu_empty, NULL, 0, NULL, NULL), 0);
     int64_t deadline = tu_now_ms() + DEADLINE_MS;
@@ -688,9 +685,7 @@ START_TEST(submit_from_callback_full_queue)
     ck_assert_int_eq(wp_wait_all(&busy, 1, -1), 0);
     wp_future *drained = tu_run(p, tu_empty, NULL, 0, NULL); /* behind the filler */
     wp_future_release(drained);
-    wp_future *last;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &last), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *last = tu_submit_held(p, &report, &gate, NULL, NULL);
     atomic_store(&cb_rc, 1);
     ck_assert_int_eq(wp_future_on_done(last, on_done_submit, NULL), 0);
     tu_fifo_release(&gate, 1);
@@ -1031,10 +1026,7 @@ START_TEST(submit_many_nowait)
     tu_fifo report, gate;
     tu_fifo_open(&report);
     tu_fifo_open(&gate);
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *held;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *held = tu_submit_held(p, &report, &gate, NULL, NULL);
     enum { N = 64 };
     many_item its[N];
     wp_item items[N];

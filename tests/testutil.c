@@ -620,3 +620,16 @@ void tu_start_symbolizer(void)
     __sanitizer_symbolize_pc(__builtin_return_address(0), "%f", where, sizeof where);
 #endif
 }
+
+wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
+                          int *pid)
+{
+    tu_report_arg a = tu_report_arg_of(0, report, gate);
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, o, &f), 0);
+    int who = tu_fifo_read_pid(report, TU_DEADLINE_MS);
+    ck_assert_int_gt(who, 0);
+    if (pid != NULL)
+        *pid = who;
+    return f;
+}

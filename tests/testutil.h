@@ -66,6 +66,12 @@ void tu_fifo_release(tu_fifo *f, unsigned n);
    waiting at gate where they are not NULL. */
 tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
 
+/* Submit a tu_report task held at gate (with options o, may be NULL) and
+   return its future once it runs in a worker; *pid (if not NULL) gets that
+   worker's pid.  Fails the test if it does not run within TU_DEADLINE_MS. */
+wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
+                          int *pid);
+
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
 int  tu_pattern_ok(const void *buf, size_t len, unsigned seed);
