@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * batch_insert — the workerpool batcher demo: many threads insert rows into
  * SQLite through worker processes, one transaction per batch.

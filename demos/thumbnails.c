@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * thumbnails — the workerpool demo: JPEG thumbnails of a whole directory
  * tree, made in worker processes.

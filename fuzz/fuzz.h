@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz.h — what the libFuzzer targets in this directory share: a property
  * check that aborts (so libFuzzer saves the input), a reader of the fixed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_frame.c — libFuzzer target for the incremental frame reader
  * (lib/frame.c).  An input is a frame_expect and a chunking seed, then a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_fsmsg.c — libFuzzer target for the fork-server message decoder
  * (lib/fsmsg.c).  The first byte picks one of two modes:

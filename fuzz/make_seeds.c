@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * make_seeds.c — writes the small seed corpus of the fuzz targets into
  * DIR/frame and DIR/fsmsg (`make fuzz-seeds` runs it on fuzz/corpus): a few

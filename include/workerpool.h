@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * workerpool — run work in isolated worker processes, get futures back.
  *
@@ -13,7 +14,16 @@
  *   - Every function that can fail returns int: 0 on success or a negative
  *     WP_E* code; wp_strerror() names a code.
  *   - Option structs: every zero field means the default, and a NULL
- *     options pointer means all defaults.
+ *     options pointer means all defaults.  errno is never used: neither read
+ *     nor promised to mean anything after a call.
+ *   - Growing structs: every option and stats struct ends in a reserved
+ *     array.  Later releases carve new fields out of it, so the struct's size
+ *     and every existing field's offset never change within a SONAME.  Option
+ *     structs: reserved must be zero (WP_EINVAL otherwise), so a program that
+ *     sets a field this library does not know yet gets an error, not a
+ *     silently ignored setting; zero-initialize the whole struct, as
+ *     `wp_pool_options o = { .workers = 4 };` does.  Stats structs: the
+ *     library writes the reserved part as zeros.
  *   - Times are int64_t milliseconds; -1 means "no limit" for waits.
  *   - Handles are opaque.  Only wp_* symbols are exported.
  *
@@ -41,9 +51,24 @@ extern "C" {
 # define WP_EXTERN
 #endif
 
+/* --------------------------------------------------------------- version */
+
+/* The version this header belongs to (configure reads it from here).
+   Semantic versioning: within one major version (from 1.0 on) nothing in
+   this header is removed or changes meaning; during 0.x a minor release may
+   change the ABI, and the library's SONAME then changes with it. */
 #define WP_VERSION_MAJOR 0
-#define WP_VERSION_MINOR 1
+#define WP_VERSION_MINOR 2
 #define WP_VERSION_PATCH 0
+/* 0xMMmmpp: compare with wp_version() to learn what the running library is. */
+#define WP_VERSION_HEX ((WP_VERSION_MAJOR << 16) | (WP_VERSION_MINOR << 8) | WP_VERSION_PATCH)
+
+/* The running library's version as WP_VERSION_HEX would spell it (may be
+   newer than the header the program was built with). */
+WP_EXTERN unsigned wp_version(void);
+/* The running library's version as "MAJOR.MINOR.PATCH", e.g. "0.2.0";
+   static storage, never NULL. */
+WP_EXTERN const char *wp_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -112,6 +137,7 @@ typedef struct wp_pool_options {
     void    *worker_init_ctx;
     int64_t  start_timeout_ms;     /* a worker not ready (worker_init done) this long after it was
                                       asked for is killed and counts as a failed start; 0 = 10000 */
+    uint64_t reserved[8];          /* must be zero: room for later fields (see Conventions) */
 } wp_pool_options;
 
 /*
@@ -160,6 +186,7 @@ typedef struct wp_pool_stats {
     unsigned queued;          /* right now: waiting for a worker */
     unsigned running;         /* right now: running in a worker */
     unsigned workers_alive;   /* right now: worker processes ready or busy */
+    uint64_t reserved[8];     /* written as zeros: room for later counters */
 } wp_pool_stats;
 
 /* Fill *out: 0, or WP_EINVAL if pool or out is NULL.  Lock-free and cheap
@@ -185,6 +212,7 @@ typedef struct wp_task_options {
     unsigned retry_delay_ms; /* wait before the first retry, doubled for each next one
                                 (at most 2^20 times); 0 = at once */
     unsigned flags;          /* WP_TASK_NOWAIT, WP_TASK_SHIELD */
+    uint64_t reserved[4];    /* must be zero: room for later fields (see Conventions) */
 } wp_task_options;
 
 typedef struct wp_future wp_future;
@@ -343,6 +371,7 @@ typedef struct wp_batcher_options {
     unsigned max_in_flight;   /* batches running at once; 0 = the pool's worker count */
     size_t   max_pending;     /* items waiting for a batch; 0 = 65536; past it submit blocks or WP_EAGAIN */
     wp_task_options task;     /* timeout, retries and flags applied to each batch */
+    uint64_t reserved[4];     /* must be zero: room for later fields (see Conventions) */
 } wp_batcher_options;
 
 /* Create a batcher that runs fn on pool.  0, WP_EINVAL (out, pool or fn
@@ -398,6 +427,7 @@ typedef struct wp_batcher_stats {
     double   mean_wait_us;      /* wait_us_total / items_batched */
     unsigned pending;           /* right now: items waiting for a batch */
     unsigned in_flight;         /* right now: batches running */
+    uint64_t reserved[8];       /* written as zeros: room for later counters */
 } wp_batcher_stats;
 
 WP_EXTERN int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * batcher.c — micro-batching on top of the pool (the batcher section of
  * include/workerpool.h).
@@ -496,8 +497,8 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
         return WP_EINVAL;
     *out = NULL;
     wp_batcher_options o = opts != NULL ? *opts : (wp_batcher_options){ 0 };
-    if (pool == NULL || fn == NULL || o.max_wait_ms < 0 || o.task.timeout_ms < 0 ||
-        (o.task.flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0)
+    if (pool == NULL || fn == NULL || o.max_wait_ms < 0 || !WP_RESERVED_ZERO(&o) ||
+        wp__task_options_check(&o.task) < 0)
         return WP_EINVAL;
     if (wp__pool_must_not_wait(pool))
         return WP_EBUSY;
@@ -658,7 +659,7 @@ int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out)
     if (b == NULL || out == NULL)
         return WP_EINVAL;
     pthread_mutex_lock(&b->mu);
-    *out = b->st;
+    *out = b->st; /* b->st's reserved words are never written: zeros */
     out->pending = (unsigned)b->pending;
     out->in_flight = b->in_flight;
     pthread_mutex_unlock(&b->mu);

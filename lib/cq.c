@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cq.c — completion queues: futures delivered in the order they settle
  * (as_completed), in O(1) per future.

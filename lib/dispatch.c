@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dispatch.c — the dispatcher thread's loop (docs/ARCHITECTURE.md, "Path
  * of a task"): build the poll set, sleep in ppoll until a pipe, the queue's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forkserver.c — the fork server process and the pool's side of its socket
  * (see forkserver.h).  The server allocates only what its child table

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forkserver.h — the fork server (WP_START_FORKSERVER; docs/ARCHITECTURE.md,
  * "Processes").

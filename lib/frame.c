@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * frame.c — building and validating wire frames (see frame.h).  No I/O and
  * no knowledge of pools, so a fuzzer or a unit test can feed it any bytes.

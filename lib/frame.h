@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * frame.h — the wire format between the pool and its workers
  * (docs/ARCHITECTURE.md, "Wire format").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fsmsg.c — the fork server's socket messages (see fsmsg.h): a pure encoder
  * and decoder first, then the two socket calls that use them.  The decoder

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fsmsg.h — the messages on the fork server's socket: one fixed record per
  * SOCK_SEQPACKET datagram, plus up to FS_MAX_FDS descriptors (a worker's

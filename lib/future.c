@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * future.c — futures: settle once, wait with timeouts, done-callbacks,
  * reference counts, wp_wait_any / wp_wait_all (see future.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * future.h — the settle-once result of a task (the futures section of
  * include/workerpool.h; locks: docs/ARCHITECTURE.md, "Threads and locks").

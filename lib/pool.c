@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool.c — the pool's public API (include/workerpool.h): create, shutdown,
  * destroy, stats and submit.  Everything that happens after a task is
@@ -24,7 +25,8 @@
 static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
 {
     *o = in != NULL ? *in : (wp_pool_options){ 0 };
-    if (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK)
+    if (!WP_RESERVED_ZERO(o) ||
+        (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK))
         return WP_EINVAL;
     if (o->workers == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -215,9 +217,10 @@ int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
     return 0;
 }
 
-static int check_task_options(const wp_task_options *o)
+int wp__task_options_check(const wp_task_options *o)
 {
-    if (o->timeout_ms < 0 || (o->flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0)
+    if (o->timeout_ms < 0 || (o->flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0 ||
+        !WP_RESERVED_ZERO(o))
         return WP_EINVAL;
     return 0;
 }
@@ -246,7 +249,8 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     t->arg_len = arg_len;
     t->fn = fn;
     t->pool = pool;
-    t->opts = *opts;
+    t->opts = (task_options){ .timeout_ms = opts->timeout_ms, .retries = opts->retries,
+                              .retry_delay_ms = opts->retry_delay_ms, .flags = opts->flags };
     t->slot = -1;
     wp__future_init(&t->future, &wp__task_ops);
     if (out != NULL)
@@ -274,7 +278,7 @@ static int submit_check(wp_pool *pool, wp_task_fn fn, const wp_task_options **op
 {
     if (*opts == NULL)
         *opts = &default_task_options;
-    if (pool == NULL || fn == NULL || check_task_options(*opts) < 0)
+    if (pool == NULL || fn == NULL || wp__task_options_check(*opts) < 0)
         return WP_EINVAL;
     if (wp__getpid() != pool->owner)
         return WP_ESHUTDOWN; /* a worker's copy of the pool runs nothing */

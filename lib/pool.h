@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool.h — what the batcher needs to know of the pool beyond the public
  * API: the worker count, and whether the calling thread is the pool's
@@ -17,6 +18,8 @@ bool     wp__pool_closing(wp_pool *p) WP_INTERNAL;
 /* True on this pool's dispatcher thread (in a done-callback) or in a
    worker process: places where waiting for the pool would deadlock. */
 bool     wp__pool_must_not_wait(const wp_pool *p) WP_INTERNAL;
+/* 0 or WP_EINVAL: the checks wp_submit makes of its options. */
+int      wp__task_options_check(const wp_task_options *o) WP_INTERNAL;
 /* True on any pool's dispatcher thread: submits there never block. */
 bool     wp__on_dispatcher(void) WP_INTERNAL;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool_impl.h — what the parts of the pool share: the task record, the
  * worker slot with its window, the pool itself, and the functions one part
@@ -61,13 +62,21 @@
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
 #define ARG_INLINE_MAX   64    /* arguments this small share the task's allocation */
 
+/* What a task keeps of its wp_task_options (not the reserved words). */
+typedef struct task_options {
+    int64_t  timeout_ms;
+    unsigned retries;
+    unsigned retry_delay_ms;
+    unsigned flags;
+} task_options;
+
 typedef struct task {
     wp_future       future;       /* first: a task is its future */
     wp_pool        *pool;
     wp_task_fn      fn;
     void           *arg;
     size_t          arg_len;
-    wp_task_options opts;
+    task_options    opts;
     uint64_t        id;           /* this attempt's id on the wire */
     unsigned        attempts;     /* attempts started */
     int             slot;         /* in pool->slots[slot]'s window, or -1 */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.c — bounded MPMC queue of pointers over ck_ring, with blocking
  * backpressure and lost-wake-up-free consumer wake-ups (see queue.h).

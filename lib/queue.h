@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.h — the bounded MPMC queue that carries tasks from submitting threads
  * to the dispatcher (docs/ARCHITECTURE.md, "Path of a task", step 1).

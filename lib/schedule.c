@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * schedule.c — what the dispatcher decides each turn: which worker gets
  * which task, and what the clock asks for (deadlines, tasks stuck behind a

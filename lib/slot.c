@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * slot.c — a worker slot's life: starting its worker, stopping or losing
  * it, reaping it and saying why it went (docs/ARCHITECTURE.md, "The slot").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * task.c — a task's life outside the worker: its record and future,
  * settling and retries, the held list (tasks out of the queue and not in a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util.c — clock, descriptor and process helpers shared by the pool, the
  * fork server and the worker (signals reset, reaping, killing a process

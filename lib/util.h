@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util.h — small helpers every part of the library shares: the monotonic
  * clock, descriptor flags, pidfd wrappers and blocking full reads/writes for
@@ -26,6 +27,17 @@ static inline int64_t wp__sat_add(int64_t a, int64_t b)
 static inline int64_t wp__ms_to_us(int64_t ms)
 {
     return ms > INT64_MAX / 1000 ? INT64_MAX : ms * 1000;
+}
+
+/* Whether a public struct's reserved words are all zero (header,
+   "Growing structs"): a set one names a field of a later release. */
+#define WP_RESERVED_ZERO(s) wp__all_zero((s)->reserved, sizeof (s)->reserved / sizeof (s)->reserved[0])
+static inline bool wp__all_zero(const uint64_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (w[i] != 0)
+            return false;
+    return true;
 }
 
 /* Milliseconds and microseconds on CLOCK_MONOTONIC. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * window.c — a worker slot's window: the tasks written to its worker and
  * not answered yet, oldest first (docs/ARCHITECTURE.md, "The window").

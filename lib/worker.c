@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker.c — the worker process: forked with two pipes, it reads one TASK
  * frame at a time, runs the task function on a private copy of the

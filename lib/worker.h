@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker.h — worker processes: how one is forked with its two pipes, and the
  * loop it runs (docs/ARCHITECTURE.md, "Path of a task" step 3, "Processes").

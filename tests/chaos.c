@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos.c — the shared page, the recording worker_init, the checking task,
  * outcome bookkeeping and the killer thread of the chaos suite (see

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos.h — the machinery of the chaos suite (check_chaos): a page shared
  * with every worker in which worker_init records who the workers are, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos_killer.c — the killer thread of the chaos suite: SIGKILLs this
  * pool's workers (as recorded in the shared page) at random moments, using

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos_race.c — races of the pool's own calls (part of check_chaos):
  * wp_pool_destroy while another thread is inside wp_pool_shutdown(-1); a

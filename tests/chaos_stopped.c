@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos_stopped.c — the moments the random kills of check_chaos hit, made
  * deterministic (part of check_chaos).  A worker is held still with

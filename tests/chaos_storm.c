@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos_storm.c — storms of cancels and shutdowns (part of check_chaos):
  * tens of thousands of queued tasks cancelled at once from several threads

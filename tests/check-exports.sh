@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The shared library exports wp_* functions only (no internal wp__*, no ck).
 lib="${top_builddir:-.}/lib/.libs/libworkerpool.so"
 [ -f "$lib" ] || { echo "no $lib (static-only build?)"; exit 77; }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_batcher.c — the batcher's public behaviour (DESIGN §4 "Batcher"):
  * argument checks, the three reasons a batch leaves (size, the first item's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_chaos.c — adversarial tests: SIGKILL at every point of a worker's
  * life and of the fork server's (here), the same moments made

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_control.c — controlling tasks and workers (issue #3; DESIGN §1 step
  * 5, §2, §4 "Submitting", "Futures"): per-task deadlines, cancellation

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_cq.c — completion queues (lib/cq.c): futures delivered exactly
  * once, in settle order, to any number of threads; timeouts; destroy with

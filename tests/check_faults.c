@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_faults.c — workers that crash, exit, fail, break the protocol or
  * hang; shutdown while busy; the owning process dying (DESIGN §1 step 5,

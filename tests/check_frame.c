@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_frame.c — the wire-frame header and incremental reader
  * (lib/frame.c): valid frames fed whole, byte by byte and in random splits;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_fsmsg.c — the fork server's socket messages (lib/fsmsg.c): the pure
  * decoder on good, short, truncated and malformed input; the socket calls

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_future.c — futures (lib/future.c): settle once; the public readers
  * for every outcome; cancel requests; waits with timeouts and from many

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_pool.c — the pool's public behaviour (DESIGN §1, §2, §4 "Pool",
  * "Submitting"): creation and options, submit/wait/result, argument checks,

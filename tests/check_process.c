@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_process.c — the pool's processes against what a host program does
  * to them: its SIGCHLD disposition (ignored, handled with and without

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_queue.c — the bounded MPMC task queue (lib/queue.c): capacity
  * rounding, FIFO order, the exact bound and blocking backpressure, close and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_window.c — the window dispatcher against the corners of its claim
  * protocol: a worker that dies while a frame behind its task is half

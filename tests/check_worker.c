@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_worker.c — the worker's side of lib/: which function pointers it
  * agrees to call.  A function is callable when it is code of an object in

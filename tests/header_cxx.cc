@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The public header compiles as C++ and links against the shared library.
 #include "workerpool.h"
 #include <cstring>

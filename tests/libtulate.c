@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libtulate.c — a task function in a shared object of its own, built by
  * `make check` for check_worker.c, which loads it with dlopen() only after

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Stands in for tests/static_consumer where configure found no way to link
 # and run a fully static program (no libc.a or libck.a, a sanitizer build,
 # or --disable-static): skipped.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * static_consumer.c — a program linked fully statically (`make check`
  * builds it with -all-static against the library's archive, where the C

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testutil.c — the misbehaving (and well-behaved) workers the suites use.
  */

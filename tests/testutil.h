@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testutil.h — task functions and helpers shared by the Check suites: real
  * workers that succeed, fail, crash, hang, leak or break the protocol.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # ab-compare.sh — no regression: an older commit's build against this
 # tree's build, the same benchmarks run alternately, medians and new/old.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * batcher — how many items per second a batcher moves, and what batching
  * buys over one pool task per item.

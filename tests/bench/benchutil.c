@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * benchutil.c — the helpers the small benchmarks share (see benchutil.h),
  * so that each benchmark file holds only what it measures.

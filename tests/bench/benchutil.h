@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * benchutil.h — what the small benchmarks (tiny, roundtrip, headofline,
  * queuemem) share: clocks, percentiles, CPU accounting, busy-waiting, a warm

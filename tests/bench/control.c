@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * control — how fast the pool reacts when it has to step in (issue #3).
  *

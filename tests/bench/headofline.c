@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * headofline — do short tasks wait behind a long one?
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The Python peer of workerpool's benchmarks: the same cases on
 concurrent.futures.ProcessPoolExecutor (which workerpool sets out to be the
 C answer to) and multiprocessing.Pool.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queuemem — how many bytes of memory the library spends on each queued
  * task.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * roundtrip — one task at a time: how long submit → settled takes for an
  * empty task, next to what the hardware allows, a raw round trip between

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-peers.sh — workerpool's small-task benchmarks, each run side by side
 # with its peers in one go on the same machine, then ratios.
 #

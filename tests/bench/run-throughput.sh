@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-throughput.sh — workerpool's throughput benchmark and its peer,
 # Python's ProcessPoolExecutor, run one after the other on the same machine
 # with the same options, then a short comparison.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * throughput — what one task costs in workerpool: how many empty tasks a pool
  * moves per second, how long one round trip takes, and how fast it carries

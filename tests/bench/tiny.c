@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tiny — tiny-task throughput and CPU cost per task, the way a program that
  * streams many small tasks uses the pool: never more than a window of
