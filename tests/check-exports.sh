@@ -1,12 +1,35 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# The shared library exports wp_* functions only (no internal wp__*, no ck).
+# The shared library's exports are exactly the header's WP_EXTERN functions
+# (no internal wp__*, no ck), each with the ELF symbol version that
+# lib/workerpool.map gives it, and the map names nothing else.
+set -u
 lib="${top_builddir:-.}/lib/.libs/libworkerpool.so"
+header="${srcdir:-.}/include/workerpool.h"
+map="${srcdir:-.}/lib/workerpool.map"
 [ -f "$lib" ] || { echo "no $lib (static-only build?)"; exit 77; }
-bad=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TtDdBbRrWwVv]$/ {print $3}' | grep -v '^wp_[a-z]' || true)
-if [ -n "$bad" ]; then
-    echo "exported symbols outside wp_*:"; echo "$bad"; exit 1
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+# name@@VERSION of every defined dynamic symbol (readelf -W: one per line).
+readelf -W --dyn-syms "$lib" | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" && $7 != "ABS" && $5 != "LOCAL" { print $8 }' |
+    grep -v '^_' | sort >"$tmp/exported"
+# The header's WP_EXTERN functions (a declaration may span lines).
+tr '\n' ' ' <"$header" | grep -o 'WP_EXTERN[^;]*;' | grep -o 'wp_[a-z_0-9]* *(' |
+    tr -d ' (' | sort -u >"$tmp/declared"
+# name@@NODE from the map: each node's globals.
+awk '/^WP_[0-9.]* *\{/ { node = $1 } /^ *wp_[a-z_0-9]*;/ { sub(/;/, "", $1); print $1 "@@" node }' \
+    "$map" | sort >"$tmp/mapped"
+
+fail=0
+if ! sed 's/@.*//' "$tmp/exported" | diff -u "$tmp/declared" - >"$tmp/d1"; then
+    echo "exported symbols differ from the header's WP_EXTERN functions (- header, + library):"
+    cat "$tmp/d1"; fail=1
 fi
-n=$(nm -D --defined-only "$lib" | grep -c ' T wp_[a-z]')
-echo "exports: $n wp_* functions, nothing else"
-[ "$n" -ge 25 ]
+if ! diff -u "$tmp/mapped" "$tmp/exported" >"$tmp/d2"; then
+    echo "symbol versions differ from lib/workerpool.map (- map, + library):"
+    cat "$tmp/d2"; fail=1
+fi
+[ "$fail" -eq 0 ] || exit 1
+echo "exports: $(wc -l <"$tmp/exported") functions, as the header declares, each with its map version:"
+sed 's/.*@@//' "$tmp/exported" | sort | uniq -c
