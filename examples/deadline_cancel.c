@@ -70,8 +70,7 @@ int main(void)
         rc = wp_submit(pool, refuse, NULL, 0, NULL, &failed);
     if (rc != 0) {
         fprintf(stderr, "wp_submit: %s\n", wp_strerror(rc));
-        wp_future_cancel(late);     /* cancel ends them; NULL is WP_EINVAL */
-        wp_future_cancel(unwanted);
+        wp_pool_shutdown(pool, 0);  /* grace 0: cancel what is queued or running */
         wp_pool_destroy(pool);
         wp_future_release(late);    /* NULL is allowed */
         wp_future_release(unwanted);
@@ -105,6 +104,7 @@ int main(void)
 
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         wp_future_release(all[i]);
+    wp_pool_shutdown(pool, 0);      /* nothing is left to cancel, unless a call failed */
     wp_pool_destroy(pool);
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

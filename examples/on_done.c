@@ -102,7 +102,7 @@ int main(void)
     int ok = res.failed == 0;
     for (long i = 0; i < TASKS; i++)
         ok &= res.square[i] == i * i;
-    printf("%d callbacks ran, %d failed; %ld squared is %ld\n", res.done, res.failed,
+    printf("%d tasks done, %d failed; %ld squared is %ld\n", res.done, res.failed,
            (long)TASKS - 1, res.square[TASKS - 1]);
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
