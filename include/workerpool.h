@@ -317,11 +317,12 @@ WP_EXTERN void wp_future_retain(wp_future *f);
 WP_EXTERN void wp_future_release(wp_future *f);
 
 /* Wait until any of fs[0..n) has settled: 0 and *index = the lowest settled
-   index, or WP_ETIMEDOUT, or WP_EINVAL (fs NULL, n 0, a NULL entry). */
+   index, or WP_ETIMEDOUT, WP_EINVAL (fs NULL, n 0, a NULL entry) or
+   WP_ENOMEM (no memory to wait on them all). */
 WP_EXTERN int wp_wait_any(wp_future *const *fs, size_t n, int64_t timeout_ms, size_t *index);
 
 /* Wait until all of fs[0..n) have settled, whatever their outcomes: 0, or
-   WP_ETIMEDOUT, or WP_EINVAL. */
+   WP_ETIMEDOUT, WP_EINVAL or WP_ENOMEM. */
 WP_EXTERN int wp_wait_all(wp_future *const *fs, size_t n, int64_t timeout_ms);
 
 /* ------------------------------------------------------ completion queues */
