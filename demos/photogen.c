@@ -38,6 +38,7 @@
 #include "photogen_jpeg.h"
 #include "photogen_scene.h"
 #include "progress.h"
+#include "thumbs_cli.h"
 #include "thumbs_walk.h"
 #include "workerpool.h"
 
@@ -52,7 +53,7 @@ enum {
     TICK_MS = 100,
     MAX_LISTED_FAILURES = 20,
     EXIT_SOME_FAILED = 1,
-    EXIT_SETUP = 2
+    EXIT_SETUP = CLI_EXIT_USAGE /* usage or setup error */
 };
 
 /* ============================================================ photos */
@@ -361,18 +362,13 @@ static const char usage_text[] =
 
 static int usage_error(const char *why)
 {
-    if (why != NULL)
-        fprintf(stderr, "photogen: %s\n", why);
-    fprintf(stderr, "%s", usage_text);
-    return EXIT_SETUP;
+    return cli_usage_error("photogen", usage_text, why);
 }
 
 static bool parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max)
+    unsigned long v;
+    if (!cli_number(s, min, max, &v))
         return false;
     *out = (unsigned)v;
     return true;

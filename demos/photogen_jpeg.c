@@ -38,6 +38,16 @@ static void on_error(j_common_ptr cinfo)
     longjmp(c->jump, 1);
 }
 
+/* Run body(ctx), catching libjpeg's fatal errors: false if one happened.
+   The only function that calls setjmp; nothing of its own lives across it. */
+static bool catching(catcher *c, void (*body)(void *), void *ctx)
+{
+    if (setjmp(c->jump) != 0)
+        return false;
+    body(ctx);
+    return true;
+}
+
 static void set_error(char *err, size_t len, const char *what, const char *path, const char *why)
 {
     snprintf(err, len, "%s %s: %s", what, path, why);
@@ -76,8 +86,9 @@ static void write_exif_orientation(j_compress_ptr c, int orientation)
     free(block);
 }
 
-static void write_body(writer *w)
+static void write_body(void *ctx)
 {
+    writer *w = ctx;
     const jpeg_spec *s = w->spec;
     w->c.image_width = s->width;
     w->c.image_height = s->height;
@@ -96,15 +107,6 @@ static void write_body(writer *w)
         jpeg_write_scanlines(&w->c, &w->row, 1);
     }
     jpeg_finish_compress(&w->c);
-}
-
-/* The only function that calls setjmp; nothing of its own lives across it. */
-static bool write_catching(writer *w)
-{
-    if (setjmp(w->err.jump) != 0)
-        return false;
-    write_body(w);
-    return true;
 }
 
 int pg_write_jpeg(const char *path, const jpeg_spec *spec, paint_fn paint, void *ctx,
@@ -129,7 +131,7 @@ int pg_write_jpeg(const char *path, const jpeg_spec *spec, paint_fn paint, void 
         w.c.err = jpeg_std_error(&w.err.mgr);
         w.err.mgr.error_exit = on_error;
         jpeg_create_compress(&w.c);
-        bool ok = write_catching(&w);
+        bool ok = catching(&w.err, write_body, &w);
         jpeg_destroy_compress(&w.c);
         if (!ok)
             set_error(err, err_len, "libjpeg:", tmp, w.err.text);
@@ -156,8 +158,9 @@ typedef struct reader {
     decoded *out;
 } reader;
 
-static void read_body(reader *r)
+static void read_body(void *ctx)
 {
+    reader *r = ctx;
     jpeg_stdio_src(&r->d, r->in);
     jpeg_read_header(&r->d, TRUE);
     r->d.out_color_space = r->d.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
@@ -175,14 +178,6 @@ static void read_body(reader *r)
         jpeg_read_scanlines(&r->d, &row, 1);
     }
     jpeg_finish_decompress(&r->d);
-}
-
-static bool read_catching(reader *r)
-{
-    if (setjmp(r->err.jump) != 0)
-        return false;
-    read_body(r);
-    return true;
 }
 
 /* The EXIF orientation tag, read by libexif straight from the file. */
@@ -210,7 +205,7 @@ int pg_read_jpeg(const char *path, decoded *out, char *err, size_t err_len)
     r.d.err = jpeg_std_error(&r.err.mgr);
     r.err.mgr.error_exit = on_error;
     jpeg_create_decompress(&r.d);
-    bool ok = read_catching(&r);
+    bool ok = catching(&r.err, read_body, &r);
     jpeg_destroy_decompress(&r.d);
     fclose(r.in);
     if (!ok) {

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "progress.h"
+#include "thumbs_cli.h"
 #include "thumbs_task.h"
 #include "thumbs_walk.h"
 #include "workerpool.h"
@@ -47,7 +48,7 @@ enum {
     TICK_MS = 100,                /* progress redraw while waiting */
     MAX_LISTED_FAILURES = 20,
     EXIT_SOME_FAILED = 1,
-    EXIT_SETUP = 2
+    EXIT_SETUP = CLI_EXIT_USAGE /* usage or setup error */
 };
 
 /* worker_memory_limit cannot work under ASan/TSan: their shadow memory
@@ -276,6 +277,7 @@ static int thumbnails(wp_pool *pool, const options *o, unsigned workers)
     printf("%zu photos: %llu thumbnails (%.1f MiB) in %s/%s, %llu failed\n", r.images.n,
            (unsigned long long)r.thumbnails, (double)r.bytes / (1024.0 * 1024.0), o->out,
            "<W>x<H>", (unsigned long long)(r.n_failed + unreadable));
+    failures_sort(&r.failed);
     failures_print(&r.failed, stderr, MAX_LISTED_FAILURES);
     int status = r.failed.n > 0 ? EXIT_SOME_FAILED : 0;
     failures_free(&r.failed);
@@ -318,21 +320,7 @@ static const char help_text[] =
 
 static int usage_error(const char *why)
 {
-    if (why != NULL)
-        fprintf(stderr, "thumbnails: %s\n", why);
-    fprintf(stderr, "%sTry 'thumbnails --help'.\n", usage_text);
-    return EXIT_SETUP;
-}
-
-static bool parse_number(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v > max || s[0] == '-')
-        return false;
-    *out = v;
-    return true;
+    return cli_usage_error("thumbnails", usage_text, why);
 }
 
 /* Returns -1 to go on, or the exit status to stop with (--help, errors). */
@@ -355,7 +343,7 @@ static int parse_options(int argc, char **argv, options *o)
     while ((c = getopt_long(argc, argv, "j:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'j':
-            if (!parse_number(optarg, 1024, &v) || v == 0)
+            if (!cli_number(optarg, 1, 1024, &v))
                 return usage_error("-j wants a number of workers from 1 to 1024");
             o->workers = (unsigned)v;
             break;
@@ -363,15 +351,15 @@ static int parse_options(int argc, char **argv, options *o)
             o->per_size = true;
             break;
         case OPT_TIMEOUT:
-            if (!parse_number(optarg, 86400000ul, &o->timeout_ms))
+            if (!cli_number(optarg, 0, 86400000ul, &o->timeout_ms))
                 return usage_error("--timeout-ms wants milliseconds, at most a day");
             break;
         case OPT_MEMORY:
-            if (!parse_number(optarg, 1ul << 20, &o->memory_mib))
+            if (!cli_number(optarg, 0, 1ul << 20, &o->memory_mib))
                 return usage_error("--memory-limit wants MiB, at most 1048576");
             break;
         case OPT_MEGAPIXELS:
-            if (!parse_number(optarg, 1000000ul, &o->max_megapixels))
+            if (!cli_number(optarg, 0, 1000000ul, &o->max_megapixels))
                 return usage_error("--max-megapixels wants a number, at most 1000000");
             break;
         case 'h':
