@@ -36,6 +36,7 @@ const unsigned thumbs_sizes[THUMBS_N_SIZES] = { 1024, 512, 256, 128, 64, 32 };
 enum {
     DCT_DENOM = 8,          /* libjpeg scales by M/8 while decoding */
     EXIF_MARKER = JPEG_APP0 + 1,
+    EXIF_HEADER_LEN = 6,    /* "Exif\0\0" */
     MAX_MARKER = 0xffff,    /* a marker's whole payload */
     DECODE_ROWS = 16,       /* rows per jpeg_read_scanlines call (max_v_samp * DCT size) */
     ORIENTATION_UPRIGHT = 1,
@@ -188,7 +189,9 @@ static void on_jpeg_message(j_common_ptr cinfo, int level)
 static int exif_orientation(struct jpeg_decompress_struct *dec)
 {
     for (jpeg_saved_marker_ptr m = dec->marker_list; m != NULL; m = m->next) {
-        if (m->marker != EXIF_MARKER)
+        /* APP1 also carries XMP; only "Exif\0\0" blocks are EXIF. */
+        if (m->marker != EXIF_MARKER || m->data_length < EXIF_HEADER_LEN
+            || memcmp(m->data, "Exif\0\0", EXIF_HEADER_LEN) != 0)
             continue;
         ExifData *ed = exif_data_new_from_data(m->data, m->data_length);
         if (ed == NULL)
