@@ -118,8 +118,10 @@ static void photo_task_settled(run *r, size_t i)
 static int make_output_dirs(run *r, const char *rel, char *why, size_t why_len)
 {
     char *dir = parent_of(rel);
-    if (dir == NULL)
-        return snprintf(why, why_len, "out of memory"), -1;
+    if (dir == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
     if (r->made_dir != NULL && strcmp(dir, r->made_dir) == 0) {
         free(dir);
         return 0;
@@ -279,7 +281,7 @@ static int thumbnails(wp_pool *pool, const options *o, unsigned workers)
            "<W>x<H>", (unsigned long long)(r.n_failed + unreadable));
     failures_sort(&r.failed);
     failures_print(&r.failed, stderr, MAX_LISTED_FAILURES);
-    int status = r.failed.n > 0 ? EXIT_SOME_FAILED : 0;
+    int status = r.n_failed + unreadable > 0 ? EXIT_SOME_FAILED : 0;
     failures_free(&r.failed);
     path_list_free(&r.images);
     free(r.photos);

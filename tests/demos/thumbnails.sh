@@ -4,8 +4,9 @@
 # orientations turned into pixels (checked by where the colours land, with
 # photogen --check, so no djpeg is needed) and not copied to the output; the
 # tree mirrored (a/x.jpg and a_x.jpg both kept); hostile files (a bomb
-# header, a decoder-hogging JPEG, a truncated one, one that is no JPEG) each
-# failing alone with its cause named; the exit status.  Runs from the build
+# header, a decoder-hogging JPEG, a truncated one, one that is no JPEG, a
+# dangling symlink, a FIFO) each failing alone with its cause named; the
+# exit status.  Runs from the build
 # tree (top_builddir, set by make check; . otherwise) in a few seconds.
 set -u
 top=${top_builddir:-.}
@@ -71,6 +72,8 @@ expect "--per-size: every file" "$(find "$work/per-size" -name '*.jpg' | wc -l |
 "$photogen" --hostile slow "$src/slow.jpg" || exit 99
 "$photogen" --hostile truncated "$src/cards/truncated.jpg" || exit 99
 "$photogen" --hostile notjpeg "$src/a/notjpeg.jpg" || exit 99
+ln -s no-such-file.jpg "$src/a/dangling.jpg" || exit 99
+mkfifo "$src/fifo.jpg" || exit 99 # opening it would block the reader
 run hostile -j 2 --timeout-ms 500 "$src" "$work/hostile"
 log="$work/hostile.log"
 expect "hostile run exits 1" "$status" 1
@@ -82,7 +85,11 @@ grep -q '^ *cards/truncated.jpg: libjpeg: Premature end of JPEG file' "$log" \
     && ok "truncated file fails" || fail "truncated.jpg not reported"
 grep -q '^ *a/notjpeg.jpg: libjpeg: Not a JPEG file' "$log" \
     && ok "non-JPEG fails" || fail "notjpeg.jpg not reported"
-grep -q '^4 failed:' "$log" && ok "four failures, no more" || fail "not exactly 4 failed"
+grep -q '^ *a/dangling.jpg: No such file or directory' "$log" \
+    && ok "dangling symlink reported" || fail "dangling.jpg not reported"
+grep -q '^ *fifo.jpg: not a regular file' "$log" \
+    && ok "FIFO reported, not opened" || fail "fifo.jpg not reported"
+grep -q '^6 failed:' "$log" && ok "six failures, no more" || fail "not exactly 6 failed"
 expect "the good files still done" "$(find "$work/hostile" -name '*.jpg' | wc -l | tr -d ' ')" 60
 expect "no temporary file left" "$(find "$work/hostile" -name '*.tmp' | wc -l | tr -d ' ')" 0
 
