@@ -6,7 +6,7 @@
 #include <string.h>
 
 /*
- * 12-bit weights: a horizontal sum is at most 255 << 12, and a vertical sum
+ * 12-bit weights: a vertical sum is at most 255 << 12, and a horizontal sum
  * of those, with weights again adding up to exactly 1 << 12, at most
  * 255 << 24, which still fits 32 bits (with the rounding half added).
  */
@@ -81,11 +81,9 @@ static bool taps_init(shrink_taps *t, unsigned src, unsigned dst)
 
 bool shrinker_init(shrinker *s, unsigned sw, unsigned sh, image *dst)
 {
-    size_t n = (size_t)dst->w * dst->channels;
     *s = (shrinker){ .dst = dst, .sw = sw, .sh = sh };
-    s->hrow = malloc(n * sizeof *s->hrow);
-    s->acc = calloc(n, sizeof *s->acc);
-    if (s->hrow == NULL || s->acc == NULL || !taps_init(&s->hx, sw, dst->w)
+    s->acc = calloc((size_t)sw * dst->channels, sizeof *s->acc);
+    if (s->acc == NULL || !taps_init(&s->hx, sw, dst->w)
         || !taps_init(&s->vy, sh, dst->h)) {
         shrinker_free(s);
         return false;
@@ -95,64 +93,24 @@ bool shrinker_init(shrinker *s, unsigned sw, unsigned sh, image *dst)
 
 void shrinker_free(shrinker *s)
 {
-    free(s->hrow);
     free(s->acc);
     taps_free(&s->hx);
     taps_free(&s->vy);
     *s = (shrinker){ 0 };
 }
 
-/* The hot loops.  Sums stay in registers (three named ones for RGB); the
-   restrict pointers tell the compiler the output cannot change the tables.
-   Cost: about (source width x taps x channels) multiply-adds a row. */
-static void shrink_row_rgb(const shrink_taps *t, const unsigned char *restrict src,
-                           uint32_t *restrict out, unsigned w)
-{
-    const unsigned *restrict first = t->first, *restrict n = t->n;
-    const uint32_t *restrict weight = t->weight;
-    for (unsigned x = 0; x < w; x++, out += 3) {
-        const unsigned char *p = src + (size_t)first[x] * 3;
-        const uint32_t *wt = weight + (size_t)x * t->max;
-        uint32_t r = 0, g = 0, b = 0;
-        for (unsigned i = 0; i < n[x]; i++, p += 3) {
-            r += wt[i] * p[0];
-            g += wt[i] * p[1];
-            b += wt[i] * p[2];
-        }
-        out[0] = r;
-        out[1] = g;
-        out[2] = b;
-    }
-}
+/*
+ * Vertical first: each source row is added, weighted, into one row of
+ * accumulators as wide as the source (a plain multiply-add the compiler
+ * vectorises), and only a finished destination row is shrunk horizontally,
+ * straight into bytes.  The horizontal pass, which cannot be vectorised
+ * (each output takes its own taps), so runs once per destination row rather
+ * than once per source row.
+ */
+enum { BLOCK = 16 }; /* fixed-size blocks become vector code even at -O2 */
 
-static void shrink_row_grey(const shrink_taps *t, const unsigned char *restrict src,
-                            uint32_t *restrict out, unsigned w)
-{
-    const unsigned *restrict first = t->first, *restrict n = t->n;
-    const uint32_t *restrict weight = t->weight;
-    for (unsigned x = 0; x < w; x++) {
-        const unsigned char *p = src + first[x];
-        const uint32_t *wt = weight + (size_t)x * t->max;
-        uint32_t v = 0;
-        for (unsigned i = 0; i < n[x]; i++)
-            v += wt[i] * p[i];
-        out[x] = v;
-    }
-}
-
-static void shrink_horizontally(shrinker *s, const unsigned char *src)
-{
-    if (s->dst->channels == 3)
-        shrink_row_rgb(&s->hx, src, s->hrow, s->dst->w);
-    else
-        shrink_row_grey(&s->hx, src, s->hrow, s->dst->w);
-}
-
-/* acc += w * row, in blocks of a fixed size the compiler turns into vector
-   instructions even at -O2, then the rest one by one. */
-enum { BLOCK = 16 };
-
-static void accumulate(uint32_t *restrict acc, const uint32_t *restrict row, uint32_t w, size_t n)
+static void accumulate(uint32_t *restrict acc, const unsigned char *restrict row, uint32_t w,
+                       size_t n)
 {
     size_t i = 0;
     for (; i + BLOCK <= n; i += BLOCK)
@@ -162,17 +120,56 @@ static void accumulate(uint32_t *restrict acc, const uint32_t *restrict row, uin
         acc[i] += w * row[i];
 }
 
+static unsigned char to_byte(uint32_t sum)
+{
+    return (unsigned char)((sum + SHRINK_HALF) >> SHRINK_SHIFT);
+}
+
+/* Sums stay in registers (three named ones for RGB); restrict tells the
+   compiler the output cannot change the tap tables. */
+static void emit_rgb(const shrink_taps *t, const uint32_t *restrict acc,
+                     unsigned char *restrict out, unsigned w)
+{
+    const unsigned *restrict first = t->first, *restrict n = t->n;
+    const uint32_t *restrict weight = t->weight;
+    for (unsigned x = 0; x < w; x++, out += 3) {
+        const uint32_t *p = acc + (size_t)first[x] * 3;
+        const uint32_t *wt = weight + (size_t)x * t->max;
+        uint32_t r = 0, g = 0, b = 0;
+        for (unsigned i = 0; i < n[x]; i++, p += 3) {
+            r += wt[i] * p[0];
+            g += wt[i] * p[1];
+            b += wt[i] * p[2];
+        }
+        out[0] = to_byte(r);
+        out[1] = to_byte(g);
+        out[2] = to_byte(b);
+    }
+}
+
+static void emit_grey(const shrink_taps *t, const uint32_t *restrict acc,
+                      unsigned char *restrict out, unsigned w)
+{
+    const unsigned *restrict first = t->first, *restrict n = t->n;
+    const uint32_t *restrict weight = t->weight;
+    for (unsigned x = 0; x < w; x++) {
+        const uint32_t *p = acc + first[x];
+        const uint32_t *wt = weight + (size_t)x * t->max;
+        uint32_t v = 0;
+        for (unsigned i = 0; i < n[x]; i++)
+            v += wt[i] * p[i];
+        out[x] = to_byte(v);
+    }
+}
+
 static void emit_row(shrinker *s)
 {
-    size_t n = (size_t)s->dst->w * s->dst->channels, i = 0;
-    unsigned char *restrict out = image_row(s->dst, s->ty);
-    uint32_t *restrict acc = s->acc;
-    for (; i + BLOCK <= n; i += BLOCK)
-        for (size_t k = 0; k < BLOCK; k++)
-            out[i + k] = (unsigned char)((acc[i + k] + SHRINK_HALF) >> SHRINK_SHIFT);
-    for (; i < n; i++)
-        out[i] = (unsigned char)((acc[i] + SHRINK_HALF) >> SHRINK_SHIFT);
-    memset(acc, 0, n * sizeof *acc);
+    unsigned char *out = image_row(s->dst, s->ty);
+    if (s->dst->channels == 3)
+        emit_rgb(&s->hx, s->acc, out, s->dst->w);
+    else
+        emit_grey(&s->hx, s->acc, out, s->dst->w);
+    memset(s->acc, 0, (size_t)s->sw * s->dst->channels * sizeof *s->acc);
 }
 
 /* A source row adds to the destination row being summed and, if it lies
@@ -180,11 +177,10 @@ static void emit_row(shrinker *s)
 void shrinker_push(shrinker *s, const unsigned char *row)
 {
     const shrink_taps *t = &s->vy;
-    size_t n = (size_t)s->dst->w * s->dst->channels;
-    shrink_horizontally(s, row);
+    size_t n = (size_t)s->sw * s->dst->channels;
     while (s->ty < s->dst->h && t->first[s->ty] <= s->sy) {
         uint32_t w = t->weight[(size_t)s->ty * t->max + (s->sy - t->first[s->ty])];
-        accumulate(s->acc, s->hrow, w, n);
+        accumulate(s->acc, row, w, n);
         if (s->sy + 1 < t->first[s->ty] + t->n[s->ty])
             break; /* this destination row goes on into the next source row */
         emit_row(s);

@@ -35,15 +35,15 @@ typedef struct shrink_taps {
  * source axis and every destination pixel averages what lies under it, so a
  * 2:1 shrink is a plain 2x2 mean and odd ratios split edge pixels fairly.
  * Only shrinks (dst <= src on both axes).  Rows go in with shrinker_push()
- * in order; finished rows land in dst.  Cost: a few integer multiply-adds
- * per source sample, and one row of accumulators.
+ * in order; finished rows land in dst.  Cost: a multiply-add or two per
+ * source sample, a few per destination sample, and one source-wide row of
+ * accumulators.
  */
 typedef struct shrinker {
     image *dst;
     unsigned sw, sh, sy, ty; /* source size; next source row; row being summed */
     shrink_taps hx, vy;
-    uint32_t *hrow;          /* the current source row, shrunk horizontally */
-    uint32_t *acc;           /* weighted sum for destination row ty */
+    uint32_t *acc;           /* source row-sized weighted sum for destination row ty */
 } shrinker;
 
 bool shrinker_init(shrinker *s, unsigned sw, unsigned sh, image *dst);
