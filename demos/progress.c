@@ -155,6 +155,17 @@ void failures_print(const failures *f, FILE *out, size_t max)
     free(c);
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const failure *)a)->name, ((const failure *)b)->name);
+}
+
+void failures_sort(failures *f)
+{
+    if (f->n > 1)
+        qsort(f->v, f->n, sizeof *f->v, by_name);
+}
+
 void failures_free(failures *f)
 {
     for (size_t i = 0; i < f->n; i++) {

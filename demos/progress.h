@@ -50,6 +50,9 @@ bool failures_add(failures *f, const char *name, const char *cause);
 /* One line per failure, at most max of them, then "... and N more", then
    the count per cause, most frequent first.  Nothing when there is none. */
 void failures_print(const failures *f, FILE *out, size_t max);
+/* Sort by name (strcmp), e.g. to list them in the order of a sorted input
+   rather than the order they happened to fail in. */
+void failures_sort(failures *f);
 void failures_free(failures *f);
 
 #endif
