@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "batch_insert.h"
+#include "cli.h"
 #include "workerpool.h"
 
 enum {
@@ -53,7 +54,7 @@ enum {
     MAX_BATCH = 65536,
     MAX_WORKERS = 1024,
     EXIT_MISMATCH = 1,
-    EXIT_SETUP = 2
+    EXIT_SETUP = CLI_EXIT_USAGE /* usage, and a database that cannot be used */
 };
 
 /* ================================================================ options */
@@ -98,27 +99,14 @@ static const char help_text[] =
 
 static int usage_error(const char *why)
 {
-    if (why != NULL)
-        fprintf(stderr, "batch_insert: %s\n", why);
-    fprintf(stderr, "%sTry 'batch_insert --help'.\n", usage_text);
-    return EXIT_SETUP;
+    return cli_usage_error("batch_insert", usage_text, why);
 }
 
-static bool parse_count(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
+/* A count from 1 to max, into an unsigned. */
 static bool parse_unsigned(const char *s, unsigned long max, unsigned *out)
 {
     unsigned long v;
-    if (!parse_count(s, 1, max, &v))
+    if (!cli_number(s, 1, max, &v))
         return false;
     *out = (unsigned)v;
     return true;
@@ -151,7 +139,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return usage_error("-t wants a number of threads from 1 to 1024");
             break;
         case 'n':
-            if (!parse_count(optarg, 2, MAX_ROWS, &o->rows))
+            if (!cli_number(optarg, 2, MAX_ROWS, &o->rows))
                 return usage_error("-n wants a number of rows from 2 to 100000000");
             break;
         case 'b':

@@ -5,28 +5,8 @@
 # not be installed), errors that name the database file, and an existing
 # database's journal mode left alone unless --wal is given.
 set -u
-demo="${top_builddir:-.}/demos/batch_insert"
-[ -x "$demo" ] || { echo "FAIL: no $demo"; exit 1; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/batch_insert-test.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 1' HUP INT TERM
-
-fail() {
-    echo "FAIL: $*"
-    for f in "$tmp"/out "$tmp"/err; do
-        [ -s "$f" ] && { echo "--- $f"; cat "$f"; }
-    done
-    exit 1
-}
-
-# run EXPECTED_STATUS ARGS...: the demo's stdout in $tmp/out, stderr in $tmp/err.
-run() {
-    want=$1
-    shift
-    "$demo" "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "batch_insert $* exited $got, not $want"
-}
+. "$(dirname "$0")/lib.sh"
+demo_test batch_insert
 
 # expect_show DBFILE LINE...: --show prints exactly these key=value lines.
 expect_show() {
