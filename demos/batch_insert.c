@@ -213,10 +213,17 @@ static int run_demo(const struct options *o)
     printf("%lu rows from %u threads, %u workers, database %s\n\n", o->rows, o->threads,
            o->workers, o->db_path);
 
+    /* Here, not in the phases: the done-callbacks that count rows may run
+       until wp_pool_destroy() returns. */
+    struct row_counts counts[N_PHASES];
+    for (int k = 0; k < N_PHASES; k++) {
+        atomic_init(&counts[k].settled, 0);
+        atomic_init(&counts[k].failed, 0);
+    }
     struct phase_result batched, single;
-    int setup = run_batched(pool, o, &batched);
+    int setup = run_batched(pool, o, &counts[PHASE_BATCHED], &batched);
     if (setup == 0)
-        setup = run_single(pool, o, &single);
+        setup = run_single(pool, o, &counts[PHASE_SINGLE], &single);
     wp_pool_destroy(pool);
     if (setup != 0)
         return EXIT_SETUP;

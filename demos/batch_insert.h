@@ -8,6 +8,7 @@
 #ifndef DEMO_BATCH_INSERT_H
 #define DEMO_BATCH_INSERT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -97,10 +98,21 @@ struct phase_result {
     struct tally t;
 };
 
+/* One phase's rows settled and failed, counted by a done-callback per row
+   for the progress line.  A done-callback may still be running after every
+   wait on its future has returned (waiters wake first, then callbacks
+   run), so what it writes must outlive the pool, not only the phase: only
+   wp_pool_destroy() (which joins the dispatcher thread) ends them all. */
+struct row_counts {
+    atomic_ulong settled, failed;
+};
+
 /* Each runs one phase on pool, prints its report, and returns 0, or -1 if
    it could not run at all (what it did is still in *res). */
-int run_batched(wp_pool *pool, const struct options *o, struct phase_result *res);
-int run_single(wp_pool *pool, const struct options *o, struct phase_result *res);
+int run_batched(wp_pool *pool, const struct options *o, struct row_counts *counts,
+                struct phase_result *res);
+int run_single(wp_pool *pool, const struct options *o, struct row_counts *counts,
+               struct phase_result *res);
 double rows_per_second(const struct phase_result *res);
 
 #endif

@@ -88,7 +88,7 @@ struct phase {
     submit_fn submit;
     void *target;
     const struct options *opts;
-    atomic_ulong settled, failed; /* rows, counted by done-callbacks: the progress line */
+    struct row_counts *counts;    /* the progress line's; outlives the pool (see there) */
     pthread_mutex_t lock;         /* guards everything below */
     pthread_cond_t finished;      /* signalled as each submitting thread ends */
     unsigned running;             /* submitting threads not yet ended */
@@ -105,13 +105,14 @@ struct submitter {
 /* The done-callback: runs on the pool's dispatcher thread as each row's
    future settles, so it must not block; two atomic adds do not.  Its cost
    is one small allocation per row (the registration), paid by both phases
-   alike. */
+   alike.  Its ctx is not the phase, which ends when the waits return: a
+   callback may run after that (see struct row_counts). */
 static void count_settled(wp_future *f, void *ctx)
 {
-    struct phase *ph = ctx;
+    struct row_counts *c = ctx;
     if (wp_future_error(f) != 0)
-        atomic_fetch_add(&ph->failed, 1);
-    atomic_fetch_add(&ph->settled, 1);
+        atomic_fetch_add(&c->failed, 1);
+    atomic_fetch_add(&c->settled, 1);
 }
 
 /* Collected, not printed: a line printed from a thread now would break the
@@ -180,7 +181,7 @@ static void submit_and_check(struct submitter *s)
         struct row r = make_row(o, s->thread, s->first, s->first + n);
         int rc = s->ph->submit(s->ph->target, &r, &futures[n]);
         if (rc == 0)
-            rc = wp_future_on_done(futures[n], count_settled, s->ph);
+            rc = wp_future_on_done(futures[n], count_settled, s->ph->counts);
         if (rc != 0) {
             s->t.submit_error = rc;
             n += futures[n] != NULL; /* submitted, only not counted: still waited for */
@@ -210,10 +211,8 @@ static void *submitter_main(void *arg)
 
 /* The main thread's part while the submitters run: redraw the progress
    line every PROGRESS_TICK_MS until the last submitter has ended. */
-static void watch_phase(struct phase *ph)
+static void watch_phase(struct phase *ph, progress *bar)
 {
-    progress bar;
-    progress_start(&bar, "rows", ph->opts->rows);
     pthread_mutex_lock(&ph->lock);
     while (ph->running > 0) {
         struct timespec until;
@@ -224,10 +223,9 @@ static void watch_phase(struct phase *ph)
             until.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&ph->finished, &ph->lock, &until);
-        progress_update(&bar, atomic_load(&ph->settled), atomic_load(&ph->failed));
+        progress_update(bar, atomic_load(&ph->counts->settled), atomic_load(&ph->counts->failed));
     }
     pthread_mutex_unlock(&ph->lock);
-    progress_finish(&bar, atomic_load(&ph->settled), atomic_load(&ph->failed));
 }
 
 static void add_tally(struct tally *sum, const struct tally *t)
@@ -278,6 +276,8 @@ static int run_phase(struct phase *ph, wp_pool *pool, struct phase_result *res)
     printf("%s\n", ph->title);
     fflush(stdout); /* before the progress line, on the terminal */
     uint64_t tasks_before = pool_tasks_submitted(pool);
+    progress bar;
+    progress_start(&bar, "rows", o->rows);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     unsigned started = 0;
@@ -299,13 +299,18 @@ static int run_phase(struct phase *ph, wp_pool *pool, struct phase_result *res)
             break;
         }
     }
-    watch_phase(ph);
+    watch_phase(ph, &bar);
     *res = (struct phase_result){ 0 };
     for (unsigned i = 0; i < started; i++) {
         pthread_join(tids[i], NULL);
         add_tally(&res->t, &subs[i].t);
     }
     res->seconds = seconds_since(&start);
+    /* The final line from the outcomes checked, which are complete now; the
+       callbacks' counts may still be a few rows behind. */
+    const struct tally *t = &res->t;
+    progress_finish(&bar, t->inserted + t->duplicates + t->unexpected,
+                    t->duplicates + t->unexpected);
     res->pool_tasks = pool_tasks_submitted(pool) - tasks_before;
     pthread_mutex_destroy(&ph->lock);
     pthread_cond_destroy(&ph->finished);
@@ -344,7 +349,8 @@ static void print_batcher_stats(wp_batcher *b)
            st.items, st.batches, st.mean_batch_size, st.mean_wait_us, st.wait_us_max);
 }
 
-int run_batched(wp_pool *pool, const struct options *o, struct phase_result *res)
+int run_batched(wp_pool *pool, const struct options *o, struct row_counts *counts,
+                struct phase_result *res)
 {
     wp_batcher *b;
     wp_batcher_options bopts = { .max_batch_size = o->batch };
@@ -355,7 +361,8 @@ int run_batched(wp_pool *pool, const struct options *o, struct phase_result *res
     }
     char title[TEXT_MAX];
     snprintf(title, sizeof title, "batched: up to %u rows per task and transaction", o->batch);
-    struct phase ph = { .title = title, .submit = submit_to_batcher, .target = b, .opts = o };
+    struct phase ph = { .title = title, .submit = submit_to_batcher, .target = b, .opts = o,
+                        .counts = counts };
     int status = run_phase(&ph, pool, res);
     /* Every item has settled (the threads waited), so this only stops the
        batcher thread; the stats are final. */
@@ -367,10 +374,12 @@ int run_batched(wp_pool *pool, const struct options *o, struct phase_result *res
     return status;
 }
 
-int run_single(wp_pool *pool, const struct options *o, struct phase_result *res)
+int run_single(wp_pool *pool, const struct options *o, struct row_counts *counts,
+               struct phase_result *res)
 {
     struct phase ph = { .title = "one row per task: each its own transaction",
-                        .submit = submit_to_pool, .target = pool, .opts = o };
+                        .submit = submit_to_pool, .target = pool, .opts = o,
+                        .counts = counts };
     int status = run_phase(&ph, pool, res);
     print_phase(&ph, res);
     printf("\n");
