@@ -52,6 +52,7 @@ enum {
     PROGRESS_TICK_MS = 100,        /* redraw while waiting for a slow file */
     MAX_LISTED_FAILURES = 50,      /* then "... and N more" and the table */
     CAUSE_MAX = 256,
+    EXITED_CODE_BASE = 256,        /* WP_ECRASHED's code: a signal, or this + exit status */
     EXIT_FAILED = 1,
     EXIT_USAGE = CLI_EXIT_USAGE /* also: a list that cannot be read */
 };
@@ -82,8 +83,10 @@ struct run {
     wp_cq *cq;
     wp_task_options topts;
     struct outcome *out;  /* one per entry, in list order */
-    wp_future **flying;   /* the futures in flight; identity only, as the cq */
-    size_t *flying_entry; /* holds the reference: the entry each one hashes */
+    /* The futures in flight and the entry each one hashes.  The pointers
+       only identify them: the cq holds the references. */
+    wp_future **flying;
+    size_t *flying_entry;
     size_t n_flying;
     size_t next_print;    /* the first entry not yet printed or reported */
     uint64_t settled, failed, bytes;
@@ -124,10 +127,10 @@ static void describe_failure(const struct run *r, const wp_future *f, const stru
         snprintf(buf, cap, "timed out (past the %lld ms deadline)", (long long)r->s->timeout_ms);
         break;
     case WP_ECRASHED:
-        if (code < 256)
+        if (code < EXITED_CODE_BASE)
             snprintf(buf, cap, "worker crashed (%s)", strsignal(code));
         else
-            snprintf(buf, cap, "worker exited (status %d)", code - 256);
+            snprintf(buf, cap, "worker exited (status %d)", code - EXITED_CODE_BASE);
         break;
     default:
         snprintf(buf, cap, "%s", wp_strerror(err));
@@ -265,8 +268,10 @@ static void run_all(struct run *r, size_t in_flight)
         int rc = r->n_flying > 0 ? wp_cq_next(r->cq, PROGRESS_TICK_MS, &f) : WP_EAGAIN;
         if (rc == 0)
             collect(r, f);
-        else if (rc != WP_ETIMEDOUT && rc != WP_EAGAIN)
+        else if (rc != WP_ETIMEDOUT && rc != WP_EAGAIN) { /* a bug: say so, never spin */
             fprintf(stderr, "checksums: waiting for results: %s\n", wp_strerror(rc));
+            break;
+        }
         progress_update(&r->bar, r->settled, r->failed);
     }
 }
