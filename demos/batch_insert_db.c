@@ -189,10 +189,9 @@ static int settle_journal_mode(sqlite3 *db, const char *path, enum journal_choic
     if (choice == JOURNAL_WAL || (choice == JOURNAL_DEFAULT && fresh)) {
         if (query_one(db, path, "PRAGMA journal_mode=WAL", mode, sizeof mode) != 0)
             return -1;
-        why = choice == JOURNAL_WAL ? "set by --wal"
-                                    : "a new database, set by this demo; --no-wal not to";
+        why = choice == JOURNAL_WAL ? "set by --wal" : "new, so set by this demo; --no-wal not to";
     } else {
-        why = fresh ? "a new database, left as SQLite makes it: --no-wal"
+        why = fresh ? "new, left as SQLite makes it: --no-wal"
                     : "the database's own, kept; --wal to change it";
     }
     printf("database %s: journal mode %s (%s)\n", path, mode, why);

@@ -304,11 +304,10 @@ static int checksum_list(const struct settings *s, const struct file_list *list)
         free(r.flying_entry);
         return EXIT_USAGE;
     }
-    fprintf(stderr, "checksums: %zu paths (%.1f MiB) from %s, %u worker%s, %zu in flight, ",
-            list->n, (double)list->bytes / MIB, strcmp(s->csv, "-") == 0 ? "standard input" : s->csv,
-            workers, workers == 1 ? "" : "s", in_flight);
+    fprintf(stderr, "checksums: %zu paths (%.1f MiB), %u worker%s, %zu in flight, ", list->n,
+            (double)list->bytes / MIB, workers, workers == 1 ? "" : "s", in_flight);
     if (s->timeout_ms > 0)
-        fprintf(stderr, "deadline %lld ms per file\n", (long long)s->timeout_ms);
+        fprintf(stderr, "%lld ms deadline per file\n", (long long)s->timeout_ms);
     else
         fprintf(stderr, "no deadline\n");
 

@@ -29,7 +29,7 @@ grep -q "Try 'batch_insert --help'" "$tmp/err" || fail "a bad option does not po
 # purpose), and a new database is put in WAL mode, as --help says.
 run 0 -n 500 -t 3 -b 16 -w 2 "$tmp/rows.db"
 grep -qx OK "$tmp/out" || fail "the run did not say OK"
-grep -q "journal mode wal (a new database" "$tmp/out" || fail "the run did not say it chose WAL"
+grep -q "journal mode wal (new, so set by this demo" "$tmp/out" || fail "the run did not say it chose WAL"
 expect_show "$tmp/rows.db" journal_mode=wal batched_rows=499 single_rows=499
 [ -e "$tmp/rows.db-wal" ] && fail "a -wal file was left beside rows.db"
 
@@ -52,7 +52,7 @@ fi
 
 # An existing database in rollback-journal mode stays so; --wal changes it.
 run 0 -n 50 --no-wal "$tmp/plain.db"
-grep -q "journal mode delete (a new database, left as SQLite makes it" "$tmp/out" ||
+grep -q "journal mode delete (new, left as SQLite makes it" "$tmp/out" ||
     fail "--no-wal on a new database did not say so"
 expect_show "$tmp/plain.db" journal_mode=delete batched_rows=49 single_rows=49
 run 0 -n 60 "$tmp/plain.db"
