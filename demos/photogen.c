@@ -38,7 +38,7 @@
 #include "photogen_jpeg.h"
 #include "photogen_scene.h"
 #include "progress.h"
-#include "thumbs_cli.h"
+#include "cli.h"
 #include "thumbs_walk.h"
 #include "workerpool.h"
 

@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "progress.h"
-#include "thumbs_cli.h"
+#include "cli.h"
 #include "thumbs_task.h"
 #include "thumbs_walk.h"
 #include "workerpool.h"
