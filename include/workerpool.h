@@ -307,7 +307,11 @@ WP_EXTERN int wp_future_cancel(wp_future *f);
 typedef void (*wp_done_fn)(wp_future *f, void *ctx);
 
 /* Register a done-callback.  0, WP_EINVAL (f or fn NULL) or WP_ENOMEM.
-   Callbacks run in registration order. */
+   Callbacks run in registration order, after the future's waiters are
+   woken: a callback may still be running (or not yet started) when
+   wp_future_wait() or wp_wait_all() on its future has returned, so what
+   ctx points to must live until the callback has run — to be sure, until
+   wp_pool_shutdown() or wp_pool_destroy() has returned. */
 WP_EXTERN int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx);
 
 /* Reference counting.  wp_submit hands the caller one reference; the pool
