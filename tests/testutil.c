@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * testutil.c — the misbehaving (and well-behaved) workers the suites use.
+ * testutil.c — the misbehaving (and well-behaved) workers the suites use,
+ * and the helpers they share (testutil.h says what each is for).
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -188,13 +189,7 @@ int tu_pattern_ok(const void *buf, size_t len, unsigned seed)
     return 1;
 }
 
-wp_pool *tu_pool(unsigned workers, int start_method)
-{
-    wp_pool *p = NULL;
-    wp_pool_options o = { .workers = workers, .start_method = start_method };
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    return p;
-}
+int tu_method = WP_START_FORKSERVER;
 
 wp_pool *tu_pool_create(wp_pool_options o)
 {
@@ -211,6 +206,12 @@ wp_pool *tu_pool_started(wp_pool_options o)
     return p;
 }
 
+wp_pool *tu_make_pool(wp_pool_options o)
+{
+    o.start_method = tu_method;
+    return tu_pool_started(o);
+}
+
 wp_pool_stats tu_pool_stats(wp_pool *p)
 {
     wp_pool_stats s;
@@ -218,25 +219,136 @@ wp_pool_stats tu_pool_stats(wp_pool *p)
     return s;
 }
 
+/* Poll until the pool has `alive` workers up and `started` ever; the last
+   stats read in *s.  No Check call, no allocation. */
+static bool workers_poll(wp_pool *p, unsigned alive, uint64_t started, int64_t timeout_ms,
+                         wp_pool_stats *s)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    memset(s, 0, sizeof *s);
+    for (;;) {
+        if (wp_pool_get_stats(p, s) != 0)
+            return false;
+        if (s->workers_alive >= alive && s->workers_started >= started)
+            return true;
+        if (tu_now_ms() >= deadline)
+            return false;
+        tu_poll_pause();
+    }
+}
+
+bool tu_workers_up(wp_pool *p, unsigned alive, uint64_t started, int64_t timeout_ms)
+{
+    wp_pool_stats s;
+    return workers_poll(p, alive, started, timeout_ms, &s);
+}
+
 void tu_wait_workers(wp_pool *p, unsigned alive, uint64_t started)
 {
-    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
     wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < alive || s.workers_started < started) &&
-           tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(s.workers_alive >= alive && s.workers_started >= started,
-                  "workers_alive %u (want %u), workers_started %llu (want %llu)", s.workers_alive,
-                  alive, (unsigned long long)s.workers_started, (unsigned long long)started);
+    bool up = workers_poll(p, alive, started, TU_DEADLINE_MS, &s);
+    ck_assert_msg(up, "workers_alive %u (want %u), workers_started %llu (want %llu)",
+                  s.workers_alive, alive, (unsigned long long)s.workers_started,
+                  (unsigned long long)started);
+}
+
+wp_future *tu_submit(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                     const wp_task_options *opts)
+{
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, fn, arg, len, opts, &f), 0);
+    ck_assert_ptr_nonnull(f);
+    return f;
 }
 
 wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
                   const wp_task_options *opts)
 {
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, fn, arg, len, opts, &f), 0);
+    wp_future *f = tu_submit(p, fn, arg, len, opts);
     ck_assert_int_eq(wp_future_wait(f, -1), 0);
     return f;
+}
+
+void tu_wait_settled(wp_future *f)
+{
+    ck_assert_msg(wp_future_wait(f, TU_DEADLINE_MS) == 0, "a future did not settle in %d ms",
+                  TU_DEADLINE_MS);
+}
+
+void tu_check_echo(wp_future *f, const void *want, size_t want_len)
+{
+    size_t len = 12345;
+    tu_wait_settled(f);
+    ck_assert_msg(wp_future_state(f) == WP_SUCCEEDED, "state %d, error %d (%s)",
+                  wp_future_state(f), wp_future_error(f), wp_future_message(f));
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_int_eq(wp_future_code(f), 0);
+    ck_assert_str_eq(wp_future_message(f), "");
+    const void *r = wp_future_result(f, &len);
+    ck_assert_uint_eq(len, want_len);
+    if (want_len > 0) {
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(memcmp(r, want, want_len), 0);
+    }
+}
+
+int tu_result_int(const wp_future *f)
+{
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_uint_eq(len, sizeof(int));
+    int v;
+    memcpy(&v, r, sizeof v);
+    return v;
+}
+
+int tu_worker_pid(wp_pool *p)
+{
+    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid = tu_result_int(f);
+    wp_future_release(f);
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+bool tu_has_number(const char *text, int n)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", n);
+    size_t len = strlen(num);
+    for (const char *p = strstr(text, num); p != NULL; p = strstr(p + 1, num))
+        if ((p == text || p[-1] < '0' || p[-1] > '9') && (p[len] < '0' || p[len] > '9'))
+            return true;
+    return false;
+}
+
+int tu_stats_match(const wp_pool_stats *s, tu_stats_want w, char *why, size_t size)
+{
+    const struct {
+        const char *name;
+        tu_expect   want;
+        uint64_t    is;
+    } f[] = {
+        { "submitted", w.submitted, s->submitted },
+        { "succeeded", w.succeeded, s->succeeded },
+        { "failed", w.failed, s->failed },
+        { "cancelled", w.cancelled, s->cancelled },
+        { "timed_out", w.timed_out, s->timed_out },
+        { "crashed", w.crashed, s->crashed },
+        { "retried", w.retried, s->retried },
+        { "workers_started", w.workers_started, s->workers_started },
+        { "queued", w.queued, s->queued },
+        { "running", w.running, s->running },
+        { "workers_alive", w.workers_alive, s->workers_alive },
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].want.set && f[i].is != f[i].want.want) {
+            snprintf(why, size, "stats: %s is %llu, want %llu", f[i].name,
+                     (unsigned long long)f[i].is, (unsigned long long)f[i].want.want);
+            return 0;
+        }
+    return 1;
 }
 
 int tu_pid_alive(int pid)
@@ -251,6 +363,22 @@ int tu_pid_exited(int pid)
     if (!tu_pid_alive(pid) || tu_proc_stat(pid, &state, &ppid) < 0)
         return 1;
     return state == 'Z' || state == 'X';
+}
+
+bool tu_wait_exited(int pid, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    while (!tu_pid_exited(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return tu_pid_exited(pid);
+}
+
+bool tu_wait_reaped(int pid, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    while (tu_pid_alive(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return !tu_pid_alive(pid);
 }
 
 int tu_pid_parent(int pid)
@@ -483,7 +611,7 @@ void tu_fifo_close(tu_fifo *f)
     rmdir(f->dir);
 }
 
-int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
+int tu_read_int(int fd, int64_t timeout_ms)
 {
     int64_t deadline = tu_now_ms() + timeout_ms;
     char buf[sizeof(int)];
@@ -492,22 +620,27 @@ int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
         int64_t left = deadline - tu_now_ms();
         if (left <= 0)
             return -1;
-        struct pollfd pfd = { .fd = f->fd, .events = POLLIN };
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
         int rc = poll(&pfd, 1, (int)left);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc <= 0)
             return -1;
-        ssize_t n = read(f->fd, buf + have, sizeof buf - have);
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return -1;
         have += (size_t)n;
     }
-    int pid;
-    memcpy(&pid, buf, sizeof pid);
-    return pid;
+    int v;
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
+{
+    return tu_read_int(f->fd, timeout_ms);
 }
 
 void tu_fifo_release(tu_fifo *f, unsigned n)
@@ -529,8 +662,7 @@ void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeou
         tcase_set_timeout(tc, timeout);
         if (setup != NULL || teardown != NULL)
             tcase_add_unchecked_fixture(tc, setup, teardown);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
+        tcase_add_both(tc, tests[i].fn);
         suite_add_tcase(s, tc);
     }
 }
@@ -543,6 +675,66 @@ int tu_run_suite(Suite *s, enum fork_status fork_status)
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ----------------------------------------------- many submitting threads */
+
+typedef struct crowd_member {
+    const tu_crowd *c;
+    unsigned        thread;
+    unsigned        failed, wrong; /* submits that failed, outcomes that were wrong */
+    int             first_rc;      /* the first failed submit's code */
+    pthread_t       tid;
+} crowd_member;
+
+static void *crowd_main(void *arg)
+{
+    crowd_member *m = arg;
+    const tu_crowd *c = m->c;
+    wp_future **fs = calloc(c->per_thread, sizeof *fs);
+    if (fs == NULL) {
+        m->failed = c->per_thread;
+        m->first_rc = WP_ENOMEM;
+        return NULL;
+    }
+    for (unsigned i = 0; i < c->per_thread; i++) {
+        int rc = c->submit(c->ctx, m->thread, i, &fs[i]);
+        if (rc != 0 && m->failed++ == 0)
+            m->first_rc = rc;
+        if (rc != 0)
+            fs[i] = NULL;
+    }
+    /* No deadline of its own: Check's timeout of the test is the hang
+       detector. */
+    for (unsigned i = 0; i < c->per_thread; i++) {
+        if (fs[i] == NULL)
+            continue;
+        if (wp_future_wait(fs[i], -1) != 0 || !c->ok(c->ctx, m->thread, i, fs[i]))
+            m->wrong++;
+        wp_future_release(fs[i]);
+    }
+    free(fs);
+    return NULL;
+}
+
+void tu_run_crowd(const tu_crowd *c)
+{
+    crowd_member *m = calloc(c->threads, sizeof *m);
+    ck_assert_ptr_nonnull(m);
+    for (unsigned t = 0; t < c->threads; t++) {
+        m[t] = (crowd_member){ .c = c, .thread = t };
+        ck_assert_int_eq(pthread_create(&m[t].tid, NULL, crowd_main, &m[t]), 0);
+    }
+    for (unsigned t = 0; t < c->threads; t++)
+        ck_assert_int_eq(pthread_join(m[t].tid, NULL), 0);
+    crowd_member bad = { .c = c, .thread = c->threads };
+    for (unsigned t = 0; t < c->threads && bad.thread == c->threads; t++)
+        if (m[t].failed != 0 || m[t].wrong != 0)
+            bad = m[t];
+    free(m);
+    ck_assert_msg(bad.thread == c->threads,
+                  "thread %u: %u of %u submits failed (the first: %s), %u outcomes wrong",
+                  bad.thread, bad.failed, c->per_thread, wp_strerror(bad.first_rc), bad.wrong);
 }
 
 /* ------------------------------------------------------------- blockers */
