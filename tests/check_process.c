@@ -590,9 +590,7 @@ static int tu_tree(const void *arg, size_t len, wp_buf *out)
 {
     tree_arg a;
     int ready[2];
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "tu_tree: bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     a.fifo[sizeof a.fifo - 1] = '\0';
     if (pipe2(ready, O_CLOEXEC) < 0)
         return wp_buf_fail(out, 5, "tu_tree: no pipe");

@@ -74,9 +74,7 @@ typedef struct stray_arg {
 static int tu_die_with_stray(const void *arg, size_t len, wp_buf *out)
 {
     stray_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     a.report[sizeof a.report - 1] = '\0';
     int in = worker_pipe(O_RDONLY);
     if (in < 0)
@@ -217,9 +215,7 @@ typedef struct forge_arg {
 static int tu_forge_started(const void *arg, size_t len, wp_buf *out)
 {
     forge_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     int64_t until = mono_ms() + TASK_WAIT_MS;
     for (bool forged = false; !forged && mono_ms() < until;) {
         for (unsigned i = 0; i < WINDOW_MAX && !forged; i++) {
@@ -281,9 +277,7 @@ typedef struct forger_arg {
 static int tu_forge_answers(const void *arg, size_t len, wp_buf *out)
 {
     forger_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     uint64_t self = claim_in_state(a.shared, CLAIM_STARTED, 0);
     uint64_t next = claim_in_state(a.shared, a.behind, self);
     int in = worker_pipe(O_RDONLY), res = worker_pipe(O_WRONLY);
@@ -364,9 +358,7 @@ END_TEST
 static int tu_forge_start_time(const void *arg, size_t len, wp_buf *out)
 {
     forge_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     for (;;) {
         for (unsigned i = 0; i < WINDOW_MAX; i++)
             if ((atomic_load(&a.shared->claim[i]) & 3) == CLAIM_STARTED)

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +33,8 @@
 #ifdef TU_SANITIZED
 #include <sanitizer/common_interface_defs.h>
 #endif
+
+#define TMP_NFTW_FDS 8 /* descriptors nftw may hold open while it removes a tree */
 
 static int arg_int(const void *arg, size_t len)
 {
@@ -132,9 +135,7 @@ int tu_count_fds(const void *arg, size_t len, wp_buf *out)
 int tu_report(const void *arg, size_t len, wp_buf *out)
 {
     tu_report_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "tu_report: bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     a.report[sizeof a.report - 1] = a.gate[sizeof a.gate - 1] = '\0';
     int pid = (int)getpid();
     if (a.report[0] != '\0') {
@@ -592,9 +593,50 @@ void tu_poll_pause(void)
     nanosleep(&ts, NULL);
 }
 
+/* ------------------------------------------------------ temporary files */
+
+static char tmp_base[32]; /* the test case's directory (the fixture's), or "" */
+static char tmp_run[96];  /* the running test's, in it, or "" until made */
+
+void tu_tmp_setup(void)
+{
+    snprintf(tmp_base, sizeof tmp_base, "/tmp/wp-test-XXXXXX");
+    if (mkdtemp(tmp_base) == NULL)
+        tmp_base[0] = '\0';
+    tmp_run[0] = '\0';
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void tu_tmp_teardown(void)
+{
+    if (tmp_base[0] != '\0')
+        nftw(tmp_base, remove_one, TMP_NFTW_FDS, FTW_DEPTH | FTW_PHYS);
+    tmp_base[0] = tmp_run[0] = '\0';
+}
+
+void tu_tmp_path(char *buf, size_t n, const char *name)
+{
+    ck_assert_msg(tmp_base[0] != '\0', "no temporary directory (tu_tmp_setup)");
+    if (tmp_run[0] == '\0') {
+        snprintf(tmp_run, sizeof tmp_run, "%s/t-XXXXXX", tmp_base);
+        ck_assert_ptr_nonnull(mkdtemp(tmp_run));
+    }
+    int w = snprintf(buf, n, "%s/%s", tmp_run, name);
+    ck_assert(w > 0 && (size_t)w < n);
+}
+
 void tu_fifo_open(tu_fifo *f)
 {
-    snprintf(f->dir, sizeof f->dir, "/tmp/wp-test-XXXXXX");
+    if (tmp_base[0] != '\0')
+        snprintf(f->dir, sizeof f->dir, "%s/f-XXXXXX", tmp_base);
+    else
+        snprintf(f->dir, sizeof f->dir, "/tmp/wp-test-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/fifo", f->dir);
     ck_assert_int_eq(mkfifo(f->path, 0600), 0);
@@ -609,6 +651,18 @@ void tu_fifo_close(tu_fifo *f)
     f->fd = -1;
     unlink(f->path);
     rmdir(f->dir);
+}
+
+void tu_hold_open(tu_hold *h)
+{
+    tu_fifo_open(&h->report);
+    tu_fifo_open(&h->gate);
+}
+
+void tu_hold_close(tu_hold *h)
+{
+    tu_fifo_close(&h->report);
+    tu_fifo_close(&h->gate);
 }
 
 int tu_read_int(int fd, int64_t timeout_ms)
@@ -660,6 +714,7 @@ void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeou
     for (size_t i = 0; i < n; i++) {
         TCase *tc = tcase_create(tests[i].name);
         tcase_set_timeout(tc, timeout);
+        tcase_add_unchecked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
         if (setup != NULL || teardown != NULL)
             tcase_add_unchecked_fixture(tc, setup, teardown);
         tcase_add_both(tc, tests[i].fn);
@@ -814,13 +869,12 @@ void tu_start_symbolizer(void)
 #endif
 }
 
-wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
-                          int *pid)
+wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid)
 {
-    tu_report_arg a = tu_report_arg_of(0, report, gate);
+    tu_report_arg a = tu_report_arg_of(0, &h->report, &h->gate);
     wp_future *f = NULL;
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, o, &f), 0);
-    int who = tu_fifo_read_pid(report, TU_DEADLINE_MS);
+    int who = tu_fifo_read_pid(&h->report, TU_DEADLINE_MS);
     ck_assert_int_gt(who, 0);
     if (pid != NULL)
         *pid = who;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "workerpool.h"
 
@@ -64,6 +65,17 @@ int tu_pid(const void *arg, size_t len, wp_buf *out);         /* result = getpid
 int tu_count_fds(const void *arg, size_t len, wp_buf *out);   /* result = int: open fds >= 3 */
 int tu_report(const void *arg, size_t len, wp_buf *out);      /* arg = tu_report_arg; result = int pid */
 
+/* In a task function: copy its argument (arg, len) into the variable a if
+   it is exactly sizeof a bytes; else return from the task, failed with
+   code TU_EBADARG ("bad argument"). */
+#define TU_EBADARG 22
+#define TU_TASK_ARG(a, arg, len, out)                                   \
+    do {                                                                \
+        if ((len) != sizeof(a))                                         \
+            return wp_buf_fail((out), TU_EBADARG, "bad argument");      \
+        memcpy(&(a), (arg), sizeof(a));                                 \
+    } while (0)
+
 /*
  * tu_report: lets a test see a task running and hold it there, through FIFOs
  * the test owns (a worker inherits no descriptor, but it can open a path).
@@ -97,15 +109,36 @@ int  tu_read_int(int fd, int64_t timeout_ms);
 /* Let n tasks waiting on this FIFO as their gate go on. */
 void tu_fifo_release(tu_fifo *f, unsigned n);
 
+/* A task the test holds where it wants it: the FIFO it reports its pid
+   to once it runs, and the gate it then waits at (tu_submit_held). */
+typedef struct tu_hold {
+    tu_fifo report, gate;
+} tu_hold;
+void tu_hold_open(tu_hold *h);
+void tu_hold_close(tu_hold *h);
+
+/*
+ * Temporary files that go away even when a test fails (a failed assertion
+ * ends the test's process at once): every TCase tu_add_method_tests makes
+ * has an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
+ * and removes a directory for it in the runner's process.  tu_fifo_open
+ * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
+ * names a file in a directory of the running test's own, made on first use
+ * (Check forks a process per test: each run starts with a fresh one).
+ */
+void tu_tmp_setup(void);
+void tu_tmp_teardown(void);
+void tu_tmp_path(char *buf, size_t n, const char *name);
+
 /* A tu_report argument: sleep ms (hang if < 0), reporting to report and
    waiting at gate where they are not NULL. */
 tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
 
-/* Submit a tu_report task held at gate (with options o, may be NULL) and
-   return its future once it runs in a worker; *pid (if not NULL) gets that
-   worker's pid.  Fails the test if it does not run within TU_DEADLINE_MS. */
-wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
-                          int *pid);
+/* Submit a tu_report task held at h's gate (with options o, may be NULL)
+   and return its future once it runs in a worker; *pid (if not NULL) gets
+   that worker's pid.  Fails the test if it does not run within
+   TU_DEADLINE_MS.  tu_fifo_release(&h->gate, 1) lets it finish. */
+wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid);
 
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
