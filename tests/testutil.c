@@ -382,6 +382,16 @@ bool tu_wait_reaped(int pid, int64_t timeout_ms)
     return !tu_pid_alive(pid);
 }
 
+bool tu_wait_state(int id, char want, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    char state = '?';
+    int ppid;
+    while ((tu_proc_stat(id, &state, &ppid) < 0 || state != want) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return state == want;
+}
+
 int tu_pid_parent(int pid)
 {
     char state;

@@ -260,6 +260,10 @@ int tu_pid_exited(int pid);
    altogether, reaped (tu_wait_reaped); true if it did within timeout_ms. */
 bool tu_wait_exited(int pid, int64_t timeout_ms);
 bool tu_wait_reaped(int pid, int64_t timeout_ms);
+/* Poll (no Check call, no allocation) until process or thread id shows
+   state in /proc ('T' stopped, 'S' asleep); false if it has not within
+   timeout_ms. */
+bool tu_wait_state(int id, char state, int64_t timeout_ms);
 /* Its parent's pid from /proc/<pid>/stat, or -1. */
 int tu_pid_parent(int pid);
 /* Its state letter and parent from /proc/<pid>/stat: 0, or -1 if it is
