@@ -95,10 +95,10 @@ int chaos_worker_init(void *ctx)
     return 0;
 }
 
-wp_pool_options chaos_pool_options(int method, unsigned workers, bool hold)
+wp_pool_options chaos_pool_options(unsigned workers, bool hold)
 {
     atomic_store(&chaos_mem->go, !hold);
-    return (wp_pool_options){ .workers = workers, .start_method = method,
+    return (wp_pool_options){ .workers = workers, .start_method = tu_method,
                               .worker_init = chaos_worker_init };
 }
 
@@ -111,9 +111,9 @@ void chaos_wait_forked(unsigned n)
                   atomic_load(&chaos_mem->nworkers), n);
 }
 
-int chaos_worker_parent(int method)
+int chaos_worker_parent(void)
 {
-    if (method == WP_START_FORK)
+    if (tu_method == WP_START_FORK)
         return (int)getpid();
     chaos_wait_forked(1);
     int fs = atomic_load(&chaos_mem->w[0].ppid);
@@ -348,10 +348,10 @@ void chaos_check_stats(wp_pool *p, const chaos_tally *t, unsigned others, uint64
     ck_assert_uint_eq(s.running, 0);
 }
 
-uint64_t chaos_seed(const char *test, int method)
+uint64_t chaos_seed(const char *test)
 {
     uint64_t seed = tu_seed();
-    fprintf(stderr, "check_chaos: %s, start method %d, seed %llu\n", test, method,
+    fprintf(stderr, "check_chaos: %s, start method %d, seed %llu\n", test, tu_method,
             (unsigned long long)seed);
     return seed;
 }
@@ -360,16 +360,6 @@ void chaos_linger(atomic_int *flag)
 {
     while (!atomic_load(flag))
         tu_poll_pause();
-}
-
-bool chaos_wait_state(int id, char want)
-{
-    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
-    char state = '?';
-    int ppid;
-    while ((tu_proc_stat(id, &state, &ppid) < 0 || state != want) && tu_now_ms() < deadline)
-        tu_poll_pause();
-    return state == want;
 }
 
 static void *shutter_main(void *arg)
