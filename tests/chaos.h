@@ -219,8 +219,8 @@ unsigned chaos_killer_stop(chaos_killer *k); /* joins; returns the kills */
 /* The storm tests (chaos_storm.c), the races of destroy, the batcher and
    done-callbacks (chaos_race.c) and the deterministic stopped-worker cases
    (chaos_stopped.c), added to the suite by check_chaos.c. */
-void chaos_add_storm_tests(Suite *s);
-void chaos_add_race_tests(Suite *s);
-void chaos_add_stopped_tests(Suite *s);
+void chaos_add_storm_tests(Suite *s, const tu_suite *def);
+void chaos_add_race_tests(Suite *s, const tu_suite *def);
+void chaos_add_stopped_tests(Suite *s, const tu_suite *def);
 
 #endif

@@ -320,12 +320,12 @@ WP_TEST_BOTH(race_callback_submit)
     free(cb.recs);
 }
 
-void chaos_add_race_tests(Suite *s)
+void chaos_add_race_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
         TU_TEST(race_destroy_in_shutdown),
         TU_TEST(race_batcher_shutdown),
         TU_TEST(race_callback_submit),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

@@ -169,7 +169,7 @@ WP_TEST_BOTH(stopped_cancelled_last)
     tu_hold_close(&h);
 }
 
-void chaos_add_stopped_tests(Suite *s)
+void chaos_add_stopped_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
         TU_TEST(stopped_unread_task),
@@ -177,5 +177,5 @@ void chaos_add_stopped_tests(Suite *s)
         TU_TEST(stopped_steal_unclaimed),
         TU_TEST(stopped_cancelled_last),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

@@ -302,7 +302,7 @@ static void shutdown_rounds(bool several)
 WP_TEST_BOTH(storm_shutdown) { shutdown_rounds(false); }
 WP_TEST_BOTH(storm_shutdown_several) { shutdown_rounds(true); }
 
-void chaos_add_storm_tests(Suite *s)
+void chaos_add_storm_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
         TU_TEST(storm_mass_cancel),
@@ -310,5 +310,5 @@ void chaos_add_storm_tests(Suite *s)
         TU_TEST(storm_shutdown),
         TU_TEST(storm_shutdown_several),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

@@ -1371,9 +1371,9 @@ WP_TEST_BOTH(many_submitting_threads)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *batcher_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("batcher");
+    const tu_suite suite = { .name = "batcher", .timeout_s = 120 };
     const tu_test tests[] = {
         TU_TEST(bad_arguments),
         TU_TEST(create_on_shut_down_pool),
@@ -1409,11 +1409,5 @@ static Suite *batcher_suite(void)
         TU_TEST(pool_shut_down_first),
         TU_TEST(many_submitting_threads),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 120, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(batcher_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

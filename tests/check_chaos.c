@@ -277,9 +277,9 @@ WP_TEST_BOTH(kill_forkserver_pending)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *chaos_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("chaos");
+    const tu_suite suite = { .name = "chaos", .timeout_s = CHAOS_TIMEOUT_S };
     const tu_test tests[] = {
         TU_TEST(kill_task_frame),
         TU_TEST(kill_result_frame),
@@ -289,14 +289,10 @@ static Suite *chaos_suite(void)
         TU_TEST(kill_forkserver),
         TU_TEST(kill_forkserver_pending),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), CHAOS_TIMEOUT_S, NULL, NULL);
-    chaos_add_stopped_tests(s);
-    chaos_add_storm_tests(s);
-    chaos_add_race_tests(s);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(chaos_suite(), CK_FORK_GETENV);
+    Suite *s = suite_create(suite.name);
+    tu_add_tests(s, &suite, tests, TU_COUNT(tests));
+    chaos_add_stopped_tests(s, &suite);
+    chaos_add_storm_tests(s, &suite);
+    chaos_add_race_tests(s, &suite);
+    return tu_run_suite(s, suite.fork);
 }

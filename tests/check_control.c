@@ -1572,9 +1572,9 @@ WP_TEST_BOTH(window_take_back_race)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *control_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("control");
+    const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };
     const tu_test tests[] = {
         TU_TEST(deadline_counts_from_start),
         TU_TEST(deadline_kills_worker),
@@ -1609,11 +1609,5 @@ static Suite *control_suite(void)
         TU_TEST(fd_limit),
         TU_TEST(window_take_back_race),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 120, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(control_suite(), CK_FORK);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

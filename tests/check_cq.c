@@ -202,20 +202,14 @@ WP_TEST_BOTH(many_threads)
     free(r);
 }
 
-static Suite *cq_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("cq");
+    const tu_suite suite = { .name = "cq", .timeout_s = 120 };
     const tu_test tests[] = {
         TU_TEST(bad_arguments),
         TU_TEST(settle_order),
         TU_TEST(destroy_with_futures_left),
         TU_TEST(many_threads),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 120, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(cq_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

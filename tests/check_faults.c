@@ -615,9 +615,9 @@ WP_TEST_BOTH(descriptors_closed_under_pool)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *faults_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("faults");
+    const tu_suite suite = { .name = "faults", .timeout_s = 60 };
     const tu_test tests[] = {
         TU_TEST(worker_crashes),
         TU_TEST(protocol_garbage),
@@ -630,11 +630,5 @@ static Suite *faults_suite(void)
         TU_TEST(shutdown_grace_limited),
         TU_TEST(owner_dies),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(faults_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

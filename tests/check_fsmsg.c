@@ -510,39 +510,25 @@ WP_TEST_BOTH(pool_out_of_descriptors)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *fsmsg_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("fsmsg");
-
-    TCase *tc = tcase_create("codec");
-    tcase_add_test(tc, round_trip);
-    tcase_add_test(tc, data_part_not_a_message);
-    tcase_add_test(tc, descriptors_cut_off);
-    tcase_add_test(tc, count_not_what_it_says);
-    tcase_add_test(tc, wrong_record_length);
-    tcase_add_test(tc, wrong_control_length);
-    tcase_add_test(tc, not_scm_rights);
-    tcase_add_test(tc, negative_descriptor);
-    tcase_add_test(tc, unaligned_input);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("socket");
-    tcase_add_test(tc, failed_recv_reads_nothing);
-    tcase_add_test(tc, socket_round_trip);
-    tcase_add_test(tc, emfile_cuts_descriptors);
-    tcase_add_test(tc, foreign_datagram);
-    suite_add_tcase(s, tc);
-
+    const tu_suite suite = { .name = "fsmsg", .timeout_s = 60 };
     const tu_test tests[] = {
+        TU_CASE("codec", round_trip),
+        TU_CASE("codec", data_part_not_a_message),
+        TU_CASE("codec", descriptors_cut_off),
+        TU_CASE("codec", count_not_what_it_says),
+        TU_CASE("codec", wrong_record_length),
+        TU_CASE("codec", wrong_control_length),
+        TU_CASE("codec", not_scm_rights),
+        TU_CASE("codec", negative_descriptor),
+        TU_CASE("codec", unaligned_input),
+        TU_CASE("socket", failed_recv_reads_nothing),
+        TU_CASE("socket", socket_round_trip),
+        TU_CASE("socket", emfile_cuts_descriptors),
+        TU_CASE("socket", foreign_datagram),
         TU_TEST(pool_loses_its_socket),
         TU_TEST(pool_out_of_descriptors),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(fsmsg_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

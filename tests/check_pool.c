@@ -891,9 +891,9 @@ WP_TEST_BOTH(submit_many_nowait)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *pool_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("pool");
+    const tu_suite suite = { .name = "pool", .timeout_s = 60 };
     const tu_test tests[] = {
         TU_TEST(create_null_options),
         TU_TEST(create_with_options),
@@ -917,11 +917,5 @@ static Suite *pool_suite(void)
         TU_TEST(submit_many_semantics),
         TU_TEST(submit_many_nowait),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(pool_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -963,9 +963,9 @@ WP_TEST(children_listed)
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *process_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("process");
+    const tu_suite suite = { .name = "process", .timeout_s = 60 };
     const tu_test tests[] = {
         TU_TEST(sigchld_default),
         TU_TEST(sigchld_ignored),
@@ -988,15 +988,7 @@ static Suite *process_suite(void)
         TU_TEST(owner_dies_with_forked_child),
         TU_TEST(owner_dies_with_forked_child_without_pidfd),
         TU_TEST(owner_dies_trees),
+        TU_CASE("children_listed", children_listed),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-    TCase *tc = tcase_create("children_listed");
-    tcase_add_test(tc, children_listed);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(process_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

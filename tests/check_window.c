@@ -347,9 +347,9 @@ WP_TEST_BOTH(forged_start_time_keeps_deadline)
     wp_pool_destroy(p);
 }
 
-static Suite *window_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("window");
+    const tu_suite suite = { .name = "window", .timeout_s = 60 };
     const tu_test tests[] = {
         TU_TEST(reaped_with_half_written_frame),
         TU_TEST(skipped_head_keeps_no_deadline),
@@ -358,11 +358,5 @@ static Suite *window_suite(void)
         TU_TEST(forged_result_for_skipped_task),
         TU_TEST(forged_start_time_keeps_deadline),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(window_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

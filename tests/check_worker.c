@@ -108,19 +108,13 @@ WP_TEST_BOTH(data_is_not_code)
     wp_pool_destroy(p);
 }
 
-static Suite *worker_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("worker");
+    const tu_suite suite = { .name = "worker", .timeout_s = 60 };
     const tu_test tests[] = {
         TU_TEST(loaded_after_the_pool),
         TU_TEST(loaded_before_the_pool),
         TU_TEST(data_is_not_code),
     };
-    tu_add_method_tests(s, tests, TU_COUNT(tests), 60, NULL, NULL);
-    return s;
-}
-
-int main(void)
-{
-    return tu_run_suite(worker_suite(), CK_FORK_GETENV);
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -718,18 +718,46 @@ void tu_fifo_release(tu_fifo *f, unsigned n)
     }
 }
 
-void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
-                         SFun setup, SFun teardown)
+static TCase *new_tcase(Suite *s, const tu_suite *def, const char *name)
 {
-    for (size_t i = 0; i < n; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, timeout);
-        tcase_add_unchecked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
-        if (setup != NULL || teardown != NULL)
-            tcase_add_unchecked_fixture(tc, setup, teardown);
-        tcase_add_both(tc, tests[i].fn);
-        suite_add_tcase(s, tc);
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, def->timeout_s);
+    tcase_add_unchecked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    if (def->setup != NULL)
+        tcase_add_checked_fixture(tc, def->setup, NULL);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n)
+{
+    /* The groups made so far (TU_CASE): the TCase of an entry's group is
+       that of the first entry of the group. */
+    TCase **made = calloc(n, sizeof *made);
+    if (made == NULL) {
+        fputs("tu_add_tests: out of memory\n", stderr);
+        exit(EXIT_FAILURE);
     }
+    for (size_t i = 0; i < n; i++) {
+        if (tests[i].tcase == NULL) {
+            tcase_add_both(new_tcase(s, def, tests[i].name), tests[i].fn);
+            continue;
+        }
+        size_t first = 0;
+        while (tests[first].tcase == NULL || strcmp(tests[first].tcase, tests[i].tcase) != 0)
+            first++;
+        if (made[first] == NULL)
+            made[first] = new_tcase(s, def, tests[i].tcase);
+        tcase_add_test(made[first], tests[i].fn);
+    }
+    free(made);
+}
+
+int tu_main(tu_suite def, const tu_test *tests, size_t n)
+{
+    Suite *s = suite_create(def.name);
+    tu_add_tests(s, &def, tests, n);
+    return tu_run_suite(s, def.fork);
 }
 
 int tu_run_suite(Suite *s, enum fork_status fork_status)

@@ -27,12 +27,18 @@
 #define TU_PROMPT_MS 5000
 
 /*
- * Defining tests, as libuv's TEST_IMPL does: WP_TEST(name) { ... } is a
- * test that runs once (register it with tcase_add_test);
- * WP_TEST_BOTH(name) { ... } one that runs once per start method (register
- * it with tcase_add_both or tu_add_method_tests): Check's loop index is the
- * start method, and the body finds it in tu_method (WP_START_FORKSERVER,
- * then WP_START_FORK; tu_make_pool reads it).  Neither needs END_TEST.
+ * Defining tests, as libuv's TEST_IMPL does (neither needs END_TEST):
+ *
+ *   WP_TEST(name) { ... }       runs once: TU_CASE("group", name) in the
+ *                               suite's table (or tcase_add_test);
+ *   WP_TEST_BOTH(name) { ... }  runs once per start method: TU_TEST(name)
+ *                               in the suite's table (or tcase_add_both).
+ *                               Check's loop index is the start method; the
+ *                               body finds it in tu_method
+ *                               (WP_START_FORKSERVER, then WP_START_FORK),
+ *                               and tu_make_pool makes its pool with it.
+ *
+ * The table is the suite's main (tu_main, below).
  */
 extern int tu_method;
 #define WP_TEST(name) START_TEST(name)
@@ -119,8 +125,8 @@ void tu_hold_close(tu_hold *h);
 
 /*
  * Temporary files that go away even when a test fails (a failed assertion
- * ends the test's process at once): every TCase tu_add_method_tests makes
- * has an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
+ * ends the test's process at once): every TCase tu_add_tests makes has
+ * an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
  * and removes a directory for it in the runner's process.  tu_fifo_open
  * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
  * names a file in a directory of the running test's own, made on first use
@@ -381,19 +387,31 @@ int64_t tu_now_ms(void);
 void    tu_poll_pause(void);
 
 /*
- * WP_TEST_BOTH tests: each test of tests[] (TU_TEST(name) entries) gets a
- * TCase of its own name, with this timeout (seconds) and, if either is
- * non-NULL, an unchecked fixture, and runs once per start method
- * (tcase_add_both).
+ * A suite's table of tests, in the order they run: TU_TEST(name), a
+ * WP_TEST_BOTH test in a TCase of its own name (CK_RUN_CASE=name picks
+ * it), or TU_CASE("group", name), a WP_TEST in the TCase "group".  Every
+ * TCase gets the suite's timeout and the temporary-directory fixture
+ * (tu_tmp_setup), and `setup` as a checked fixture if it is not NULL.
  */
 typedef struct tu_test {
+    const char  *tcase; /* NULL: a WP_TEST_BOTH test in a TCase of its own */
     const char  *name;
     const TTest *fn;
 } tu_test;
-#define TU_TEST(name) { #name, name }
-#define TU_COUNT(array) (sizeof (array) / sizeof (array)[0])
-void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
-                         SFun setup, SFun teardown);
+#define TU_TEST(name)        { NULL, #name, name }
+#define TU_CASE(tcase, name) { tcase, #name, name }
+#define TU_COUNT(array)      (sizeof (array) / sizeof (array)[0])
+
+typedef struct tu_suite {
+    const char      *name;
+    double           timeout_s; /* Check's per-test timeout: the hang detector */
+    enum fork_status fork;      /* CK_FORK_GETENV (the default): as $CK_FORK says */
+    SFun             setup;     /* a checked fixture of every TCase, or NULL */
+} tu_suite;
+void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n);
+/* The whole main of a suite: make it from def and tests[], run it, and
+   return the exit status (EXIT_FAILURE if any test failed). */
+int tu_main(tu_suite def, const tu_test *tests, size_t n);
 
 /* Run every test of s (srunner_set_fork_status(fork_status) first;
    CK_FORK_GETENV is Check's default) and return the exit status for main:
