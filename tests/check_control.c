@@ -138,18 +138,6 @@ static void cancel_kill(wp_pool *p, wp_future *f, unsigned alive, uint64_t start
     ck_assert_msg(took < TU_PROMPT_MS, "cancel took %lld ms", (long long)took);
 }
 
-/* Submit and wait for a task that kills its worker, then for the pool to
-   have `alive` workers, `started` ever. */
-static wp_future *run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
-                            const wp_task_options *o, unsigned alive, uint64_t started)
-{
-    wp_future *f = tu_submit(p, fn, arg, len, o);
-    int w = wp_future_wait(f, TU_DEADLINE_MS);
-    tu_wait_workers(p, alive, started);
-    ck_assert_msg(w == 0, "a future did not settle in %d ms", TU_DEADLINE_MS);
-    return f;
-}
-
 /* Busy-wait for us microseconds: jitter for races, not a wait for events. */
 static void spin_us(unsigned us)
 {
@@ -422,8 +410,10 @@ WP_TEST_BOTH(deadline_race_settles_once)
 
 /* ================================================== 2. cancellation */
 
-/* A queued task cancelled behind a busy worker never runs. */
-WP_TEST_BOTH(cancel_queued)
+/* A queued task (with these flags) cancelled behind a busy worker settles
+   at once and never runs; the hang ahead of it does not notice, and its
+   own cancel takes its worker; the replacement runs what comes next. */
+static void cancel_behind_hang(unsigned flags)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_fifo report;
@@ -431,7 +421,8 @@ WP_TEST_BOTH(cancel_queued)
     int pid;
     wp_future *h = submit_running(p, &report, -1, NULL, &pid);
     count_arg a = count_arg_of("mark", 1, CT_FAIL);
-    wp_future *q = tu_submit(p, count_task, &a, sizeof a, NULL);
+    wp_task_options o = { .flags = flags };
+    wp_future *q = tu_submit(p, count_task, &a, sizeof a, &o);
     ck_assert_int_ne(wp_future_state(q), WP_RUNNING);
     cancel_promptly(q);
     check_cancelled(q);
@@ -443,15 +434,19 @@ WP_TEST_BOTH(cancel_queued)
     cancel_kill(p, h, 1, 2);
     check_cancelled(h);
     wait_pid_exited(pid);
-    /* The replacement runs what comes next, and the cancelled one never. */
-    wp_future *g = tu_run(p, tu_pid, NULL, 0, NULL);
-    ck_assert_int_eq(wp_future_state(g), WP_SUCCEEDED);
+    wp_future *g = tu_run(p, tu_echo, "y", 1, NULL);
+    tu_check_echo(g, "y", 1);
     wp_pool_destroy(p);
-    ck_assert_int_eq(file_size(a.path), 0);
+    ck_assert_int_eq(file_size(a.path), 0); /* the cancelled one never ran */
     wp_future_release(h);
     wp_future_release(q);
     wp_future_release(g);
     tu_fifo_close(&report);
+}
+
+WP_TEST_BOTH(cancel_queued)
+{
+    cancel_behind_hang(0);
 }
 
 /* A task cancelled while it waits in the queue behind a busy worker never
@@ -522,7 +517,7 @@ WP_TEST_BOTH(cancel_settled)
     int code = 4;
     wp_future *ok = tu_run(p, tu_echo, "x", 1, NULL);
     wp_future *bad = tu_run(p, tu_fail, &code, sizeof code, NULL);
-    wp_future *crash = run_crash(p, tu_segv, NULL, 0, NULL, 1, 2);
+    wp_future *crash = tu_run_crash(p, tu_segv, NULL, 0, NULL, 1, 2);
     ck_assert_int_eq(wp_future_cancel(ok), WP_EINVAL);
     ck_assert_int_eq(wp_future_cancel(bad), WP_EINVAL);
     ck_assert_int_eq(wp_future_cancel(crash), WP_EINVAL);
@@ -564,7 +559,6 @@ WP_TEST_BOTH(shield_running)
     tu_hold_close(&h);
 }
 
-/* A shielded task can still be cancelled while queued: it never runs. */
 static int shutdown_no_grace(void *pool)
 {
     return wp_pool_shutdown(pool, 0);
@@ -595,29 +589,10 @@ WP_TEST_BOTH(shield_survives_shutdown)
     tu_hold_close(&h);
 }
 
+/* A shielded task can still be cancelled while queued: it never runs. */
 WP_TEST_BOTH(shield_queued)
 {
-    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
-    tu_fifo report;
-    tu_fifo_open(&report);
-    int pid;
-    wp_future *h = submit_running(p, &report, -1, NULL, &pid);
-    count_arg a = count_arg_of("mark", 1, CT_FAIL);
-    wp_task_options o = { .flags = WP_TASK_SHIELD };
-    wp_future *q = tu_submit(p, count_task, &a, sizeof a, &o);
-    cancel_promptly(q);
-    check_cancelled(q);
-    cancel_kill(p, h, 1, 2);
-    check_cancelled(h);
-    wait_pid_exited(pid);
-    wp_future *g = tu_run(p, tu_echo, "y", 1, NULL);
-    tu_check_echo(g, "y", 1);
-    wp_pool_destroy(p);
-    ck_assert_int_eq(file_size(a.path), 0);
-    wp_future_release(g);
-    wp_future_release(h);
-    wp_future_release(q);
-    tu_fifo_close(&report);
+    cancel_behind_hang(WP_TASK_SHIELD);
 }
 
 /* A cancel that arrives as its task completes never hits the task after it
@@ -802,7 +777,7 @@ WP_TEST_BOTH(retry_after_crash)
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     count_arg a = count_arg_of("count", 2, CT_SEGV);
     wp_task_options o = { .retries = 1 };
-    wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 2);
+    wp_future *f = tu_run_crash(p, count_task, &a, sizeof a, &o, 1, 2);
     check_succeeded_on_attempt(f, 2);
     ck_assert_int_eq(file_size(a.path), 2);
     wp_pool_stats s = settled_stats(p, 1);
@@ -812,7 +787,7 @@ WP_TEST_BOTH(retry_after_crash)
     /* Crashing on every attempt: the last crash is the outcome. */
     a = count_arg_of("count2", 100, CT_SEGV);
     o.retries = 2;
-    wp_future *g = run_crash(p, count_task, &a, sizeof a, &o, 1, 2 + 3);
+    wp_future *g = tu_run_crash(p, count_task, &a, sizeof a, &o, 1, 2 + 3);
     ck_assert_int_eq(wp_future_error(g), WP_ECRASHED);
     ck_assert_int_eq(wp_future_code(g), SIGSEGV);
     ck_assert_int_eq(file_size(a.path), 3);
@@ -831,7 +806,7 @@ WP_TEST_BOTH(retry_after_timeout)
     count_arg a = count_arg_of("count", 3, CT_HANG);
     wp_task_options o = { .timeout_ms = 150, .retries = 2 };
     int64_t t0 = tu_now_ms();
-    wp_future *f = run_crash(p, count_task, &a, sizeof a, &o, 1, 1 + 2);
+    wp_future *f = tu_run_crash(p, count_task, &a, sizeof a, &o, 1, 1 + 2);
     int64_t took = tu_now_ms() - t0;
     check_succeeded_on_attempt(f, 3);
     ck_assert_int_ge(took, 2 * 150);
@@ -844,7 +819,7 @@ WP_TEST_BOTH(retry_after_timeout)
     /* Every attempt hangs: the last timeout is the outcome. */
     a = count_arg_of("count2", 100, CT_HANG);
     o = (wp_task_options){ .timeout_ms = 100, .retries = 1 };
-    f = run_crash(p, count_task, &a, sizeof a, &o, 1, 3 + 2);
+    f = tu_run_crash(p, count_task, &a, sizeof a, &o, 1, 3 + 2);
     ck_assert_int_eq(wp_future_state(f), WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_ETIMEDOUT);
     ck_assert_ptr_nonnull(strstr(wp_future_message(f), "100 ms"));
@@ -1028,7 +1003,7 @@ WP_TEST_BOTH(worker_init_once_per_worker)
         wp_future_release(f);
     }
     for (int i = 0; i < 2; i++) { /* crashes make replacements too */
-        wp_future *f = run_crash(p, tu_segv, NULL, 0, NULL, 1, 1 + N / 2 + (uint64_t)i + 1);
+        wp_future *f = tu_run_crash(p, tu_segv, NULL, 0, NULL, 1, 1 + N / 2 + (uint64_t)i + 1);
         ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
         wp_future_release(f);
     }

@@ -37,12 +37,15 @@ static wp_future *next_or_fail(wp_cq *cq)
     return f;
 }
 
-/* A task held at h's gate (tu_submit_held), added to cq. */
-static wp_future *add_held(wp_cq *cq, wp_pool *p, tu_hold *h)
+/* A new cq watching a task of p held at h's gate (tu_submit_held; h is
+   opened here), whose future goes to *held. */
+static wp_cq *cq_with_held(wp_pool *p, tu_hold *h, wp_future **held)
 {
-    wp_future *f = tu_submit_held(p, h, NULL, NULL);
-    ck_assert_int_eq(wp_cq_add(cq, f), 0);
-    return f;
+    tu_hold_open(h);
+    wp_cq *cq = make_cq();
+    *held = tu_submit_held(p, h, NULL, NULL);
+    ck_assert_int_eq(wp_cq_add(cq, *held), 0);
+    return cq;
 }
 
 WP_TEST_BOTH(bad_arguments)
@@ -67,9 +70,8 @@ WP_TEST_BOTH(settle_order)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     tu_hold h;
-    tu_hold_open(&h);
-    wp_cq *cq = make_cq();
-    wp_future *slow = add_held(cq, p, &h);
+    wp_future *slow;
+    wp_cq *cq = cq_with_held(p, &h, &slow);
     wp_future *quick = tu_run(p, tu_echo, "q", 1, NULL); /* settled already */
     ck_assert_int_eq(wp_cq_add(cq, quick), 0);
     wp_future *f = NULL;
@@ -104,9 +106,8 @@ WP_TEST_BOTH(destroy_with_futures_left)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     tu_hold h;
-    tu_hold_open(&h);
-    wp_cq *cq = make_cq();
-    wp_future *held = add_held(cq, p, &h);
+    wp_future *held;
+    wp_cq *cq = cq_with_held(p, &h, &held);
     wp_future_release(held); /* the cq's is the last reference */
     for (int i = 0; i < 3; i++) {
         wp_future *f = tu_run(p, tu_echo, &i, sizeof i, NULL);

@@ -89,18 +89,13 @@ WP_TEST_BOTH(worker_crashes)
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     int pid = tu_worker_pid(p);
     for (unsigned k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        wp_future *f = NULL;
-        ck_assert_int_eq(wp_submit(p, kinds[k].fn, &kinds[k].arg, sizeof kinds[k].arg, NULL, &f), 0);
-        wp_future_wait(f, -1);
-        tu_wait_workers(p, 1, k + 2); /* the replacement */
-        ck_assert_int_eq(wp_future_state(f), WP_FAILED);
-        ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
-        ck_assert_int_eq(wp_future_code(f), kinds[k].code);
+        wp_future *f = tu_run_crash(p, kinds[k].fn, &kinds[k].arg, sizeof kinds[k].arg, NULL, 1,
+                                    k + 2); /* and its replacement */
+        tu_check_outcome(f, WP_FAILED, WP_ECRASHED, kinds[k].code, NULL);
         const char *msg = wp_future_message(f);
         ck_assert_msg(strstr(msg, kinds[k].text) != NULL, "message \"%s\" lacks \"%s\"", msg,
                       kinds[k].text);
         ck_assert_msg(tu_has_number(msg, pid), "message \"%s\" lacks the worker's pid %d", msg, pid);
-        ck_assert_ptr_null(wp_future_result(f, NULL));
         wp_future_release(f);
         wait_gone(pid);
 
@@ -128,10 +123,7 @@ WP_TEST_BOTH(protocol_garbage)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     int pid = tu_worker_pid(p);
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, tu_garbage, NULL, 0, NULL, &f), 0);
-    wp_future_wait(f, -1);
-    tu_wait_workers(p, 1, 2); /* the replacement */
+    wp_future *f = tu_run_crash(p, tu_garbage, NULL, 0, NULL, 1, 2); /* and its replacement */
     ck_assert_int_eq(wp_future_state(f), WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_EPROTO);
     ck_assert_str_ne(wp_future_message(f), "");
@@ -168,19 +160,14 @@ static int close_pipes_and_hang(const void *arg, size_t len, wp_buf *out)
 WP_TEST_BOTH(pool_kill_is_named)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, close_pipes_and_hang, NULL, 0, NULL, &f), 0);
-    wp_future_wait(f, -1);
-    tu_wait_workers(p, 1, 2); /* the replacement */
+    wp_future *f = tu_run_crash(p, close_pipes_and_hang, NULL, 0, NULL, 1, 2);
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     ck_assert_int_eq(wp_future_code(f), SIGKILL);
     ck_assert_msg(strstr(wp_future_message(f), "killed by the pool (SIGKILL): its result pipe closed") != NULL,
                   "message: %s", wp_future_message(f));
     wp_future_release(f);
 
-    ck_assert_int_eq(wp_submit(p, tu_garbage, NULL, 0, NULL, &f), 0);
-    wp_future_wait(f, -1);
-    tu_wait_workers(p, 1, 3);
+    f = tu_run_crash(p, tu_garbage, NULL, 0, NULL, 1, 3);
     ck_assert_int_eq(wp_future_error(f), WP_EPROTO);
     ck_assert_msg(strstr(wp_future_message(f), "the pool killed it") != NULL, "message: %s",
                   wp_future_message(f));
@@ -195,13 +182,7 @@ WP_TEST_BOTH(task_failures)
 
     int code = 42;
     wp_future *f = tu_run(p, tu_fail, &code, sizeof code, NULL);
-    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
-    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
-    ck_assert_int_eq(wp_future_code(f), 42);
-    ck_assert_str_eq(wp_future_message(f), "tu_fail");
-    size_t len = 7;
-    ck_assert_ptr_null(wp_future_result(f, &len));
-    ck_assert_uint_eq(len, 0);
+    tu_check_outcome(f, WP_FAILED, WP_ETASK, 42, "tu_fail");
     wp_future_release(f);
 
     code = 5;

@@ -196,13 +196,7 @@ WP_TEST(settle_failure)
     /* A result passed with a failure is freed (LeakSanitizer checks). */
     ck_assert_int_eq(wp__future_settle(f, WP_ETASK, 3, msg, dup_bytes("partial"), 7), WP_FAILED);
     memset(msg, 'X', sizeof msg - 1); /* the message was copied */
-    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
-    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
-    ck_assert_int_eq(wp_future_code(f), 3);
-    ck_assert_str_eq(wp_future_message(f), "cannot open input");
-    size_t len = 99;
-    ck_assert_ptr_null(wp_future_result(f, &len));
-    ck_assert_uint_eq(len, 0);
+    tu_check_outcome(f, WP_FAILED, WP_ETASK, 3, "cannot open input");
     ck_assert_int_eq(wp_future_wait(f, 0), 0);
     wp_future_release(f);
 
@@ -212,10 +206,7 @@ WP_TEST(settle_failure)
     for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
         f = new_future();
         ck_assert_int_eq(wp__future_settle(f, outcomes[i], 11, NULL, NULL, 0), WP_FAILED);
-        ck_assert_int_eq(wp_future_error(f), outcomes[i]);
-        ck_assert_int_eq(wp_future_code(f), 11);
-        ck_assert_str_eq(wp_future_message(f), "");
-        ck_assert_ptr_null(wp_future_result(f, NULL));
+        tu_check_outcome(f, WP_FAILED, outcomes[i], 11, "");
         wp_future_release(f);
     }
 }
@@ -225,11 +216,7 @@ WP_TEST(settle_cancelled)
     wp_future *f = new_future();
     ck_assert_int_eq(wp__future_settle(f, WP_ECANCELED, 0, "cancelled by test", NULL, 0),
                      WP_CANCELLED);
-    ck_assert_int_eq(wp_future_state(f), WP_CANCELLED);
-    ck_assert_int_eq(wp_future_error(f), WP_ECANCELED);
-    ck_assert_int_eq(wp_future_code(f), 0);
-    ck_assert_str_eq(wp_future_message(f), "cancelled by test");
-    ck_assert_ptr_null(wp_future_result(f, NULL));
+    tu_check_outcome(f, WP_CANCELLED, WP_ECANCELED, 0, "cancelled by test");
     wp_future_release(f);
 }
 
@@ -777,18 +764,26 @@ static void *rc_main(void *arg)
     return NULL;
 }
 
+/* Start RC_THREADS threads of rc_main on f, each given a reference of its
+   own (released there), all to start at *go (made here for them and the
+   caller). */
+static void rc_threads_start(wp_future *f, pthread_barrier_t *go, pthread_t *th, rc_arg *args)
+{
+    ck_assert_int_eq(pthread_barrier_init(go, NULL, RC_THREADS + 1), 0);
+    for (int i = 0; i < RC_THREADS; i++) {
+        wp_future_retain(f);
+        args[i] = (rc_arg){ .f = f, .go = go, .release_one = true };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
+    }
+}
+
 WP_TEST(refcount_threads_free_once)
 {
     wp_future *f = new_future();
     pthread_barrier_t go;
-    ck_assert_int_eq(pthread_barrier_init(&go, NULL, RC_THREADS + 1), 0);
     pthread_t th[RC_THREADS];
     rc_arg args[RC_THREADS];
-    for (int i = 0; i < RC_THREADS; i++) {
-        wp_future_retain(f); /* one reference per thread, released there */
-        args[i] = (rc_arg){ .f = f, .go = &go, .release_one = true };
-        ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
-    }
+    rc_threads_start(f, &go, th, args);
     ck_assert_int_eq(atomic_load(&f->refs), RC_THREADS + 1);
     pthread_barrier_wait(&go);
     /* Settle while the others retain and release. */
@@ -810,14 +805,9 @@ WP_TEST(refcount_last_release_by_any_thread)
         atomic_store(&g_frees, 0);
         wp_future *f = new_future();
         pthread_barrier_t go;
-        ck_assert_int_eq(pthread_barrier_init(&go, NULL, RC_THREADS + 1), 0);
         pthread_t th[RC_THREADS];
         rc_arg args[RC_THREADS];
-        for (int i = 0; i < RC_THREADS; i++) {
-            wp_future_retain(f);
-            args[i] = (rc_arg){ .f = f, .go = &go, .release_one = true };
-            ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
-        }
+        rc_threads_start(f, &go, th, args);
         ck_assert_int_eq(wp__future_settle(f, WP_ETASK, 2, "message to free", NULL, 0), WP_FAILED);
         wp_future_release(f);
         pthread_barrier_wait(&go);

@@ -268,10 +268,7 @@ static bool expect_crash(wp_pool *p, wp_task_fn fn, int arg, int code, const cha
                          bool may_lose, uint64_t started)
 {
     int pid = tu_worker_pid(p);
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, fn, &arg, sizeof arg, NULL, &f), 0);
-    tu_wait_settled(f);
-    tu_wait_workers(p, 1, started + 1); /* the replacement */
+    wp_future *f = tu_run_crash(p, fn, &arg, sizeof arg, NULL, 1, started + 1); /* + a new one */
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     const char *msg = wp_future_message(f);
     ck_assert_msg(tu_has_number(msg, pid), "message \"%s\" lacks the worker's pid %d", msg, pid);

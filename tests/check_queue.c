@@ -98,6 +98,18 @@ static int pusher_join(pusher *p)
     return p->rc;
 }
 
+/* Fill q with items[0 .. cap) (cap: its capacity), then start n producers
+   pushing items[cap .. cap + n) and wait until all of them are blocked on
+   the full queue. */
+static void block_pushers(wp_queue *q, item *items, unsigned cap, pusher *p, unsigned n)
+{
+    for (unsigned i = 0; i < cap; i++)
+        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
+    for (unsigned i = 0; i < n; i++)
+        pusher_start(&p[i], q, &items[cap + i]);
+    wait_blocked(q, n);
+}
+
 static void *closer_main(void *arg)
 {
     wp__queue_close(arg);
@@ -223,12 +235,8 @@ WP_TEST(blocked_producer_released_by_pop)
     for (unsigned cap = 1; cap <= 2; cap++) {
         wp_queue *q = new_queue(cap);
         item items[3];
-        for (unsigned i = 0; i < cap; i++)
-            ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
-
         pusher p;
-        pusher_start(&p, q, &items[cap]);
-        wait_blocked(q, 1);
+        block_pushers(q, items, cap, &p, 1);
         /* It is blocked, not failed: it has not returned and added nothing. */
         ck_assert(!atomic_load(&p.done));
         ck_assert_uint_eq(wp__queue_count(q), cap);
@@ -251,11 +259,8 @@ WP_TEST(blocked_producer_released_by_draining_to_half)
     enum { CAP = 8 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + 1];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p;
-    pusher_start(&p, q, &items[CAP]);
-    wait_blocked(q, 1);
+    block_pushers(q, items, CAP, &p, 1);
     ck_assert(!atomic_load(&p.done));
     for (unsigned i = 0; i < CAP / 2; i++)
         ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
@@ -275,12 +280,8 @@ WP_TEST(blocked_producers_all_released)
     enum { CAP = 4, N = 6 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + N];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p[N];
-    for (unsigned i = 0; i < N; i++)
-        pusher_start(&p[i], q, &items[CAP + i]);
-    wait_blocked(q, N);
+    block_pushers(q, items, CAP, p, N);
 
     unsigned popped = 0, done = 0;
     unsigned char seen[CAP + N] = { 0 };
@@ -312,12 +313,8 @@ WP_TEST(close_wakes_blocked_producers)
     enum { CAP = 2, N = 3 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + N + 1];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p[N];
-    for (unsigned i = 0; i < N; i++)
-        pusher_start(&p[i], q, &items[CAP + i]);
-    wait_blocked(q, N);
+    block_pushers(q, items, CAP, p, N);
 
     wp__queue_close(q);
     for (unsigned i = 0; i < N; i++)
@@ -352,10 +349,8 @@ WP_TEST(close_blocked_producer_gets_shutdown_despite_room)
 {
     wp_queue *q = new_queue(1);
     item items[2];
-    ck_assert_int_eq(wp__queue_push(q, &items[0], false), 0);
     pusher p;
-    pusher_start(&p, q, &items[1]);
-    wait_blocked(q, 1);
+    block_pushers(q, items, 1, &p, 1);
 
     /* The producer is in pthread_cond_wait (it released room_mu there). */
     ck_assert_int_eq(pthread_mutex_lock(&q->room_mu), 0);

@@ -46,6 +46,30 @@ static int worker_pipe(int mode)
     return -1;
 }
 
+/* A task echoing BIG_ARG bytes of pattern, behind whatever was submitted
+   before it. */
+static wp_future *submit_big_echo(wp_pool *p)
+{
+    char *big = malloc(BIG_ARG);
+    ck_assert_ptr_nonnull(big);
+    tu_pattern(big, BIG_ARG, PATTERN_SEED);
+    wp_future *f = tu_submit(p, tu_echo, big, BIG_ARG, NULL);
+    free(big);
+    return f;
+}
+
+/* It ran elsewhere, intact. */
+static void check_big_echo(wp_future *f)
+{
+    ck_assert_int_eq(wp_future_wait(f, TU_DEADLINE_MS), 0);
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    ck_assert_msg(wp_future_error(f) == 0, "the task behind: %s (%s)",
+                  wp_strerror(wp_future_error(f)), wp_future_message(f));
+    ck_assert_uint_eq(len, BIG_ARG);
+    ck_assert(tu_pattern_ok(r, len, PATTERN_SEED));
+}
+
 /* ------------------------------------------------ a stray holds the pipes */
 
 typedef struct stray_arg {
@@ -110,24 +134,13 @@ WP_TEST_BOTH(reaped_with_half_written_frame)
     stray_arg a;
     memset(&a, 0, sizeof a);
     snprintf(a.report, sizeof a.report, "%s", report.path);
-    char *big = malloc(BIG_ARG);
-    ck_assert_ptr_nonnull(big);
-    tu_pattern(big, BIG_ARG, PATTERN_SEED);
-    wp_future *dying = NULL, *behind = NULL;
-    ck_assert_int_eq(wp_submit(p, tu_die_with_stray, &a, sizeof a, NULL, &dying), 0);
-    ck_assert_int_eq(wp_submit(p, tu_echo, big, BIG_ARG, NULL, &behind), 0);
-    free(big);
+    wp_future *dying = tu_submit(p, tu_die_with_stray, &a, sizeof a, NULL);
+    wp_future *behind = submit_big_echo(p);
     int stray = tu_fifo_read_pid(&report, TU_DEADLINE_MS);
     ck_assert_int_eq(wp_future_wait(dying, TU_DEADLINE_MS), 0);
     ck_assert_msg(wp_future_error(dying) == WP_ECRASHED, "the dying task: %s (%s)",
                   wp_strerror(wp_future_error(dying)), wp_future_message(dying));
-    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
-    size_t len = 0;
-    const void *r = wp_future_result(behind, &len);
-    ck_assert_msg(wp_future_error(behind) == 0, "the task behind: %s (%s)",
-                  wp_strerror(wp_future_error(behind)), wp_future_message(behind));
-    ck_assert_uint_eq(len, BIG_ARG);
-    ck_assert(tu_pattern_ok(r, len, PATTERN_SEED));
+    check_big_echo(behind);
     wp_future_release(dying);
     wp_future_release(behind);
     wp_pool_destroy(p);
@@ -258,20 +271,9 @@ WP_TEST_BOTH(forged_answer_for_half_written_frame)
 {
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     forger_arg a = { .shared = &p->shared[0], .behind = CLAIM_OFFERED, .half_frame = true };
-    char *big = malloc(BIG_ARG);
-    ck_assert_ptr_nonnull(big);
-    tu_pattern(big, BIG_ARG, PATTERN_SEED);
-    wp_future *hostile = NULL, *behind = NULL;
-    ck_assert_int_eq(wp_submit(p, tu_forge_answers, &a, sizeof a, NULL, &hostile), 0);
-    ck_assert_int_eq(wp_submit(p, tu_echo, big, BIG_ARG, NULL, &behind), 0);
-    free(big);
-    ck_assert_int_eq(wp_future_wait(behind, TU_DEADLINE_MS), 0);
-    size_t len = 0;
-    const void *r = wp_future_result(behind, &len);
-    ck_assert_msg(wp_future_error(behind) == 0, "the task behind: %s (%s)",
-                  wp_strerror(wp_future_error(behind)), wp_future_message(behind));
-    ck_assert_uint_eq(len, BIG_ARG);
-    ck_assert(tu_pattern_ok(r, len, PATTERN_SEED));
+    wp_future *hostile = tu_submit(p, tu_forge_answers, &a, sizeof a, NULL);
+    wp_future *behind = submit_big_echo(p);
+    check_big_echo(behind);
     ck_assert_int_eq(wp_future_wait(hostile, TU_DEADLINE_MS), 0);
     wp_future_release(hostile);
     wp_future_release(behind);

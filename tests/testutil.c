@@ -293,6 +293,29 @@ void tu_check_echo(wp_future *f, const void *want, size_t want_len)
     }
 }
 
+void tu_check_outcome(const wp_future *f, int state, int error, int code, const char *message)
+{
+    ck_assert_int_eq(wp_future_state(f), state);
+    ck_assert_msg(wp_future_error(f) == error, "error %s (%s), not %s",
+                  wp_strerror(wp_future_error(f)), wp_future_message(f), wp_strerror(error));
+    ck_assert_int_eq(wp_future_code(f), code);
+    if (message != NULL)
+        ck_assert_str_eq(wp_future_message(f), message);
+    size_t len = 12345;
+    ck_assert_ptr_null(wp_future_result(f, &len));
+    ck_assert_uint_eq(len, 0);
+}
+
+wp_future *tu_run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                        const wp_task_options *opts, unsigned alive, uint64_t started)
+{
+    wp_future *f = tu_submit(p, fn, arg, len, opts);
+    int w = wp_future_wait(f, TU_DEADLINE_MS);
+    tu_wait_workers(p, alive, started);
+    ck_assert_msg(w == 0, "a future did not settle in %d ms", TU_DEADLINE_MS);
+    return f;
+}
+
 int tu_result_int(const wp_future *f)
 {
     size_t len = 0;

@@ -206,6 +206,16 @@ void tu_wait_settled(wp_future *f);
    bytes: no error, code 0, no message. */
 void tu_check_echo(wp_future *f, const void *want, size_t want_len);
 
+/* f has settled with this state, error and code, with this message
+   (unless message is NULL) and without a result (NULL, length 0). */
+void tu_check_outcome(const wp_future *f, int state, int error, int code, const char *message);
+
+/* Submit a task that kills its worker (opts may be NULL) and wait for it to
+   settle, then for the pool to have `alive` workers up and `started` ever
+   (tu_wait_workers: no Check call while the replacement may be forking). */
+wp_future *tu_run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                        const wp_task_options *opts, unsigned alive, uint64_t started);
+
 /* The int result of a settled future that must have succeeded with one. */
 int tu_result_int(const wp_future *f);
 
