@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <dlfcn.h>
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +18,6 @@
 #include "chaos.h"
 
 #define GO_PAUSE_US      50    /* a held worker looks at the go flag this often */
-#define NS_PER_US        1000L
-#define US_PER_S         1000000L
 
 #define PREWARM_STACK    (64 * 1024) /* stack a task may touch, faulted in before READY */
 #define PAGE_STRIDE      4096
@@ -28,14 +25,6 @@
 chaos_shared *chaos_mem;
 tu_fds chaos_fds_before;
 static unsigned chaos_self; /* in a worker: its record in chaos_mem->w */
-
-void chaos_sleep_us(uint64_t us)
-{
-    struct timespec ts = { .tv_sec = (time_t)(us / US_PER_S),
-                           .tv_nsec = (long)(us % US_PER_S) * NS_PER_US };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 void chaos_shared_open(void)
 {
@@ -85,11 +74,11 @@ int chaos_worker_init(void *ctx)
     prewarm();
     chaos_self = i;
     while (!atomic_load(&chaos_mem->go) && i >= atomic_load(&chaos_mem->free_workers))
-        chaos_sleep_us(GO_PAUSE_US);
+        tu_sleep_us(GO_PAUSE_US);
     unsigned max = atomic_load(&chaos_mem->init_us_max);
     if (max > 0) {
         uint64_t rng = (uint64_t)getpid();
-        chaos_sleep_us(tu_rand_below(&rng, (uint64_t)max + 1));
+        tu_sleep_us(tu_rand_below(&rng, (uint64_t)max + 1));
     }
     atomic_store(&w->stage, CHAOS_READY);
     return 0;
@@ -135,7 +124,7 @@ int chaos_task(const void *arg, size_t len, wp_buf *out)
     if (len - sizeof a != a.payload || !tu_pattern_ok((const char *)arg + sizeof a, a.payload, a.seed))
         return wp_buf_fail(out, CHAOS_BAD_ARG, "argument corrupted");
     if (a.run_us > 0)
-        chaos_sleep_us(a.run_us);
+        tu_sleep_us(a.run_us);
     char *res = malloc(a.result ? a.result : 1);
     if (res == NULL)
         return wp_buf_fail(out, CHAOS_BAD_ARG, "no memory for the result");

@@ -157,9 +157,6 @@ void chaos_check_stats(wp_pool *p, const chaos_tally *t, unsigned others, uint64
    method. */
 uint64_t chaos_seed(const char *test);
 
-/* Sleep us microseconds, through signals. */
-void chaos_sleep_us(uint64_t us);
-
 /* Sleep (without allocating) until *flag is set. */
 void chaos_linger(atomic_int *flag);
 

@@ -184,7 +184,7 @@ static void *racing_canceller(void *arg)
                   (long)tu_rand_below(&t->rng, RACE_AHEAD + RACE_BEHIND);
         if (at >= 0 && (unsigned long)at < t->n)
             t->error = cancel_rec(&t->recs[at]);
-        chaos_sleep_us(tu_rand_below(&t->rng, RACE_GAP_US));
+        tu_sleep_us(tu_rand_below(&t->rng, RACE_GAP_US));
     }
     return NULL;
 }

@@ -24,7 +24,6 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -113,13 +112,6 @@ static int64_t f_of(int32_t v)
     return (int64_t)v * v + 1;
 }
 
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 static void probe_enter(const wp_item *items, size_t n)
 {
     atomic_fetch_add(&pr->entered, 1);
@@ -158,11 +150,11 @@ static int bt_apply(const wp_item *items, size_t n, wp_buf *const *results)
             continue;
         }
         case OP_SLEEP:
-            sleep_ms(it.value);
+            tu_sleep_ms(it.value);
             break;
         case OP_GATE:
             while (atomic_load(&pr->gate) == 0)
-                sleep_ms(1);
+                tu_sleep_ms(1);
             break;
         case OP_HANG:
             for (;;)

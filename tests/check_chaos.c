@@ -148,7 +148,7 @@ typedef struct fs_killer {
 static void *fs_killer_main(void *arg)
 {
     fs_killer *k = arg;
-    chaos_sleep_us(k->delay_us);
+    tu_sleep_us(k->delay_us);
     char state;
     int ppid;
     /* Only while it is still our unreaped child: its pid cannot be reused. */

@@ -640,7 +640,7 @@ enum { LW_BULK = 3, LW_BULK_EACH = 20000, LW_PINGPONG = 3, LW_PINGPONG_EACH = 50
        LW_SOLO = 20000,
        LW_PRODUCERS = LW_BULK + LW_PINGPONG + 1, /* the last: alone, afterwards */
        LW_TOTAL = LW_BULK * LW_BULK_EACH + LW_PINGPONG * LW_PINGPONG_EACH + LW_SOLO,
-       LW_SAFETY_MS = 5000 };
+       LW_SAFETY_MS = TU_DEADLINE_MS }; /* no wake-up for this long: one was lost */
 
 typedef struct lostwake {
     wp_queue         *q;

@@ -11,7 +11,6 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>

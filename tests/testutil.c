@@ -35,6 +35,9 @@
 #endif
 
 #define TMP_NFTW_FDS 8 /* descriptors nftw may hold open while it removes a tree */
+#define US_PER_S     1000000L
+#define US_PER_MS    1000u
+#define NS_PER_US    1000L
 
 static int arg_int(const void *arg, size_t len)
 {
@@ -70,9 +73,7 @@ int tu_sleep(const void *arg, size_t len, wp_buf *out)
     int64_t ms = 0;
     if (len >= sizeof ms)
         memcpy(&ms, arg, sizeof ms);
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tu_sleep_ms(ms);
     return wp_buf_append(out, arg, len);
 }
 int tu_garbage(const void *arg, size_t len, wp_buf *out)
@@ -156,9 +157,7 @@ int tu_report(const void *arg, size_t len, wp_buf *out)
     if (a.ms < 0)
         for (;;)
             pause();
-    struct timespec ts = { .tv_sec = a.ms / 1000, .tv_nsec = (a.ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tu_sleep_ms(a.ms);
     return wp_buf_append(out, &pid, sizeof pid);
 }
 
@@ -618,6 +617,19 @@ int64_t tu_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tu_sleep_us(uint64_t us)
+{
+    struct timespec ts = { .tv_sec = (time_t)(us / US_PER_S),
+                           .tv_nsec = (long)(us % US_PER_S) * NS_PER_US };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+void tu_sleep_ms(int64_t ms)
+{
+    tu_sleep_us(ms > 0 ? (uint64_t)ms * US_PER_MS : 0);
 }
 
 void tu_poll_pause(void)

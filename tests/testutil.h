@@ -395,6 +395,10 @@ void tu_start_symbolizer(void);
    against a deadline. */
 int64_t tu_now_ms(void);
 void    tu_poll_pause(void);
+/* Sleep this long, through signals: for task functions whose work is
+   time, and for jitter, never to let something happen. */
+void    tu_sleep_us(uint64_t us);
+void    tu_sleep_ms(int64_t ms);
 
 /*
  * A suite's table of tests, in the order they run: TU_TEST(name), a
