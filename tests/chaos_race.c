@@ -18,7 +18,8 @@
 #include "chaos.h"
 
 #define PAUSE_DEADLINE_MS TU_DEADLINE_MS
-#define CB_STUCK_MS       TU_DEADLINE_MS /* no record handed out for this long: the dispatcher is stuck */
+/* No record handed out for this long: the dispatcher is stuck. */
+#define CB_STUCK_MS       TU_DEADLINE_MS
 
 /* ------------------------------------------------ destroy inside shutdown */
 

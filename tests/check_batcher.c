@@ -7,8 +7,8 @@
  * max_in_flight, cancelling items, backpressure, the three kinds of
  * shutdown, many submitting threads, and the stats.
  *
- * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
- * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
+ * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.  The
  * timed waits on a clock in the time_trigger_* tests are the scenario
  * itself (items arrive at set times), and backpressure gives a submit that
@@ -1357,7 +1357,8 @@ WP_TEST_BOTH(many_submitting_threads)
     /* The pool counts a batch task as settled after its done-callback has
        settled the items: read its stats once it has stopped. */
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
-    tu_assert_stats(tu_pool_stats(p), .submitted = TU_EQ(st.batches), .succeeded = TU_EQ(st.batches));
+    tu_assert_stats(tu_pool_stats(p), .submitted = TU_EQ(st.batches),
+                    .succeeded = TU_EQ(st.batches));
     finish(b, p);
 }
 

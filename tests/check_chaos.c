@@ -9,7 +9,7 @@
  * (pebble#163, CPython bpo-22393), or hangs or touches freed memory when
  * its own calls race.
  *
- * Every test runs under both start methods (loop index = start method) and
+ * Every test runs under both start methods (WP_TEST_BOTH) and
  * asserts: every future settles exactly once (counted done-callbacks), with
  * an outcome its situation allows (a task killed while it runs fails
  * WP_ECRASHED by SIGKILL; one that had not started runs elsewhere and
@@ -161,8 +161,8 @@ static void *fs_killer_main(void *arg)
    pool has given up starting workers they fail WP_ESPAWN. */
 static void probe_dead_pool(wp_pool *p, int fs, uint64_t seed)
 {
-    ck_assert_msg(tu_wait_exited(fs, CHAOS_GONE_MS), "seed %llu: the killed fork server is still there",
-                  (unsigned long long)seed);
+    ck_assert_msg(tu_wait_exited(fs, CHAOS_GONE_MS),
+                  "seed %llu: the killed fork server is still there", (unsigned long long)seed);
     int last = 0;
     for (int i = 0; i < FS_PROBES; i++) {
         wp_future *f = NULL;

@@ -7,8 +7,8 @@
  * recovery, worker_memory_limit), the crash-loop guard, and a concurrent
  * stress test where every future must settle exactly once.
  *
- * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
- * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
+ * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.  Sleeps
  * happen only inside task functions, as the work being measured.
  *

@@ -8,8 +8,8 @@
  * with the outcome it deserves, and a misbehaving worker takes down only
  * its own task.
  *
- * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
- * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
+ * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, reads what tasks report through FIFOs, or polls the
  * observed condition against a deadline.
  *
