@@ -665,6 +665,12 @@ void tu_tmp_teardown(void)
     tmp_base[0] = tmp_run[0] = '\0';
 }
 
+void tu_begin(int method)
+{
+    tu_method = method;
+    tmp_run[0] = '\0';
+}
+
 void tu_tmp_path(char *buf, size_t n, const char *name)
 {
     ck_assert_msg(tmp_base[0] != '\0', "no temporary directory (tu_tmp_setup)");

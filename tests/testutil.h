@@ -41,12 +41,15 @@
  * The table is the suite's main (tu_main, below).
  */
 extern int tu_method;
+/* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
+   directory for tu_tmp_path (also when Check runs tests without forking). */
+void tu_begin(int method);
 #define WP_TEST(name) START_TEST(name)
 #define WP_TEST_BOTH(name)                 \
     static void name##_both(void);         \
     START_TEST(name)                       \
     {                                      \
-        tu_method = _i;                    \
+        tu_begin(_i);                      \
         name##_both();                     \
     }                                      \
     END_TEST                               \
@@ -130,7 +133,7 @@ void tu_hold_close(tu_hold *h);
  * and removes a directory for it in the runner's process.  tu_fifo_open
  * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
  * names a file in a directory of the running test's own, made on first use
- * (Check forks a process per test: each run starts with a fresh one).
+ * (WP_TEST_BOTH starts each run with a fresh one).
  */
 void tu_tmp_setup(void);
 void tu_tmp_teardown(void);
