@@ -38,7 +38,18 @@
  *                               (WP_START_FORKSERVER, then WP_START_FORK),
  *                               and tu_make_pool makes its pool with it.
  *
- * The table is the suite's main (tu_main, below).
+ * The table is the suite's main (tu_main, below).  A new test is one
+ * function and one line of that table:
+ *
+ *   WP_TEST_BOTH(cancel_twice)
+ *   {
+ *       wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+ *       wp_future *f = tu_submit(p, tu_hang, NULL, 0, NULL);
+ *       ...
+ *       wp_pool_destroy(p);
+ *   }
+ *   ...
+ *       TU_TEST(cancel_twice),
  */
 extern int tu_method;
 /* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
