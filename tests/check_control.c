@@ -644,7 +644,7 @@ WP_TEST_BOTH(late_cancel_spares_next)
    frees. */
 WP_TEST_BOTH(cancel_prefetched)
 {
-    /* make_pool waits for both workers, so each hang gets a worker of its
+    /* tu_make_pool waits for both workers, so each hang gets a worker of its
        own (a hang sent behind the other one and then taken back by a worker
        that became idle would keep its first worker from taking a task
        behind its hang until the "skipped" reply, which never comes). */
