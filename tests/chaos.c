@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <dlfcn.h>
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +18,6 @@
 #include "chaos.h"
 
 #define GO_PAUSE_US      50    /* a held worker looks at the go flag this often */
-#define NS_PER_US        1000L
-#define US_PER_S         1000000L
 
 #define PREWARM_STACK    (64 * 1024) /* stack a task may touch, faulted in before READY */
 #define PAGE_STRIDE      4096
@@ -28,14 +25,6 @@
 chaos_shared *chaos_mem;
 tu_fds chaos_fds_before;
 static unsigned chaos_self; /* in a worker: its record in chaos_mem->w */
-
-void chaos_sleep_us(uint64_t us)
-{
-    struct timespec ts = { .tv_sec = (time_t)(us / US_PER_S),
-                           .tv_nsec = (long)(us % US_PER_S) * NS_PER_US };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 void chaos_shared_open(void)
 {
@@ -85,20 +74,20 @@ int chaos_worker_init(void *ctx)
     prewarm();
     chaos_self = i;
     while (!atomic_load(&chaos_mem->go) && i >= atomic_load(&chaos_mem->free_workers))
-        chaos_sleep_us(GO_PAUSE_US);
+        tu_sleep_us(GO_PAUSE_US);
     unsigned max = atomic_load(&chaos_mem->init_us_max);
     if (max > 0) {
         uint64_t rng = (uint64_t)getpid();
-        chaos_sleep_us(tu_rand_below(&rng, (uint64_t)max + 1));
+        tu_sleep_us(tu_rand_below(&rng, (uint64_t)max + 1));
     }
     atomic_store(&w->stage, CHAOS_READY);
     return 0;
 }
 
-wp_pool_options chaos_pool_options(int method, unsigned workers, bool hold)
+wp_pool_options chaos_pool_options(unsigned workers, bool hold)
 {
     atomic_store(&chaos_mem->go, !hold);
-    return (wp_pool_options){ .workers = workers, .start_method = method,
+    return (wp_pool_options){ .workers = workers, .start_method = tu_method,
                               .worker_init = chaos_worker_init };
 }
 
@@ -111,9 +100,9 @@ void chaos_wait_forked(unsigned n)
                   atomic_load(&chaos_mem->nworkers), n);
 }
 
-int chaos_worker_parent(int method)
+int chaos_worker_parent(void)
 {
-    if (method == WP_START_FORK)
+    if (tu_method == WP_START_FORK)
         return (int)getpid();
     chaos_wait_forked(1);
     int fs = atomic_load(&chaos_mem->w[0].ppid);
@@ -135,7 +124,7 @@ int chaos_task(const void *arg, size_t len, wp_buf *out)
     if (len - sizeof a != a.payload || !tu_pattern_ok((const char *)arg + sizeof a, a.payload, a.seed))
         return wp_buf_fail(out, CHAOS_BAD_ARG, "argument corrupted");
     if (a.run_us > 0)
-        chaos_sleep_us(a.run_us);
+        tu_sleep_us(a.run_us);
     char *res = malloc(a.result ? a.result : 1);
     if (res == NULL)
         return wp_buf_fail(out, CHAOS_BAD_ARG, "no memory for the result");
@@ -348,10 +337,10 @@ void chaos_check_stats(wp_pool *p, const chaos_tally *t, unsigned others, uint64
     ck_assert_uint_eq(s.running, 0);
 }
 
-uint64_t chaos_seed(const char *test, int method)
+uint64_t chaos_seed(const char *test)
 {
     uint64_t seed = tu_seed();
-    fprintf(stderr, "check_chaos: %s, start method %d, seed %llu\n", test, method,
+    fprintf(stderr, "check_chaos: %s, start method %d, seed %llu\n", test, tu_method,
             (unsigned long long)seed);
     return seed;
 }
@@ -360,16 +349,6 @@ void chaos_linger(atomic_int *flag)
 {
     while (!atomic_load(flag))
         tu_poll_pause();
-}
-
-bool chaos_wait_state(int id, char want)
-{
-    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
-    char state = '?';
-    int ppid;
-    while ((tu_proc_stat(id, &state, &ppid) < 0 || state != want) && tu_now_ms() < deadline)
-        tu_poll_pause();
-    return state == want;
 }
 
 static void *shutter_main(void *arg)

@@ -31,7 +31,7 @@
 
 #define CHAOS_RING      8192   /* worker records kept (a wrap only loses old pids) */
 #define CHAOS_MAX_TASKS 32768  /* tasks one pool of a test may run */
-#define CHAOS_GONE_MS   2000   /* for processes that must be gone */
+#define CHAOS_GONE_MS   TU_PROMPT_MS /* for processes that must be gone */
 #define CHAOS_BAD_ARG   77     /* chaos_task's own failure code: its argument was corrupted */
 #define CHAOS_TIMEOUT_S 60     /* Check's per-test timeout: the hang detector */
 
@@ -64,14 +64,14 @@ void chaos_shared_open(void);
 void chaos_shared_close(void);
 /* worker_init for the pools of this suite; ctx unused. */
 int  chaos_worker_init(void *ctx);
-/* Options for a pool whose workers record themselves (and wait for go if
-   hold is set). */
-wp_pool_options chaos_pool_options(int method, unsigned workers, bool hold);
+/* Options for a pool with the test's start method (tu_method) whose
+   workers record themselves (and wait for go if hold is set). */
+wp_pool_options chaos_pool_options(unsigned workers, bool hold);
 /* Wait (without allocating) until n workers have entered worker_init. */
 void chaos_wait_forked(unsigned n);
 /* The expected parent of this pool's workers: the fork server (learned from
    a worker) or this process. */
-int  chaos_worker_parent(int method);
+int  chaos_worker_parent(void);
 
 /* ------------------------------------------------------------ the task */
 
@@ -153,19 +153,13 @@ void chaos_check_unentered(const chaos_tally *t, uint64_t seed, const char *what
    the tally were submitted too and succeeded. */
 void chaos_check_stats(wp_pool *p, const chaos_tally *t, unsigned others, uint64_t seed);
 
-/* The test's seed (tu_seed), printed with the test's name and method. */
-uint64_t chaos_seed(const char *test, int method);
-
-/* Sleep us microseconds, through signals. */
-void chaos_sleep_us(uint64_t us);
+/* The test's seed (tu_seed), printed with the test's name and start
+   method. */
+uint64_t chaos_seed(const char *test);
 
 /* Sleep (without allocating) until *flag is set. */
 void chaos_linger(atomic_int *flag);
 
-/* Wait (without Check calls, so from any thread) until process or thread
-   id shows `state` in /proc ('T' stopped, 'S' asleep); false if it has
-   not within TU_DEADLINE_MS. */
-bool chaos_wait_state(int id, char state);
 
 /*
  * wp_pool_shutdown(pool, grace) — or wp_batcher_shutdown(batcher, grace)
@@ -222,8 +216,8 @@ unsigned chaos_killer_stop(chaos_killer *k); /* joins; returns the kills */
 /* The storm tests (chaos_storm.c), the races of destroy, the batcher and
    done-callbacks (chaos_race.c) and the deterministic stopped-worker cases
    (chaos_stopped.c), added to the suite by check_chaos.c. */
-void chaos_add_storm_tests(Suite *s);
-void chaos_add_race_tests(Suite *s);
-void chaos_add_stopped_tests(Suite *s);
+void chaos_add_storm_tests(Suite *s, const tu_suite *def);
+void chaos_add_race_tests(Suite *s, const tu_suite *def);
+void chaos_add_stopped_tests(Suite *s, const tu_suite *def);
 
 #endif

@@ -72,7 +72,7 @@ static void *killer_main(void *arg)
     chaos_killer *k = arg;
     unsigned kills = 0;
     while (!atomic_load(&k->stop)) {
-        chaos_sleep_us(tu_rand_below(&k->rng, (uint64_t)k->gap_us + 1));
+        tu_sleep_us(tu_rand_below(&k->rng, (uint64_t)k->gap_us + 1));
         int stage = CHAOS_UNUSED;
         int pid = pick_victim(k, &stage);
         wp_pool_stats s;

@@ -18,7 +18,8 @@
 #include "chaos.h"
 
 #define PAUSE_DEADLINE_MS TU_DEADLINE_MS
-#define CB_STUCK_MS       5000  /* no record handed out for this long: the dispatcher is stuck */
+/* No record handed out for this long: the dispatcher is stuck. */
+#define CB_STUCK_MS       TU_DEADLINE_MS
 
 /* ------------------------------------------------ destroy inside shutdown */
 
@@ -36,7 +37,7 @@ static void *ds_releaser(void *arg)
 {
     ds_round *d = arg;
     chaos_linger(&d->destroying);
-    (void)chaos_wait_state(d->main_tid, 'S'); /* or open it anyway */
+    (void)tu_wait_state(d->main_tid, 'S', TU_DEADLINE_MS); /* or open it anyway */
     ssize_t n;
     do
         n = write(d->gate->fd, "x", 1);
@@ -50,20 +51,16 @@ static void *ds_releaser(void *arg)
  * return; the waiting one must not touch the pool the other freed.  (Known
  * use-after-free, being fixed: ASan reports it here.)
  */
-START_TEST(race_destroy_in_shutdown)
+WP_TEST_BOTH(race_destroy_in_shutdown)
 {
     unsigned rounds = tu_scaled(DS_ROUNDS);
     for (unsigned r = 0; r < rounds; r++) {
-        tu_fifo report, gate;
-        tu_fifo_open(&report);
-        tu_fifo_open(&gate);
-        ds_round d = { .gate = &gate, .main_tid = (int)gettid() };
+        tu_hold h;
+        tu_hold_open(&h);
+        ds_round d = { .gate = &h.gate, .main_tid = (int)gettid() };
         atomic_init(&d.destroying, 0);
-        wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
-        wp_future *blocker = NULL;
-        tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-        ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &blocker), 0);
-        ck_assert_int_gt(tu_fifo_read_pid(&report, TU_DEADLINE_MS), 0);
+        wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+        wp_future *blocker = tu_submit_held(p, &h, NULL, NULL);
         chaos_shutter sh = { .pool = p, .grace = -1 };
         chaos_shutdown_start(&sh);
         /* Refused work shows the other thread is inside wp_pool_shutdown. */
@@ -83,11 +80,9 @@ START_TEST(race_destroy_in_shutdown)
         pthread_join(d.releaser, NULL);
         ck_assert_int_eq(wp_future_state(blocker), WP_SUCCEEDED);
         wp_future_release(blocker);
-        tu_fifo_close(&report);
-        tu_fifo_close(&gate);
+        tu_hold_close(&h);
     }
 }
-END_TEST
 
 /* ---------------------------------------------- batcher vs. pool shutdown */
 
@@ -163,13 +158,13 @@ static void br_check(br_item *items, unsigned n, uint64_t seed)
     }
 }
 
-static void batcher_round(int method, uint64_t seed, uint64_t *rng)
+static void batcher_round(uint64_t seed, uint64_t *rng)
 {
     static const int64_t graces[] = { -1, 0, 1, 5 };
     enum { NGRACES = sizeof graces / sizeof graces[0] };
     tu_fds fds;
     tu_fds_snapshot(&fds);
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 2, .start_method = method });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     wp_batcher_options bo = { .max_batch_size = 1 + tu_rand_below(rng, BR_MAX_BATCH), .max_wait_ms = 1 };
     wp_batcher *b = NULL;
     ck_assert_int_eq(wp_batcher_create(&b, p, br_echo, &bo), 0);
@@ -214,19 +209,18 @@ static void batcher_round(int method, uint64_t seed, uint64_t *rng)
                   fd, target);
 }
 
-START_TEST(race_batcher_shutdown)
+WP_TEST_BOTH(race_batcher_shutdown)
 {
     /* The batcher's thread allocates while the dispatcher forks
        replacements: WP_START_FORK is documented unsafe with threads that
        allocate, and ASan's allocator is such a case (TU_ASAN). */
-    if (TU_ASAN && _i == WP_START_FORK)
+    if (TU_ASAN && tu_method == WP_START_FORK)
         return;
-    uint64_t seed = chaos_seed("race_batcher_shutdown", _i), rng = seed;
+    uint64_t seed = chaos_seed("race_batcher_shutdown"), rng = seed;
     unsigned rounds = tu_scaled(BR_ROUNDS);
     for (unsigned r = 0; r < rounds; r++)
-        batcher_round(_i, seed, &rng);
+        batcher_round(seed, &rng);
 }
-END_TEST
 
 /* ------------------------------------------- done-callbacks that submit */
 
@@ -280,9 +274,9 @@ static void cb_follow_up(wp_future *f, void *ctx)
  * deadlocks — being fixed).  A stuck dispatcher shows as records no longer
  * being handed out; the test then fails rather than hangs.
  */
-START_TEST(race_callback_submit)
+WP_TEST_BOTH(race_callback_submit)
 {
-    uint64_t seed = chaos_seed("race_callback_submit", _i);
+    uint64_t seed = chaos_seed("race_callback_submit");
     chaos_shared_open();
     memset(&cb, 0, sizeof cb);
     cb.main = pthread_self();
@@ -290,7 +284,7 @@ START_TEST(race_callback_submit)
     cb.recs = calloc(cb.n, sizeof *cb.recs);
     ck_assert_ptr_nonnull(cb.recs);
     tu_pattern(cb.pattern, sizeof cb.pattern, CB_SEED);
-    wp_pool_options o = chaos_pool_options(_i, CB_WORKERS, false);
+    wp_pool_options o = chaos_pool_options(CB_WORKERS, false);
     o.queue_capacity = CB_QUEUE;
     cb.pool = tu_pool_started(o);
     int64_t deadline = tu_now_ms() + CB_STUCK_MS;
@@ -326,14 +320,13 @@ START_TEST(race_callback_submit)
                  "race_callback_submit");
     free(cb.recs);
 }
-END_TEST
 
-void chaos_add_race_tests(Suite *s)
+void chaos_add_race_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
-        { "race_destroy_in_shutdown", race_destroy_in_shutdown },
-        { "race_batcher_shutdown", race_batcher_shutdown },
-        { "race_callback_submit", race_callback_submit },
+        TU_TEST(race_destroy_in_shutdown),
+        TU_TEST(race_batcher_shutdown),
+        TU_TEST(race_callback_submit),
     };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

@@ -42,13 +42,13 @@ static unsigned ok_only(void)
     return CHAOS_ALLOW(CHAOS_SUCCEEDED);
 }
 
-START_TEST(stopped_unread_task)
+WP_TEST_BOTH(stopped_unread_task)
 {
     chaos_shared_open();
-    wp_pool *p = tu_pool_started(chaos_pool_options(_i, 1, false));
+    wp_pool *p = tu_pool_started(chaos_pool_options(1, false));
     int pid = atomic_load(&chaos_mem->w[0].pid);
     ck_assert_int_eq(kill(pid, SIGSTOP), 0);
-    ck_assert_msg(chaos_wait_state(pid, 'T'), "worker %d did not stop", pid);
+    ck_assert_msg(tu_wait_state(pid, 'T', TU_DEADLINE_MS), "worker %d did not stop", pid);
     char pattern[SMALL];
     tu_pattern(pattern, sizeof pattern, PATTERN_SEED);
     chaos_rec r;
@@ -61,7 +61,6 @@ START_TEST(stopped_unread_task)
                   wp_strerror(wp_future_error(r.f)), wp_future_message(r.f));
     chaos_finish(p, &r, 1, ok_only(), 0, 0, "stopped_unread_task");
 }
-END_TEST
 
 static void kill_worker(wp_future *f, void *ctx)
 {
@@ -69,18 +68,14 @@ static void kill_worker(wp_future *f, void *ctx)
     kill(*(int *)ctx, SIGKILL);
 }
 
-START_TEST(stopped_unclaimed_next)
+WP_TEST_BOTH(stopped_unclaimed_next)
 {
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
+    tu_hold h;
+    tu_hold_open(&h);
     chaos_shared_open();
-    wp_pool *p = tu_pool_started(chaos_pool_options(_i, 1, false));
-    wp_future *ahead = NULL;
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &ahead), 0);
-    int pid = tu_fifo_read_pid(&report, TU_DEADLINE_MS);
-    ck_assert_int_gt(pid, 0);
+    wp_pool *p = tu_pool_started(chaos_pool_options(1, false));
+    int pid;
+    wp_future *ahead = tu_submit_held(p, &h, NULL, &pid);
     char *pattern = malloc(BIG_FRAME);
     ck_assert_ptr_nonnull(pattern);
     tu_pattern(pattern, BIG_FRAME, PATTERN_SEED);
@@ -92,29 +87,27 @@ START_TEST(stopped_unclaimed_next)
     /* Settling `ahead` runs this on the dispatcher, which is then not
        writing the rest of the frame: the worker cannot have all of it. */
     ck_assert_int_eq(wp_future_on_done(ahead, kill_worker, &pid), 0);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(wp_future_wait(ahead, TU_DEADLINE_MS), 0);
     ck_assert_int_eq(wp_future_error(ahead), 0);
     ck_assert_int_eq(wp_future_wait(r.f, TU_DEADLINE_MS), 0);
     ck_assert_msg(wp_future_error(r.f) == 0, "a pipelined task whose frame its worker never had "
                   "failed: %s (\"%s\")", wp_strerror(wp_future_error(r.f)), wp_future_message(r.f));
     wp_future_release(ahead);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
     chaos_finish(p, &r, 1, ok_only(), 1, 0, "stopped_unclaimed_next");
 }
-END_TEST
 
-START_TEST(stopped_steal_unclaimed)
+WP_TEST_BOTH(stopped_steal_unclaimed)
 {
     chaos_shared_open();
     atomic_store(&chaos_mem->free_workers, 1); /* the second waits in worker_init */
-    wp_pool *p = tu_pool_create(chaos_pool_options(_i, 2, true));
+    wp_pool *p = tu_pool_create(chaos_pool_options(2, true));
     tu_wait_workers(p, 1, 1);
     chaos_wait_forked(2);
     int a = atomic_load(&chaos_mem->w[0].pid);
     ck_assert_int_eq(kill(a, SIGSTOP), 0);
-    ck_assert_msg(chaos_wait_state(a, 'T'), "worker %d did not stop", a);
+    ck_assert_msg(tu_wait_state(a, 'T', TU_DEADLINE_MS), "worker %d did not stop", a);
     /* Both go to the stopped worker: one as its task, one behind it. */
     char pattern[SMALL];
     tu_pattern(pattern, sizeof pattern, PATTERN_SEED);
@@ -141,7 +134,6 @@ START_TEST(stopped_steal_unclaimed)
                   atomic_load(&chaos_mem->entered[1]));
     chaos_finish(p, r, 2, ok_only(), 0, 0, "stopped_steal_unclaimed");
 }
-END_TEST
 
 /*
  * shutdown(-1) must return once the last task is done even when what made
@@ -149,17 +141,12 @@ END_TEST
  * retires after its one task, its replacement takes the cancelled task off
  * the queue, and nothing else is left to happen.
  */
-START_TEST(stopped_cancelled_last)
+WP_TEST_BOTH(stopped_cancelled_last)
 {
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i,
-                                                    .max_tasks_per_worker = 1 });
-    wp_future *running = NULL, *queued = NULL;
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &running), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, TU_DEADLINE_MS), 0);
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 1 });
+    wp_future *running = tu_submit_held(p, &h, NULL, NULL), *queued = NULL;
     ck_assert_int_eq(wp_submit(p, tu_empty, NULL, 0, NULL, &queued), 0);
     ck_assert_int_eq(wp_future_cancel(queued), 0);
     ck_assert_int_eq(wp_future_wait(queued, TU_DEADLINE_MS), 0);
@@ -172,25 +159,23 @@ START_TEST(stopped_cancelled_last)
         wp_future_release(probe);
         tu_poll_pause();
     }
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     chaos_shutdown_join(&t, 0, "stopped_cancelled_last");
     ck_assert_int_eq(wp_future_state(running), WP_SUCCEEDED);
     ck_assert_int_eq(wp_future_state(queued), WP_CANCELLED);
     wp_future_release(running);
     wp_future_release(queued);
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
-void chaos_add_stopped_tests(Suite *s)
+void chaos_add_stopped_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
-        { "stopped_unread_task", stopped_unread_task },
-        { "stopped_unclaimed_next", stopped_unclaimed_next },
-        { "stopped_steal_unclaimed", stopped_steal_unclaimed },
-        { "stopped_cancelled_last", stopped_cancelled_last },
+        TU_TEST(stopped_unread_task),
+        TU_TEST(stopped_unclaimed_next),
+        TU_TEST(stopped_steal_unclaimed),
+        TU_TEST(stopped_cancelled_last),
     };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

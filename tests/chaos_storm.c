@@ -91,26 +91,22 @@ static void *mass_canceller(void *arg)
     return NULL;
 }
 
-START_TEST(storm_mass_cancel)
+WP_TEST_BOTH(storm_mass_cancel)
 {
-    uint64_t seed = chaos_seed("storm_mass_cancel", _i), rng = seed;
+    uint64_t seed = chaos_seed("storm_mass_cancel"), rng = seed;
     unsigned n = tu_scaled(STORM_TASKS);
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
+    tu_hold h;
+    tu_hold_open(&h);
     chaos_shared_open();
-    wp_pool_options o = chaos_pool_options(_i, STORM_WORKERS, false);
+    wp_pool_options o = chaos_pool_options(STORM_WORKERS, false);
     o.queue_capacity = n + STORM_WORKERS;
     wp_pool *p = tu_pool_started(o);
 
     /* Both workers busy at the gate; the first tasks get pipelined behind
        them, the rest queue. */
     wp_future *blockers[STORM_WORKERS];
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    for (unsigned i = 0; i < STORM_WORKERS; i++) {
-        ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &blockers[i]), 0);
-        ck_assert_int_gt(tu_fifo_read_pid(&report, TU_DEADLINE_MS), 0);
-    }
+    for (unsigned i = 0; i < STORM_WORKERS; i++)
+        blockers[i] = tu_submit_held(p, &h, NULL, NULL);
     chaos_rec *recs = calloc(n, sizeof *recs);
     ck_assert_ptr_nonnull(recs);
     for (unsigned i = 0; i < n; i++)
@@ -125,7 +121,7 @@ START_TEST(storm_mass_cancel)
        tasks; then the storm, and a cancel of both blockers (one has run,
        one is running: its worker is killed). */
     atomic_store(&chaos_last_settled, 0);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     unsigned warmup = (unsigned)tu_rand_below(&rng, MASS_WARMUP_MAX + 1);
     int64_t deadline = tu_now_ms() + STORM_DEADLINE_MS;
     while (atomic_load(&chaos_last_settled) < warmup && tu_now_ms() < deadline)
@@ -164,12 +160,10 @@ START_TEST(storm_mass_cancel)
             t.n[CHAOS_CANCELLED], t.n[CHAOS_SUCCEEDED]);
     wp_pool_destroy(p);
     free(recs);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
     chaos_check_nothing_left(seed, "storm_mass_cancel");
     chaos_shared_close();
 }
-END_TEST
 
 /* ------------------------------------------------- cancels vs. completion */
 
@@ -190,17 +184,17 @@ static void *racing_canceller(void *arg)
                   (long)tu_rand_below(&t->rng, RACE_AHEAD + RACE_BEHIND);
         if (at >= 0 && (unsigned long)at < t->n)
             t->error = cancel_rec(&t->recs[at]);
-        chaos_sleep_us(tu_rand_below(&t->rng, RACE_GAP_US));
+        tu_sleep_us(tu_rand_below(&t->rng, RACE_GAP_US));
     }
     return NULL;
 }
 
-START_TEST(storm_cancel_race)
+WP_TEST_BOTH(storm_cancel_race)
 {
-    uint64_t seed = chaos_seed("storm_cancel_race", _i), rng = seed;
+    uint64_t seed = chaos_seed("storm_cancel_race"), rng = seed;
     unsigned n = tu_scaled(RACE_TASKS);
     chaos_shared_open();
-    wp_pool_options o = chaos_pool_options(_i, STORM_WORKERS, true);
+    wp_pool_options o = chaos_pool_options(STORM_WORKERS, true);
     o.queue_capacity = n;
     wp_pool *p = tu_pool_create(o);
     chaos_wait_forked(STORM_WORKERS);
@@ -228,7 +222,6 @@ START_TEST(storm_cancel_race)
             t.n[CHAOS_CANCELLED], t.n[CHAOS_SUCCEEDED]);
     free(recs);
 }
-END_TEST
 
 /* ----------------------------------------------- shutdown vs. everything */
 
@@ -244,16 +237,16 @@ static const int64_t graces[] = { 0, 0, 1, 3, 10, -1 };
 
 /* A pool with slow-starting workers, tasks queued, running and pipelined,
    shut down at once — by one thread, or by several with different graces. */
-static void shutdown_round(int method, uint64_t seed, uint64_t *rng, bool several)
+static void shutdown_round(uint64_t seed, uint64_t *rng, bool several)
 {
     chaos_shared_open();
     atomic_store(&chaos_mem->init_us_max, (unsigned)tu_rand_below(rng, SD_INIT_US_MAX + 1));
     unsigned workers = 1 + (unsigned)tu_rand_below(rng, SD_MAX_WORKERS);
     unsigned n = (unsigned)tu_rand_below(rng, SD_MAX_TASKS + 1);
-    wp_pool_options o = chaos_pool_options(method, workers, false);
+    wp_pool_options o = chaos_pool_options(workers, false);
     o.queue_capacity = SD_MAX_TASKS;
     wp_pool *p = tu_pool_create(o);
-    if (TU_ASAN && method == WP_START_FORK)
+    if (TU_ASAN && tu_method == WP_START_FORK)
         chaos_wait_forked(workers); /* they still start slowly */
     chaos_rec recs[SD_MAX_TASKS];
     memset(recs, 0, sizeof recs);
@@ -297,27 +290,25 @@ static void shutdown_round(int method, uint64_t seed, uint64_t *rng, bool severa
                  several ? "storm_shutdown_several" : "storm_shutdown");
 }
 
-static void shutdown_rounds(int method, bool several)
+static void shutdown_rounds(bool several)
 {
-    uint64_t seed = chaos_seed(several ? "storm_shutdown_several" : "storm_shutdown", method);
+    uint64_t seed = chaos_seed(several ? "storm_shutdown_several" : "storm_shutdown");
     uint64_t rng = seed;
     unsigned rounds = tu_scaled(SD_ROUNDS);
     for (unsigned r = 0; r < rounds; r++)
-        shutdown_round(method, seed, &rng, several);
+        shutdown_round(seed, &rng, several);
 }
 
-START_TEST(storm_shutdown) { shutdown_rounds(_i, false); }
-END_TEST
-START_TEST(storm_shutdown_several) { shutdown_rounds(_i, true); }
-END_TEST
+WP_TEST_BOTH(storm_shutdown) { shutdown_rounds(false); }
+WP_TEST_BOTH(storm_shutdown_several) { shutdown_rounds(true); }
 
-void chaos_add_storm_tests(Suite *s)
+void chaos_add_storm_tests(Suite *s, const tu_suite *def)
 {
     const tu_test tests[] = {
-        { "storm_mass_cancel", storm_mass_cancel },
-        { "storm_cancel_race", storm_cancel_race },
-        { "storm_shutdown", storm_shutdown },
-        { "storm_shutdown_several", storm_shutdown_several },
+        TU_TEST(storm_mass_cancel),
+        TU_TEST(storm_cancel_race),
+        TU_TEST(storm_shutdown),
+        TU_TEST(storm_shutdown_several),
     };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], CHAOS_TIMEOUT_S, NULL, NULL);
+    tu_add_tests(s, def, tests, TU_COUNT(tests));
 }

@@ -9,7 +9,7 @@
  * (pebble#163, CPython bpo-22393), or hangs or touches freed memory when
  * its own calls race.
  *
- * Every test runs under both start methods (loop index = start method) and
+ * Every test runs under both start methods (WP_TEST_BOTH) and
  * asserts: every future settles exactly once (counted done-callbacks), with
  * an outcome its situation allows (a task killed while it runs fails
  * WP_ECRASHED by SIGKILL; one that had not started runs elsewhere and
@@ -78,13 +78,13 @@ static uint64_t rand_between(uint64_t *rng, uint64_t lo, uint64_t hi)
  * the test does allocates while the pool forks (TU_ASAN); the killer and
  * the waits allocate nothing either.
  */
-static void run_kill_phase(const kill_phase *ph, int method)
+static void run_kill_phase(const kill_phase *ph)
 {
-    uint64_t seed = chaos_seed(ph->name, method), rng = seed;
+    uint64_t seed = chaos_seed(ph->name), rng = seed;
     unsigned n = tu_scaled(ph->tasks);
     chaos_shared_open();
     atomic_store(&chaos_mem->init_us_max, ph->init_us_max);
-    wp_pool_options o = chaos_pool_options(method, KILL_WORKERS, true);
+    wp_pool_options o = chaos_pool_options(KILL_WORKERS, true);
     o.queue_capacity = n;
     o.max_tasks_per_worker = ph->max_tasks_per_worker;
     wp_pool *p = tu_pool_create(o);
@@ -101,7 +101,7 @@ static void run_kill_phase(const kill_phase *ph, int method)
                                       rand_between(&rng, ph->result_min, ph->result_max),
                                       (uint32_t)tu_rand_below(&rng, ph->run_us_max + 1), NULL),
                          0);
-    chaos_killer k = { .pool = p, .mode = ph->mode, .parent = chaos_worker_parent(method),
+    chaos_killer k = { .pool = p, .mode = ph->mode, .parent = chaos_worker_parent(),
                        .workers = KILL_WORKERS, .gap_us = ph->gap_us * tu_slowdown(),
                        .rng = seed ^ KILLER_SALT };
     chaos_killer_start(&k);
@@ -121,16 +121,11 @@ static void run_kill_phase(const kill_phase *ph, int method)
     chaos_check_unentered(&t, seed, ph->name);
 }
 
-START_TEST(kill_task_frame) { run_kill_phase(&phases[0], _i); }
-END_TEST
-START_TEST(kill_result_frame) { run_kill_phase(&phases[1], _i); }
-END_TEST
-START_TEST(kill_claim) { run_kill_phase(&phases[2], _i); }
-END_TEST
-START_TEST(kill_ready) { run_kill_phase(&phases[3], _i); }
-END_TEST
-START_TEST(kill_recycle) { run_kill_phase(&phases[4], _i); }
-END_TEST
+WP_TEST_BOTH(kill_task_frame) { run_kill_phase(&phases[0]); }
+WP_TEST_BOTH(kill_result_frame) { run_kill_phase(&phases[1]); }
+WP_TEST_BOTH(kill_claim) { run_kill_phase(&phases[2]); }
+WP_TEST_BOTH(kill_ready) { run_kill_phase(&phases[3]); }
+WP_TEST_BOTH(kill_recycle) { run_kill_phase(&phases[4]); }
 
 /* ------------------------------------------------------ the fork server */
 
@@ -153,7 +148,7 @@ typedef struct fs_killer {
 static void *fs_killer_main(void *arg)
 {
     fs_killer *k = arg;
-    chaos_sleep_us(k->delay_us);
+    tu_sleep_us(k->delay_us);
     char state;
     int ppid;
     /* Only while it is still our unreaped child: its pid cannot be reused. */
@@ -166,11 +161,8 @@ static void *fs_killer_main(void *arg)
    pool has given up starting workers they fail WP_ESPAWN. */
 static void probe_dead_pool(wp_pool *p, int fs, uint64_t seed)
 {
-    int64_t deadline = tu_now_ms() + CHAOS_GONE_MS;
-    while (!tu_pid_exited(fs) && tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(tu_pid_exited(fs), "seed %llu: the killed fork server is still there",
-                  (unsigned long long)seed);
+    ck_assert_msg(tu_wait_exited(fs, CHAOS_GONE_MS),
+                  "seed %llu: the killed fork server is still there", (unsigned long long)seed);
     int last = 0;
     for (int i = 0; i < FS_PROBES; i++) {
         wp_future *f = NULL;
@@ -189,7 +181,7 @@ static void probe_dead_pool(wp_pool *p, int fs, uint64_t seed)
 static void kill_forkserver_round(uint64_t seed, uint64_t *rng, const char *pattern)
 {
     chaos_shared_open();
-    wp_pool *p = tu_pool_create(chaos_pool_options(WP_START_FORKSERVER, FS_WORKERS, false));
+    wp_pool *p = tu_pool_create(chaos_pool_options(FS_WORKERS, false));
     fs_killer k = { .delay_us = tu_rand_below(rng, FS_KILL_US_MAX + 1) };
     ck_assert_uint_eq(tu_children((int)getpid(), &k.fs, 1), 1); /* the fork server alone */
     ck_assert_int_eq(pthread_create(&k.thread, NULL, fs_killer_main, &k), 0);
@@ -232,12 +224,12 @@ static void kill_forkserver_round(uint64_t seed, uint64_t *rng, const char *patt
     chaos_shared_close();
 }
 
-START_TEST(kill_forkserver)
+WP_TEST_BOTH(kill_forkserver)
 {
     /* Under WP_START_FORK there is no fork server to kill. */
-    if (_i != WP_START_FORKSERVER)
+    if (tu_method != WP_START_FORKSERVER)
         return;
-    uint64_t seed = chaos_seed("kill_forkserver", _i), rng = seed;
+    uint64_t seed = chaos_seed("kill_forkserver"), rng = seed;
     char *pattern = malloc(FS_PAYLOAD_MAX);
     ck_assert_ptr_nonnull(pattern);
     tu_pattern(pattern, FS_PAYLOAD_MAX, PATTERN_SEED);
@@ -246,7 +238,6 @@ START_TEST(kill_forkserver)
         kill_forkserver_round(seed, &rng, pattern);
     free(pattern);
 }
-END_TEST
 
 /*
  * The fork server killed while the pool's requests to start workers are
@@ -257,9 +248,9 @@ END_TEST
 #define PENDING_ROUNDS   20
 #define PENDING_WORKERS  256 /* requests the server cannot have read when it dies */
 
-START_TEST(kill_forkserver_pending)
+WP_TEST_BOTH(kill_forkserver_pending)
 {
-    if (_i != WP_START_FORKSERVER)
+    if (tu_method != WP_START_FORKSERVER)
         return;
     static tu_fds before; /* large: not on the stack */
     tu_fds_snapshot(&before);
@@ -283,30 +274,25 @@ START_TEST(kill_forkserver_pending)
                       "(%s) left open", r, fd, what);
     }
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *chaos_suite(void)
-{
-    Suite *s = suite_create("chaos");
-    const tu_test tests[] = {
-        { "kill_task_frame", kill_task_frame },
-        { "kill_result_frame", kill_result_frame },
-        { "kill_claim", kill_claim },
-        { "kill_ready", kill_ready },
-        { "kill_recycle", kill_recycle },
-        { "kill_forkserver", kill_forkserver },
-        { "kill_forkserver_pending", kill_forkserver_pending },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], CHAOS_TIMEOUT_S, NULL, NULL);
-    chaos_add_stopped_tests(s);
-    chaos_add_storm_tests(s);
-    chaos_add_race_tests(s);
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(chaos_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "chaos", .timeout_s = CHAOS_TIMEOUT_S };
+    const tu_test tests[] = {
+        TU_TEST(kill_task_frame),
+        TU_TEST(kill_result_frame),
+        TU_TEST(kill_claim),
+        TU_TEST(kill_ready),
+        TU_TEST(kill_recycle),
+        TU_TEST(kill_forkserver),
+        TU_TEST(kill_forkserver_pending),
+    };
+    Suite *s = suite_create(suite.name);
+    tu_add_tests(s, &suite, tests, TU_COUNT(tests));
+    chaos_add_stopped_tests(s, &suite);
+    chaos_add_storm_tests(s, &suite);
+    chaos_add_race_tests(s, &suite);
+    return tu_run_suite(s, suite.fork);
 }

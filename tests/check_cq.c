@@ -4,7 +4,7 @@
  * once, in settle order, to any number of threads; timeouts; destroy with
  * futures still running.
  *
- * Every test runs under both start methods (loop index = start method).
+ * Every test runs under both start methods (WP_TEST_BOTH).
  * No test sleeps to let things happen: tasks are held at FIFO gates and
  * released when the test wants them to settle.
  */
@@ -12,21 +12,12 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "testutil.h"
 
-#define DEADLINE_MS TU_DEADLINE_MS
-
-static int method;
-
-static wp_pool *make_pool(unsigned workers)
-{
-    return tu_pool_started((wp_pool_options){ .workers = workers, .start_method = method });
-}
 
 static wp_cq *make_cq(void)
 {
@@ -39,15 +30,25 @@ static wp_cq *make_cq(void)
 static wp_future *next_or_fail(wp_cq *cq)
 {
     wp_future *f = NULL;
-    ck_assert_int_eq(wp_cq_next(cq, DEADLINE_MS, &f), 0);
+    ck_assert_int_eq(wp_cq_next(cq, TU_DEADLINE_MS, &f), 0);
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(wp_future_wait(f, 0), 0); /* delivered means settled */
     return f;
 }
 
-START_TEST(bad_arguments)
+/* A new cq watching a task of p held at h's gate (tu_submit_held; h is
+   opened here), whose future goes to *held. */
+static wp_cq *cq_with_held(wp_pool *p, tu_hold *h, wp_future **held)
 {
-    method = _i;
+    tu_hold_open(h);
+    wp_cq *cq = make_cq();
+    *held = tu_submit_held(p, h, NULL, NULL);
+    ck_assert_int_eq(wp_cq_add(cq, *held), 0);
+    return cq;
+}
+
+WP_TEST_BOTH(bad_arguments)
+{
     ck_assert_int_eq(wp_cq_create(NULL), WP_EINVAL);
     wp_cq *cq = make_cq();
     wp_future *f = (wp_future *)&f;
@@ -61,20 +62,15 @@ START_TEST(bad_arguments)
     wp_cq_destroy(cq);
     wp_cq_destroy(NULL);
 }
-END_TEST
 
 /* Delivered in the order they settle, not the order they were added;
    one already settled comes at once; then WP_EAGAIN. */
-START_TEST(settle_order)
+WP_TEST_BOTH(settle_order)
 {
-    method = _i;
-    wp_pool *p = make_pool(2);
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_cq *cq = make_cq();
-    wp_future *slow = tu_submit_held(p, &report, &gate, NULL, NULL);
-    ck_assert_int_eq(wp_cq_add(cq, slow), 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
+    tu_hold h;
+    wp_future *slow;
+    wp_cq *cq = cq_with_held(p, &h, &slow);
     wp_future *quick = tu_run(p, tu_echo, "q", 1, NULL); /* settled already */
     ck_assert_int_eq(wp_cq_add(cq, quick), 0);
     wp_future *f = NULL;
@@ -83,7 +79,7 @@ START_TEST(settle_order)
     wp_future_release(f);
     ck_assert_int_eq(wp_cq_next(cq, 50, &f), WP_ETIMEDOUT); /* slow is held */
     ck_assert_ptr_null(f);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     f = next_or_fail(cq);
     ck_assert_ptr_eq(f, slow);
     wp_future_release(f);
@@ -100,23 +96,17 @@ START_TEST(settle_order)
     wp_future_release(slow);
     wp_cq_destroy(cq);
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
 /* Destroyed with futures delivered to nobody and futures still running:
    the cq's references all go (LeakSanitizer and valgrind check it). */
-START_TEST(destroy_with_futures_left)
+WP_TEST_BOTH(destroy_with_futures_left)
 {
-    method = _i;
-    wp_pool *p = make_pool(2);
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_cq *cq = make_cq();
-    wp_future *held = tu_submit_held(p, &report, &gate, NULL, NULL);
-    ck_assert_int_eq(wp_cq_add(cq, held), 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
+    tu_hold h;
+    wp_future *held;
+    wp_cq *cq = cq_with_held(p, &h, &held);
     wp_future_release(held); /* the cq's is the last reference */
     for (int i = 0; i < 3; i++) {
         wp_future *f = tu_run(p, tu_echo, &i, sizeof i, NULL);
@@ -124,12 +114,10 @@ START_TEST(destroy_with_futures_left)
         wp_future_release(f);
     }
     wp_cq_destroy(cq);
-    tu_fifo_release(&gate, 1); /* its callback runs after the cq is gone */
+    tu_fifo_release(&h.gate, 1); /* its callback runs after the cq is gone */
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
 /* Many threads add while many threads take: every future is delivered
    exactly once, settled, with its own result. */
@@ -184,12 +172,11 @@ static void *taker_main(void *arg)
     return NULL;
 }
 
-START_TEST(many_threads)
+WP_TEST_BOTH(many_threads)
 {
-    method = _i;
     cq_run *r = calloc(1, sizeof *r);
     ck_assert_ptr_nonnull(r);
-    r->pool = make_pool(2);
+    r->pool = tu_make_pool((wp_pool_options){ .workers = 2 });
     r->cq = make_cq();
     pthread_t adders[ADDERS], takers[TAKERS];
     adder as[ADDERS];
@@ -214,22 +201,15 @@ START_TEST(many_threads)
     wp_pool_destroy(r->pool);
     free(r);
 }
-END_TEST
-
-static Suite *cq_suite(void)
-{
-    Suite *s = suite_create("cq");
-    const tu_test tests[] = {
-        { "bad_arguments", bad_arguments },
-        { "settle_order", settle_order },
-        { "destroy_with_futures_left", destroy_with_futures_left },
-        { "many_threads", many_threads },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 120, NULL, NULL);
-    return s;
-}
 
 int main(void)
 {
-    return tu_run_suite(cq_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "cq", .timeout_s = 120 };
+    const tu_test tests[] = {
+        TU_TEST(bad_arguments),
+        TU_TEST(settle_order),
+        TU_TEST(destroy_with_futures_left),
+        TU_TEST(many_threads),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

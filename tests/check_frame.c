@@ -112,9 +112,19 @@ static int feed_header(frame_reader *r, const frame_header *h, const void *paylo
     return rc;
 }
 
+/* feed_header of a frame made here: type, task id and the length its
+   header announces, with plen bytes of payload. */
+static int feed_frame(frame_reader *r, enum frame_type type, uint64_t task_id, uint64_t length,
+                      const void *payload, size_t plen, const frame_expect *ex)
+{
+    frame_header h;
+    wp__frame_header(&h, type, task_id, length);
+    return feed_header(r, &h, payload, plen, ex);
+}
+
 /* ------------------------------------------------------------ valid frames */
 
-START_TEST(header_builder)
+WP_TEST(header_builder)
 {
     frame_header h;
     memset(&h, 0xAB, sizeof h);
@@ -128,7 +138,6 @@ START_TEST(header_builder)
     ck_assert_int_eq(h.code, 0);
     ck_assert_uint_eq(sizeof h, 40); /* no padding: bytes on the wire are all fields */
 }
-END_TEST
 
 static void check_task_frame(chunker chunk, unsigned rounds)
 {
@@ -166,13 +175,12 @@ static void check_task_frame(chunker chunk, unsigned rounds)
     free(buf);
 }
 
-START_TEST(task_whole)
+WP_TEST(task_whole)
 {
     check_task_frame(chunk_all, 1);
 }
-END_TEST
 
-START_TEST(task_byte_by_byte)
+WP_TEST(task_byte_by_byte)
 {
     /* Every byte but the last answers FRAME_MORE. */
     static const char msg[] = "abcdefgh";
@@ -199,9 +207,8 @@ START_TEST(task_byte_by_byte)
     free(buf);
     check_task_frame(chunk_one, 1);
 }
-END_TEST
 
-START_TEST(task_random_splits)
+WP_TEST(task_random_splits)
 {
     rng_seed(12345);
     check_task_frame(chunk_random, 2000);
@@ -225,9 +232,8 @@ START_TEST(task_random_splits)
     free(buf);
     free(payload);
 }
-END_TEST
 
-START_TEST(result_failure_ready_valid)
+WP_TEST(result_failure_ready_valid)
 {
     frame_expect ex = from_worker(11);
     frame_reader r;
@@ -279,14 +285,12 @@ START_TEST(result_failure_ready_valid)
 
     /* READY: no payload; the task id does not matter. */
     ex.task_id = 0;
-    wp__frame_header(&h, FRAME_READY, 0, 0);
-    ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), FRAME_DONE);
+    ck_assert_int_eq(feed_frame(&r, FRAME_READY, 0, 0, NULL, 0, &ex), FRAME_DONE);
     ck_assert_ptr_null(r.payload);
     wp__frame_reader_reset(&r);
 }
-END_TEST
 
-START_TEST(two_frames_back_to_back)
+WP_TEST(two_frames_back_to_back)
 {
     /* One reader, reset between frames, fed from one stream. */
     size_t l1, l2;
@@ -315,9 +319,8 @@ START_TEST(two_frames_back_to_back)
     free(f1);
     free(f2);
 }
-END_TEST
 
-START_TEST(take_transfers_ownership)
+WP_TEST(take_transfers_ownership)
 {
     size_t len;
     unsigned char *buf = build_frame(FRAME_TASK, 1, "owned", 5, &len);
@@ -343,9 +346,8 @@ START_TEST(take_transfers_ownership)
     ck_assert_ptr_null(r.payload);
     free(buf);
 }
-END_TEST
 
-START_TEST(truncated_stays_more)
+WP_TEST(truncated_stays_more)
 {
     static const char msg[] = "0123456789";
     size_t len;
@@ -371,9 +373,8 @@ START_TEST(truncated_stays_more)
     wp__frame_reader_reset(&r);
     free(buf);
 }
-END_TEST
 
-START_TEST(payload_nul_terminated)
+WP_TEST(payload_nul_terminated)
 {
     /* Binary payloads with no NUL of their own still end in one. */
     unsigned char p[64];
@@ -391,11 +392,10 @@ START_TEST(payload_nul_terminated)
         free(buf);
     }
 }
-END_TEST
 
 /* ------------------------------------------------------------- validation */
 
-START_TEST(bad_magic)
+WP_TEST(bad_magic)
 {
     frame_header h;
     frame_reader r;
@@ -411,9 +411,8 @@ START_TEST(bad_magic)
         wp__frame_reader_reset(&r);
     }
 }
-END_TEST
 
-START_TEST(unknown_type)
+WP_TEST(unknown_type)
 {
     frame_header h;
     frame_reader r;
@@ -435,96 +434,76 @@ START_TEST(unknown_type)
         }
     }
 }
-END_TEST
 
-START_TEST(type_not_expected)
+WP_TEST(type_not_expected)
 {
-    frame_header h;
     frame_reader r;
     /* A worker never receives RESULT, FAILURE or READY ... */
     static const enum frame_type from_w[] = { FRAME_RESULT, FRAME_FAILURE, FRAME_READY };
     for (size_t i = 0; i < 3; i++) {
-        wp__frame_header(&h, from_w[i], 1, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &to_worker), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, from_w[i], 1, 0, NULL, 0, &to_worker), WP_EPROTO);
         ck_assert_ptr_nonnull(r.why);
         wp__frame_reader_reset(&r);
     }
     /* ... and the pool never receives TASK. */
     frame_expect ex = from_worker(1);
-    wp__frame_header(&h, FRAME_TASK, 1, 0);
-    ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+    ck_assert_int_eq(feed_frame(&r, FRAME_TASK, 1, 0, NULL, 0, &ex), WP_EPROTO);
     wp__frame_reader_reset(&r);
     /* Only READY expected (a starting worker): RESULT refused. */
     frame_expect ready_only = { .types = FRAME_BIT(FRAME_READY), .task_id = 1, .max_message = 64 };
-    wp__frame_header(&h, FRAME_RESULT, 1, 0);
-    ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ready_only), WP_EPROTO);
+    ck_assert_int_eq(feed_frame(&r, FRAME_RESULT, 1, 0, NULL, 0, &ready_only), WP_EPROTO);
     wp__frame_reader_reset(&r);
     /* Nothing expected at all. */
     frame_expect none = { .types = 0, .task_id = 1, .max_message = 64 };
-    wp__frame_header(&h, FRAME_READY, 0, 0);
-    ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &none), WP_EPROTO);
+    ck_assert_int_eq(feed_frame(&r, FRAME_READY, 0, 0, NULL, 0, &none), WP_EPROTO);
     wp__frame_reader_reset(&r);
 }
-END_TEST
 
-START_TEST(wrong_task_id)
+WP_TEST(wrong_task_id)
 {
-    frame_header h;
     frame_reader r;
     static const enum frame_type answers[] = { FRAME_RESULT, FRAME_FAILURE };
     for (size_t i = 0; i < 2; i++) {
         frame_expect ex = from_worker(7);
-        wp__frame_header(&h, answers[i], 8, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, answers[i], 8, 0, NULL, 0, &ex), WP_EPROTO);
         ck_assert_ptr_nonnull(r.why);
         wp__frame_reader_reset(&r);
-        wp__frame_header(&h, answers[i], 0, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, answers[i], 0, 0, NULL, 0, &ex), WP_EPROTO);
         wp__frame_reader_reset(&r);
         /* No task given (id 0 expected): any answer is one it was not given,
            even one carrying id 0. */
         ex.task_id = 0;
-        wp__frame_header(&h, answers[i], 0, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, answers[i], 0, 0, NULL, 0, &ex), WP_EPROTO);
         wp__frame_reader_reset(&r);
-        wp__frame_header(&h, answers[i], 7, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, answers[i], 7, 0, NULL, 0, &ex), WP_EPROTO);
         wp__frame_reader_reset(&r);
     }
 }
-END_TEST
 
-START_TEST(task_id_zero)
+WP_TEST(task_id_zero)
 {
-    frame_header h;
     frame_reader r;
-    wp__frame_header(&h, FRAME_TASK, 0, 3);
-    ck_assert_int_eq(feed_header(&r, &h, "abc", 3, &to_worker), WP_EPROTO);
+    ck_assert_int_eq(feed_frame(&r, FRAME_TASK, 0, 3, "abc", 3, &to_worker), WP_EPROTO);
     ck_assert_ptr_nonnull(r.why);
     ck_assert_ptr_null(r.payload);
     wp__frame_reader_reset(&r);
 }
-END_TEST
 
-START_TEST(ready_with_payload)
+WP_TEST(ready_with_payload)
 {
-    frame_header h;
     frame_reader r;
     frame_expect ex = from_worker(0);
     static const uint64_t lens[] = { 1, 2, 100, UINT64_MAX };
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        wp__frame_header(&h, FRAME_READY, 0, lens[i]);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), WP_EPROTO);
+        ck_assert_int_eq(feed_frame(&r, FRAME_READY, 0, lens[i], NULL, 0, &ex), WP_EPROTO);
         ck_assert_ptr_nonnull(r.why);
         ck_assert_ptr_null(r.payload);
         wp__frame_reader_reset(&r);
     }
 }
-END_TEST
 
-START_TEST(length_over_max_message)
+WP_TEST(length_over_max_message)
 {
-    frame_header h;
     frame_reader r;
     frame_expect tw = { .types = FRAME_TO_WORKER, .task_id = 0, .max_message = 100 };
     frame_expect fw = { .types = FRAME_FROM_WORKER, .task_id = 9, .max_message = 100 };
@@ -533,32 +512,26 @@ START_TEST(length_over_max_message)
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         /* Only the header is sent: the error comes before any payload and
            before anything is allocated. */
-        wp__frame_header(&h, FRAME_TASK, 9, lens[i]);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &tw), WP_E2BIG);
+        ck_assert_int_eq(feed_frame(&r, FRAME_TASK, 9, lens[i], NULL, 0, &tw), WP_E2BIG);
         ck_assert_ptr_null(r.payload);
         ck_assert_ptr_nonnull(r.why);
         wp__frame_reader_reset(&r);
-        wp__frame_header(&h, FRAME_RESULT, 9, lens[i]);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &fw), WP_E2BIG);
+        ck_assert_int_eq(feed_frame(&r, FRAME_RESULT, 9, lens[i], NULL, 0, &fw), WP_E2BIG);
         ck_assert_ptr_null(r.payload);
         wp__frame_reader_reset(&r);
     }
     /* Exactly max_message is fine; max_message 0 allows only empty frames. */
     char p[100];
     memset(p, 'p', sizeof p);
-    wp__frame_header(&h, FRAME_RESULT, 9, 100);
-    ck_assert_int_eq(feed_header(&r, &h, p, 100, &fw), FRAME_DONE);
+    ck_assert_int_eq(feed_frame(&r, FRAME_RESULT, 9, 100, p, 100, &fw), FRAME_DONE);
     wp__frame_reader_reset(&r);
     fw.max_message = 0;
-    wp__frame_header(&h, FRAME_RESULT, 9, 1);
-    ck_assert_int_eq(feed_header(&r, &h, p, 1, &fw), WP_E2BIG);
+    ck_assert_int_eq(feed_frame(&r, FRAME_RESULT, 9, 1, p, 1, &fw), WP_E2BIG);
     ck_assert_ptr_null(r.payload);
     wp__frame_reader_reset(&r);
-    wp__frame_header(&h, FRAME_RESULT, 9, 0);
-    ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &fw), FRAME_DONE);
+    ck_assert_int_eq(feed_frame(&r, FRAME_RESULT, 9, 0, NULL, 0, &fw), FRAME_DONE);
     wp__frame_reader_reset(&r);
 }
-END_TEST
 
 /*
  * With max_message = SIZE_MAX (a caller's "no limit"), a header announcing
@@ -567,7 +540,7 @@ END_TEST
  * block) and asks for 2^64-1 bytes into a 0-byte buffer.  It must fail
  * (WP_E2BIG or WP_ENOMEM) instead.
  */
-START_TEST(length_size_max_no_wraparound)
+WP_TEST(length_size_max_no_wraparound)
 {
     frame_header h;
     frame_reader r;
@@ -578,9 +551,8 @@ START_TEST(length_size_max_no_wraparound)
                   "malloc(length + 1) wrapped around to malloc(0)", rc);
     wp__frame_reader_reset(&r);
 }
-END_TEST
 
-START_TEST(failure_over_message_max)
+WP_TEST(failure_over_message_max)
 {
     frame_header h;
     frame_reader r;
@@ -595,9 +567,8 @@ START_TEST(failure_over_message_max)
         wp__frame_reader_reset(&r);
     }
 }
-END_TEST
 
-START_TEST(advance_more_than_space)
+WP_TEST(advance_more_than_space)
 {
     size_t len;
     unsigned char *buf = build_frame(FRAME_TASK, 3, "payload!", 8, &len);
@@ -636,7 +607,6 @@ START_TEST(advance_more_than_space)
     wp__frame_reader_reset(&r);
     free(buf);
 }
-END_TEST
 
 /*
  * The same after a complete frame without a payload (READY, or an empty
@@ -645,15 +615,13 @@ END_TEST
  * offset to null pointer").  A fuzz driver that keeps feeding bytes after
  * FRAME_DONE gets here.
  */
-START_TEST(advance_after_empty_frame)
+WP_TEST(advance_after_empty_frame)
 {
     frame_reader r;
     frame_expect ex = from_worker(4);
     static const enum frame_type types[] = { FRAME_READY, FRAME_RESULT };
     for (size_t i = 0; i < 2; i++) {
-        frame_header h;
-        wp__frame_header(&h, types[i], 4, 0);
-        ck_assert_int_eq(feed_header(&r, &h, NULL, 0, &ex), FRAME_DONE);
+        ck_assert_int_eq(feed_frame(&r, types[i], 4, 0, NULL, 0, &ex), FRAME_DONE);
         ck_assert_ptr_null(r.payload);
         size_t room = 99;
         wp__frame_reader_space(&r, &room);
@@ -662,7 +630,6 @@ START_TEST(advance_after_empty_frame)
         wp__frame_reader_reset(&r);
     }
 }
-END_TEST
 
 /* -------------------------------------------------------------------- fuzz */
 
@@ -695,7 +662,7 @@ static const uint64_t interesting_lengths[] = {
 };
 static const size_t fuzz_limits[] = { 0, 1, 16, 64, 300, 4096 };
 
-START_TEST(fuzz_random_and_mutated)
+WP_TEST(fuzz_random_and_mutated)
 {
     enum { ROUNDS = 20000, MAXBUF = 4096 + HDR + 64 };
     rng_seed(0xC0FFEE);
@@ -789,51 +756,34 @@ START_TEST(fuzz_random_and_mutated)
         ck_assert_msg(counts[i] > 100, "outcome %u only %u times", i, counts[i]);
     free(buf);
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *frame_suite(void)
-{
-    Suite *s = suite_create("frame");
-
-    TCase *tc = tcase_create("valid");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, header_builder);
-    tcase_add_test(tc, task_whole);
-    tcase_add_test(tc, task_byte_by_byte);
-    tcase_add_test(tc, task_random_splits);
-    tcase_add_test(tc, result_failure_ready_valid);
-    tcase_add_test(tc, two_frames_back_to_back);
-    tcase_add_test(tc, take_transfers_ownership);
-    tcase_add_test(tc, truncated_stays_more);
-    tcase_add_test(tc, payload_nul_terminated);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("invalid");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, bad_magic);
-    tcase_add_test(tc, unknown_type);
-    tcase_add_test(tc, type_not_expected);
-    tcase_add_test(tc, wrong_task_id);
-    tcase_add_test(tc, task_id_zero);
-    tcase_add_test(tc, ready_with_payload);
-    tcase_add_test(tc, length_over_max_message);
-    tcase_add_test(tc, length_size_max_no_wraparound);
-    tcase_add_test(tc, failure_over_message_max);
-    tcase_add_test(tc, advance_more_than_space);
-    tcase_add_test(tc, advance_after_empty_frame);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("fuzz");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, fuzz_random_and_mutated);
-    suite_add_tcase(s, tc);
-
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(frame_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "frame", .timeout_s = 120 };
+    const tu_test tests[] = {
+        TU_CASE("valid", header_builder),
+        TU_CASE("valid", task_whole),
+        TU_CASE("valid", task_byte_by_byte),
+        TU_CASE("valid", task_random_splits),
+        TU_CASE("valid", result_failure_ready_valid),
+        TU_CASE("valid", two_frames_back_to_back),
+        TU_CASE("valid", take_transfers_ownership),
+        TU_CASE("valid", truncated_stays_more),
+        TU_CASE("valid", payload_nul_terminated),
+        TU_CASE("invalid", bad_magic),
+        TU_CASE("invalid", unknown_type),
+        TU_CASE("invalid", type_not_expected),
+        TU_CASE("invalid", wrong_task_id),
+        TU_CASE("invalid", task_id_zero),
+        TU_CASE("invalid", ready_with_payload),
+        TU_CASE("invalid", length_over_max_message),
+        TU_CASE("invalid", length_size_max_no_wraparound),
+        TU_CASE("invalid", failure_over_message_max),
+        TU_CASE("invalid", advance_more_than_space),
+        TU_CASE("invalid", advance_after_empty_frame),
+        TU_CASE("fuzz", fuzz_random_and_mutated),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

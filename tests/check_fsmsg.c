@@ -102,7 +102,7 @@ static void endpoints_close(endpoints *e)
 
 /* ------------------------------------------------------------------ codec */
 
-START_TEST(round_trip)
+WP_TEST(round_trip)
 {
     for (unsigned k = 0; k <= FS_MAX_FDS; k++) {
         encoded e = encode_sample(k);
@@ -117,9 +117,8 @@ START_TEST(round_trip)
             ck_assert_int_eq(fds.fd[i], sample_fds[i]);
     }
 }
-END_TEST
 
-START_TEST(data_part_not_a_message)
+WP_TEST(data_part_not_a_message)
 {
     encoded e = encode_sample(2);
     const size_t lens[] = { 0, 1, sizeof(fs_msg) - 1, sizeof(fs_msg) + 1 };
@@ -142,9 +141,8 @@ START_TEST(data_part_not_a_message)
     ck_assert_int_eq(decode(&e, MSG_TRUNC, &m, &fds), -EBADMSG);
     ck_assert_uint_eq(fds.n, 2);
 }
-END_TEST
 
-START_TEST(descriptors_cut_off)
+WP_TEST(descriptors_cut_off)
 {
     /* Three sent, one installed before EMFILE: the kernel shortens the
        record and sets MSG_CTRUNC. */
@@ -163,9 +161,8 @@ START_TEST(descriptors_cut_off)
     ck_assert_int_eq(decode(&e, MSG_CTRUNC, &m, &fds), -EMFILE);
     ck_assert_uint_eq(fds.n, 0);
 }
-END_TEST
 
-START_TEST(count_not_what_it_says)
+WP_TEST(count_not_what_it_says)
 {
     fs_msg m;
     fs_msg_fds fds;
@@ -193,9 +190,8 @@ START_TEST(count_not_what_it_says)
     ck_assert_uint_eq(fds.n, FS_MSG_FD_ROOM);
     ck_assert_int_eq(fds.fd[FS_MAX_FDS], extra);
 }
-END_TEST
 
-START_TEST(wrong_record_length)
+WP_TEST(wrong_record_length)
 {
     const size_t lens[] = { 0, CMSG_LEN(0) - 1, CMSG_LEN(2 * sizeof(int)) + 1,
                             CMSG_SPACE(3 * sizeof(int)) + 1, SIZE_MAX };
@@ -208,9 +204,8 @@ START_TEST(wrong_record_length)
         ck_assert_uint_eq(fds.n, 0); /* nothing from a record it cannot trust */
     }
 }
-END_TEST
 
-START_TEST(wrong_control_length)
+WP_TEST(wrong_control_length)
 {
     fs_msg m;
     fs_msg_fds fds;
@@ -231,9 +226,8 @@ START_TEST(wrong_control_length)
     e.controllen = CMSG_SPACE(sizeof(int)) + sizeof(int);
     ck_assert_int_eq(decode(&e, 0, &m, &fds), -EPROTO);
 }
-END_TEST
 
-START_TEST(not_scm_rights)
+WP_TEST(not_scm_rights)
 {
     const int kinds[][2] = { { SOL_SOCKET, SCM_CREDENTIALS }, { IPPROTO_IP, SCM_RIGHTS } };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
@@ -246,9 +240,8 @@ START_TEST(not_scm_rights)
         ck_assert_uint_eq(fds.n, 0); /* its data are not descriptors */
     }
 }
-END_TEST
 
-START_TEST(negative_descriptor)
+WP_TEST(negative_descriptor)
 {
     encoded e = encode_sample(3);
     int bad = -1;
@@ -259,9 +252,8 @@ START_TEST(negative_descriptor)
     ck_assert_uint_eq(fds.n, 1);
     ck_assert_int_eq(fds.fd[0], sample_fds[0]);
 }
-END_TEST
 
-START_TEST(unaligned_input)
+WP_TEST(unaligned_input)
 {
     encoded e = encode_sample(3);
     unsigned char data[1 + sizeof e.msg], control[1 + sizeof e.ctl.buf];
@@ -274,7 +266,6 @@ START_TEST(unaligned_input)
     ck_assert_uint_eq(fds.n, 3);
     ck_assert_int_eq(fds.fd[2], sample_fds[2]);
 }
-END_TEST
 
 /* ---------------------------------------------------------------- socket */
 
@@ -316,7 +307,7 @@ static void recv_fails_cleanly(int sock)
     ck_assert_msg(fd_open(STALE_FD), "descriptor %d, never received, was closed", STALE_FD);
 }
 
-START_TEST(failed_recv_reads_nothing)
+WP_TEST(failed_recv_reads_nothing)
 {
     ck_assert_uint_eq(sizeof(struct cmsghdr), 16); /* the layout leave_stale_records assumes */
     endpoints e = endpoints_open();
@@ -331,9 +322,8 @@ START_TEST(failed_recv_reads_nothing)
     close(STALE_FD);
     endpoints_close(&e);
 }
-END_TEST
 
-START_TEST(socket_round_trip)
+WP_TEST(socket_round_trip)
 {
     endpoints e = endpoints_open();
     fs_msg m;
@@ -359,10 +349,9 @@ START_TEST(socket_round_trip)
     ck_assert_uint_eq(m.nfds, 0);
     endpoints_close(&e);
 }
-END_TEST
 
 /* Receive a 3-descriptor message with room for only one more descriptor. */
-START_TEST(emfile_cuts_descriptors)
+WP_TEST(emfile_cuts_descriptors)
 {
     endpoints e = endpoints_open();
     int send[FS_MAX_FDS] = { e.pipe[0], e.pipe[1], e.pipe[0] };
@@ -386,10 +375,9 @@ START_TEST(emfile_cuts_descriptors)
     ck_assert_msg(!fd_open(low), "descriptor %d arrived and was left open", low);
     endpoints_close(&e);
 }
-END_TEST
 
 /* A datagram that is not a message, with a descriptor: both are dropped. */
-START_TEST(foreign_datagram)
+WP_TEST(foreign_datagram)
 {
     endpoints e = endpoints_open();
     int low = lowest_free_fd();
@@ -408,7 +396,6 @@ START_TEST(foreign_datagram)
     ck_assert_int_eq(lowest_free_fd(), low);
     endpoints_close(&e);
 }
-END_TEST
 
 /* ----------------------------------------------------------- with a pool */
 
@@ -439,14 +426,14 @@ static unsigned fds_like(const char *prefix, int *out, unsigned max)
 /* The owner closes descriptors it thinks are its own, the fork-server
    socket among them: the pool must notice, settle what it cannot run and
    touch no descriptor it does not have. */
-START_TEST(pool_loses_its_socket)
+WP_TEST_BOTH(pool_loses_its_socket)
 {
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     int canary[2];
     ck_assert_int_eq(pipe2(canary, O_CLOEXEC), 0);
     int socks[MAX_SEEN];
     unsigned n = fds_like("socket:", socks, MAX_SEEN);
-    if (_i == WP_START_FORKSERVER)
+    if (tu_method == WP_START_FORKSERVER)
         ck_assert_uint_ge(n, 1);
     for (unsigned i = 0; i < n; i++)
         close(socks[i]);
@@ -454,7 +441,7 @@ START_TEST(pool_loses_its_socket)
     wp_future *f = NULL;
     ck_assert_int_eq(wp_submit(p, tu_echo, "x", 1, NULL, &f), 0);
     ck_assert_int_eq(wp_future_wait(f, TU_DEADLINE_MS), 0);
-    if (_i == WP_START_FORK) /* it has no socket to lose */
+    if (tu_method == WP_START_FORK) /* it has no socket to lose */
         ck_assert_int_eq(wp_future_error(f), 0);
     ck_assert(fd_open(canary[0]) && fd_open(canary[1]));
     wp_future_release(f);
@@ -463,18 +450,14 @@ START_TEST(pool_loses_its_socket)
     close(canary[0]);
     close(canary[1]);
 }
-END_TEST
 
 /* The owner is out of descriptors when a replacement worker's pipe ends
    arrive (fork server) or are made (fork): a failed start that says so,
    and the pool recovers once descriptors are free again. */
-START_TEST(pool_out_of_descriptors)
+WP_TEST_BOTH(pool_out_of_descriptors)
 {
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
-    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
-    int pid;
-    memcpy(&pid, wp_future_result(f, NULL), sizeof pid);
-    wp_future_release(f);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+    int pid = tu_worker_pid(p);
 
     /* No new descriptor below the worker's lowest one, so closing its
        pipes frees nothing the replacement's could use. */
@@ -524,43 +507,28 @@ START_TEST(pool_out_of_descriptors)
     wp_future_release(g);
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *fsmsg_suite(void)
-{
-    Suite *s = suite_create("fsmsg");
-
-    TCase *tc = tcase_create("codec");
-    tcase_add_test(tc, round_trip);
-    tcase_add_test(tc, data_part_not_a_message);
-    tcase_add_test(tc, descriptors_cut_off);
-    tcase_add_test(tc, count_not_what_it_says);
-    tcase_add_test(tc, wrong_record_length);
-    tcase_add_test(tc, wrong_control_length);
-    tcase_add_test(tc, not_scm_rights);
-    tcase_add_test(tc, negative_descriptor);
-    tcase_add_test(tc, unaligned_input);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("socket");
-    tcase_add_test(tc, failed_recv_reads_nothing);
-    tcase_add_test(tc, socket_round_trip);
-    tcase_add_test(tc, emfile_cuts_descriptors);
-    tcase_add_test(tc, foreign_datagram);
-    suite_add_tcase(s, tc);
-
-    const tu_test tests[] = {
-        { "pool_loses_its_socket", pool_loses_its_socket },
-        { "pool_out_of_descriptors", pool_out_of_descriptors },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
-
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(fsmsg_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "fsmsg", .timeout_s = 60 };
+    const tu_test tests[] = {
+        TU_CASE("codec", round_trip),
+        TU_CASE("codec", data_part_not_a_message),
+        TU_CASE("codec", descriptors_cut_off),
+        TU_CASE("codec", count_not_what_it_says),
+        TU_CASE("codec", wrong_record_length),
+        TU_CASE("codec", wrong_control_length),
+        TU_CASE("codec", not_scm_rights),
+        TU_CASE("codec", negative_descriptor),
+        TU_CASE("codec", unaligned_input),
+        TU_CASE("socket", failed_recv_reads_nothing),
+        TU_CASE("socket", socket_round_trip),
+        TU_CASE("socket", emfile_cuts_descriptors),
+        TU_CASE("socket", foreign_datagram),
+        TU_TEST(pool_loses_its_socket),
+        TU_TEST(pool_out_of_descriptors),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -139,7 +139,7 @@ static bool no_waiters(wp_future *f)
 
 /* ------------------------------------------------------- settle / state */
 
-START_TEST(unsettled_readers)
+WP_TEST(unsettled_readers)
 {
     wp_future *f = new_future();
     ck_assert_int_eq(wp_future_state(f), WP_PENDING);
@@ -154,9 +154,8 @@ START_TEST(unsettled_readers)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 1);
 }
-END_TEST
 
-START_TEST(settle_success)
+WP_TEST(settle_success)
 {
     wp_future *f = new_future();
     void *res = dup_bytes("forty-two");
@@ -176,9 +175,8 @@ START_TEST(settle_success)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 1);
 }
-END_TEST
 
-START_TEST(settle_success_empty)
+WP_TEST(settle_success_empty)
 {
     /* An empty success still answers non-NULL: NULL always means "no". */
     wp_future *f = new_future();
@@ -189,9 +187,8 @@ START_TEST(settle_success_empty)
     ck_assert_int_eq(wp_future_error(f), 0);
     wp_future_release(f);
 }
-END_TEST
 
-START_TEST(settle_failure)
+WP_TEST(settle_failure)
 {
     wp_future *f = new_future();
     char msg[32];
@@ -199,13 +196,7 @@ START_TEST(settle_failure)
     /* A result passed with a failure is freed (LeakSanitizer checks). */
     ck_assert_int_eq(wp__future_settle(f, WP_ETASK, 3, msg, dup_bytes("partial"), 7), WP_FAILED);
     memset(msg, 'X', sizeof msg - 1); /* the message was copied */
-    ck_assert_int_eq(wp_future_state(f), WP_FAILED);
-    ck_assert_int_eq(wp_future_error(f), WP_ETASK);
-    ck_assert_int_eq(wp_future_code(f), 3);
-    ck_assert_str_eq(wp_future_message(f), "cannot open input");
-    size_t len = 99;
-    ck_assert_ptr_null(wp_future_result(f, &len));
-    ck_assert_uint_eq(len, 0);
+    tu_check_outcome(f, WP_FAILED, WP_ETASK, 3, "cannot open input");
     ck_assert_int_eq(wp_future_wait(f, 0), 0);
     wp_future_release(f);
 
@@ -215,30 +206,21 @@ START_TEST(settle_failure)
     for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
         f = new_future();
         ck_assert_int_eq(wp__future_settle(f, outcomes[i], 11, NULL, NULL, 0), WP_FAILED);
-        ck_assert_int_eq(wp_future_error(f), outcomes[i]);
-        ck_assert_int_eq(wp_future_code(f), 11);
-        ck_assert_str_eq(wp_future_message(f), "");
-        ck_assert_ptr_null(wp_future_result(f, NULL));
+        tu_check_outcome(f, WP_FAILED, outcomes[i], 11, "");
         wp_future_release(f);
     }
 }
-END_TEST
 
-START_TEST(settle_cancelled)
+WP_TEST(settle_cancelled)
 {
     wp_future *f = new_future();
     ck_assert_int_eq(wp__future_settle(f, WP_ECANCELED, 0, "cancelled by test", NULL, 0),
                      WP_CANCELLED);
-    ck_assert_int_eq(wp_future_state(f), WP_CANCELLED);
-    ck_assert_int_eq(wp_future_error(f), WP_ECANCELED);
-    ck_assert_int_eq(wp_future_code(f), 0);
-    ck_assert_str_eq(wp_future_message(f), "cancelled by test");
-    ck_assert_ptr_null(wp_future_result(f, NULL));
+    tu_check_outcome(f, WP_CANCELLED, WP_ECANCELED, 0, "cancelled by test");
     wp_future_release(f);
 }
-END_TEST
 
-START_TEST(settle_once)
+WP_TEST(settle_once)
 {
     wp_future *f = new_future();
     ck_assert_int_eq(settle_ok(f, "first"), WP_SUCCEEDED);
@@ -261,9 +243,8 @@ START_TEST(settle_once)
     wp_future_release(g);
     ck_assert_int_eq(atomic_load(&g_frees), 2);
 }
-END_TEST
 
-START_TEST(start_and_requeue)
+WP_TEST(start_and_requeue)
 {
     wp_future *f = new_future();
     ck_assert(!wp__future_requeue(f)); /* not running */
@@ -282,7 +263,6 @@ START_TEST(start_and_requeue)
     ck_assert_int_eq(wp_future_state(f), WP_CANCELLED);
     wp_future_release(f);
 }
-END_TEST
 
 /* future_ops.settling: told the final outcome once, under f->mu, before
    anyone can see it settled. */
@@ -338,7 +318,7 @@ static void *settling_waiter_main(void *arg)
     return NULL;
 }
 
-START_TEST(settling_op_told_once_before_publishing)
+WP_TEST(settling_op_told_once_before_publishing)
 {
     wp_future *f = new_future_settling();
     ck_assert_int_eq(settle_ok(f, "r"), WP_SUCCEEDED);
@@ -374,11 +354,10 @@ START_TEST(settling_op_told_once_before_publishing)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 4);
 }
-END_TEST
 
 /* ----------------------------------------------------------------- cancel */
 
-START_TEST(cancel_requested_turns_success_into_cancelled)
+WP_TEST(cancel_requested_turns_success_into_cancelled)
 {
     rec *r = new_rec(0);
     wp_future *f = &r->f;
@@ -409,9 +388,8 @@ START_TEST(cancel_requested_turns_success_into_cancelled)
     ck_assert_int_eq(wp_future_code(f), 0);
     wp_future_release(f);
 }
-END_TEST
 
-START_TEST(cancel_settled_is_einval)
+WP_TEST(cancel_settled_is_einval)
 {
     rec *r = new_rec(0);
     ck_assert_int_eq(settle_ok(&r->f, "done"), WP_SUCCEEDED);
@@ -430,9 +408,8 @@ START_TEST(cancel_settled_is_einval)
     ck_assert_int_eq(wp_future_cancel(&r->f), WP_EINVAL);
     wp_future_release(&r->f);
 }
-END_TEST
 
-START_TEST(cancel_passes_owner_answer_through)
+WP_TEST(cancel_passes_owner_answer_through)
 {
     static const int answers[] = { WP_EBUSY, WP_EINVAL };
     for (size_t i = 0; i < 2; i++) {
@@ -450,11 +427,10 @@ START_TEST(cancel_passes_owner_answer_through)
         wp_future_release(f);
     }
 }
-END_TEST
 
 /* ------------------------------------------------------------------ waits */
 
-START_TEST(wait_timeout_unsettled)
+WP_TEST(wait_timeout_unsettled)
 {
     wp_future *f = new_future();
     ck_assert_int_eq(wp_future_wait(f, 0), WP_ETIMEDOUT);
@@ -465,7 +441,6 @@ START_TEST(wait_timeout_unsettled)
     ck_assert_int_eq(wp_future_state(f), WP_RUNNING);
     wp_future_release(f);
 }
-END_TEST
 
 /*
  * A wait with a timeout must not give up before the timeout has passed
@@ -491,7 +466,7 @@ static int do_wait_any(void *arg)
 }
 static int do_wait_all(void *arg) { return wp_wait_all(arg, 2, 50); }
 
-START_TEST(wait_timeout_lower_bound)
+WP_TEST(wait_timeout_lower_bound)
 {
     wp_future *fs[2] = { new_future(), new_future() };
     int rc;
@@ -509,7 +484,6 @@ START_TEST(wait_timeout_lower_bound)
     wp_future_release(fs[0]);
     wp_future_release(fs[1]);
 }
-END_TEST
 
 typedef struct waiter {
     pthread_t  thread;
@@ -542,7 +516,7 @@ static void waiter_start(waiter *w, wp_future *f, int64_t timeout, atomic_bool *
     ck_assert_int_eq(pthread_create(&w->thread, NULL, waiter_main, w), 0);
 }
 
-START_TEST(waiter_released_by_settle_from_other_thread)
+WP_TEST(waiter_released_by_settle_from_other_thread)
 {
     static const int64_t timeouts[] = { -1, 30000 };
     for (size_t i = 0; i < 2; i++) {
@@ -562,9 +536,8 @@ START_TEST(waiter_released_by_settle_from_other_thread)
         wp_future_release(f);
     }
 }
-END_TEST
 
-START_TEST(many_waiters_all_wake)
+WP_TEST(many_waiters_all_wake)
 {
     enum { N = 8 };
     wp_future *f = new_future();
@@ -585,7 +558,6 @@ START_TEST(many_waiters_all_wake)
     }
     wp_future_release(f);
 }
-END_TEST
 
 /* --------------------------------------------------------- done-callbacks */
 
@@ -624,7 +596,7 @@ static void *settler_main(void *arg)
     return NULL;
 }
 
-START_TEST(callbacks_in_order_on_settling_thread)
+WP_TEST(callbacks_in_order_on_settling_thread)
 {
     wp_future *f = new_future();
     for (intptr_t i = 1; i <= 5; i++)
@@ -658,7 +630,6 @@ START_TEST(callbacks_in_order_on_settling_thread)
     ck_assert_int_eq(g_log.order[6], 7);
     wp_future_release(f);
 }
-END_TEST
 
 static void cb_check_settled(wp_future *f, void *ctx)
 {
@@ -669,7 +640,7 @@ static void cb_check_settled(wp_future *f, void *ctx)
        && wp_future_wait(f, 0) == 0;
 }
 
-START_TEST(callback_sees_outcome)
+WP_TEST(callback_sees_outcome)
 {
     wp_future *f = new_future();
     int ok = -1;
@@ -678,7 +649,6 @@ START_TEST(callback_sees_outcome)
     ck_assert_int_eq(ok, 1);
     wp_future_release(f);
 }
-END_TEST
 
 static void cb_release(wp_future *f, void *ctx)
 {
@@ -686,7 +656,7 @@ static void cb_release(wp_future *f, void *ctx)
     wp_future_release(f);
 }
 
-START_TEST(callback_releases_last_reference)
+WP_TEST(callback_releases_last_reference)
 {
     /* While settling. */
     wp_future *f = new_future();
@@ -712,7 +682,6 @@ START_TEST(callback_releases_last_reference)
     ck_assert_int_eq(wp_future_on_done(f, cb_release, NULL), 0);
     ck_assert_int_eq(atomic_load(&g_frees), 3);
 }
-END_TEST
 
 /* Registering from several threads while the future settles: every
    callback runs exactly once, whichever side runs it. */
@@ -742,7 +711,7 @@ static void *registrar_main(void *arg)
     return NULL;
 }
 
-START_TEST(callbacks_registered_during_settle_run_once)
+WP_TEST(callbacks_registered_during_settle_run_once)
 {
     for (int round = 0; round < 20; round++) {
         for (int i = 0; i < REG_THREADS * REG_EACH; i++)
@@ -769,7 +738,6 @@ START_TEST(callbacks_registered_during_settle_run_once)
         wp_future_release(f);
     }
 }
-END_TEST
 
 /* ------------------------------------------------------------- refcounts */
 
@@ -796,18 +764,26 @@ static void *rc_main(void *arg)
     return NULL;
 }
 
-START_TEST(refcount_threads_free_once)
+/* Start RC_THREADS threads of rc_main on f, each given a reference of its
+   own (released there), all to start at *go (made here for them and the
+   caller). */
+static void rc_threads_start(wp_future *f, pthread_barrier_t *go, pthread_t *th, rc_arg *args)
+{
+    ck_assert_int_eq(pthread_barrier_init(go, NULL, RC_THREADS + 1), 0);
+    for (int i = 0; i < RC_THREADS; i++) {
+        wp_future_retain(f);
+        args[i] = (rc_arg){ .f = f, .go = go, .release_one = true };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
+    }
+}
+
+WP_TEST(refcount_threads_free_once)
 {
     wp_future *f = new_future();
     pthread_barrier_t go;
-    ck_assert_int_eq(pthread_barrier_init(&go, NULL, RC_THREADS + 1), 0);
     pthread_t th[RC_THREADS];
     rc_arg args[RC_THREADS];
-    for (int i = 0; i < RC_THREADS; i++) {
-        wp_future_retain(f); /* one reference per thread, released there */
-        args[i] = (rc_arg){ .f = f, .go = &go, .release_one = true };
-        ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
-    }
+    rc_threads_start(f, &go, th, args);
     ck_assert_int_eq(atomic_load(&f->refs), RC_THREADS + 1);
     pthread_barrier_wait(&go);
     /* Settle while the others retain and release. */
@@ -821,23 +797,17 @@ START_TEST(refcount_threads_free_once)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 1);
 }
-END_TEST
 
-START_TEST(refcount_last_release_by_any_thread)
+WP_TEST(refcount_last_release_by_any_thread)
 {
     /* Main's own reference goes first; the last thread to finish frees. */
     for (int round = 0; round < 20; round++) {
         atomic_store(&g_frees, 0);
         wp_future *f = new_future();
         pthread_barrier_t go;
-        ck_assert_int_eq(pthread_barrier_init(&go, NULL, RC_THREADS + 1), 0);
         pthread_t th[RC_THREADS];
         rc_arg args[RC_THREADS];
-        for (int i = 0; i < RC_THREADS; i++) {
-            wp_future_retain(f);
-            args[i] = (rc_arg){ .f = f, .go = &go, .release_one = true };
-            ck_assert_int_eq(pthread_create(&th[i], NULL, rc_main, &args[i]), 0);
-        }
+        rc_threads_start(f, &go, th, args);
         ck_assert_int_eq(wp__future_settle(f, WP_ETASK, 2, "message to free", NULL, 0), WP_FAILED);
         wp_future_release(f);
         pthread_barrier_wait(&go);
@@ -847,9 +817,8 @@ START_TEST(refcount_last_release_by_any_thread)
         pthread_barrier_destroy(&go);
     }
 }
-END_TEST
 
-START_TEST(release_order_irrelevant)
+WP_TEST(release_order_irrelevant)
 {
     /* Two references: the "pool" (settles) and the "caller". */
     /* a) caller releases first, before the settle. */
@@ -888,11 +857,10 @@ START_TEST(release_order_irrelevant)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 4);
 }
-END_TEST
 
 /* --------------------------------------------------------------- wait_any */
 
-START_TEST(wait_any_invalid)
+WP_TEST(wait_any_invalid)
 {
     wp_future *a = new_future(), *b = new_future();
     ck_assert_int_eq(settle_ok(a, "a"), WP_SUCCEEDED);
@@ -911,9 +879,8 @@ START_TEST(wait_any_invalid)
     wp_future_release(a);
     wp_future_release(b);
 }
-END_TEST
 
-START_TEST(wait_any_lowest_settled)
+WP_TEST(wait_any_lowest_settled)
 {
     enum { N = 5 };
     wp_future *fs[N];
@@ -949,7 +916,6 @@ START_TEST(wait_any_lowest_settled)
     }
     ck_assert_int_eq(atomic_load(&g_frees), N);
 }
-END_TEST
 
 typedef struct any_waiter {
     wp_future **fs;
@@ -969,7 +935,7 @@ static void *any_waiter_main(void *arg)
     return NULL;
 }
 
-START_TEST(wait_any_woken_by_settle_from_other_thread)
+WP_TEST(wait_any_woken_by_settle_from_other_thread)
 {
     enum { N = 4, WAITERS = 4 };
     wp_future *fs[N];
@@ -1005,9 +971,8 @@ START_TEST(wait_any_woken_by_settle_from_other_thread)
     for (int i = 0; i < N; i++)
         wp_future_release(fs[i]);
 }
-END_TEST
 
-START_TEST(wait_any_timeout_then_settle)
+WP_TEST(wait_any_timeout_then_settle)
 {
     wp_future *fs[3] = { new_future(), new_future(), new_future() };
     size_t idx = 5;
@@ -1023,11 +988,10 @@ START_TEST(wait_any_timeout_then_settle)
     for (int i = 0; i < 3; i++)
         wp_future_release(fs[i]);
 }
-END_TEST
 
 /* --------------------------------------------------------------- wait_all */
 
-START_TEST(wait_all_mixed_outcomes)
+WP_TEST(wait_all_mixed_outcomes)
 {
     wp_future *fs[4] = { new_future(), new_future(), new_future(), new_future() };
     ck_assert_int_eq(wp_wait_all(fs, 4, 0), WP_ETIMEDOUT);
@@ -1049,9 +1013,8 @@ START_TEST(wait_all_mixed_outcomes)
     for (int i = 0; i < 4; i++)
         wp_future_release(fs[i]);
 }
-END_TEST
 
-START_TEST(wait_all_invalid)
+WP_TEST(wait_all_invalid)
 {
     wp_future *a = new_future();
     ck_assert_int_eq(settle_ok(a, "a"), WP_SUCCEEDED);
@@ -1061,7 +1024,6 @@ START_TEST(wait_all_invalid)
     ck_assert_int_eq(wp_wait_all(fs, 2, -1), WP_EINVAL);
     wp_future_release(a);
 }
-END_TEST
 
 typedef struct all_waiter {
     wp_future **fs;
@@ -1081,7 +1043,7 @@ static void *all_waiter_main(void *arg)
     return NULL;
 }
 
-START_TEST(wait_all_returns_only_once_all_settled)
+WP_TEST(wait_all_returns_only_once_all_settled)
 {
     enum { N = 3 };
     wp_future *fs[N] = { new_future(), new_future(), new_future() };
@@ -1105,11 +1067,10 @@ START_TEST(wait_all_returns_only_once_all_settled)
     for (int i = 0; i < N; i++)
         wp_future_release(fs[i]);
 }
-END_TEST
 
 /* Already-settled futures after the first pending one count as settled: a
    single settle of the pending one completes the wait. */
-START_TEST(wait_all_pending_first_then_settled)
+WP_TEST(wait_all_pending_first_then_settled)
 {
     enum { N = 4 };
     wp_future *fs[N] = { new_future(), new_future(), new_future(), new_future() };
@@ -1135,7 +1096,6 @@ START_TEST(wait_all_pending_first_then_settled)
         wp_future_release(fs[i]);
     }
 }
-END_TEST
 
 /* ---------------------------------------------------------- NULL and codes */
 
@@ -1146,7 +1106,7 @@ static void cb_never(wp_future *f, void *ctx)
     ck_abort_msg("callback must not run");
 }
 
-START_TEST(null_arguments)
+WP_TEST(null_arguments)
 {
     size_t len = 5;
     ck_assert_int_eq(wp_future_state(NULL), WP_EINVAL);
@@ -1178,9 +1138,8 @@ START_TEST(null_arguments)
     wp_future_release(f);
     ck_assert_int_eq(atomic_load(&g_frees), 1);
 }
-END_TEST
 
-START_TEST(strerror_codes)
+WP_TEST(strerror_codes)
 {
     static const int codes[] = { 0, WP_EINVAL, WP_ENOMEM, WP_EAGAIN, WP_ETIMEDOUT,
                                  WP_ECANCELED, WP_ESHUTDOWN, WP_ECRASHED, WP_ETASK,
@@ -1201,7 +1160,6 @@ START_TEST(strerror_codes)
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         ck_assert_str_eq(wp_strerror(unknown[i]), "unknown error");
 }
-END_TEST
 
 /* Each test starts with fresh counters (also without CK_FORK). */
 static void reset_globals(void)
@@ -1215,75 +1173,42 @@ static void reset_globals(void)
 
 /* A test case of this suite, with its timeout; every test starts from
    reset_globals. */
-static TCase *future_tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tcase_add_checked_fixture(tc, reset_globals, NULL);
-    return tc;
-}
-
-static Suite *future_suite(void)
-{
-    Suite *s = suite_create("future");
-
-    TCase *tc = future_tcase("settle", 30);
-    tcase_add_test(tc, unsettled_readers);
-    tcase_add_test(tc, settle_success);
-    tcase_add_test(tc, settle_success_empty);
-    tcase_add_test(tc, settle_failure);
-    tcase_add_test(tc, settle_cancelled);
-    tcase_add_test(tc, settle_once);
-    tcase_add_test(tc, start_and_requeue);
-    tcase_add_test(tc, settling_op_told_once_before_publishing);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("cancel", 30);
-    tcase_add_test(tc, cancel_requested_turns_success_into_cancelled);
-    tcase_add_test(tc, cancel_settled_is_einval);
-    tcase_add_test(tc, cancel_passes_owner_answer_through);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("wait", 30);
-    tcase_add_test(tc, wait_timeout_unsettled);
-    tcase_add_test(tc, wait_timeout_lower_bound);
-    tcase_add_test(tc, waiter_released_by_settle_from_other_thread);
-    tcase_add_test(tc, many_waiters_all_wake);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("callbacks", 30);
-    tcase_add_test(tc, callbacks_in_order_on_settling_thread);
-    tcase_add_test(tc, callback_sees_outcome);
-    tcase_add_test(tc, callback_releases_last_reference);
-    tcase_add_test(tc, callbacks_registered_during_settle_run_once);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("refcount", 60);
-    tcase_add_test(tc, refcount_threads_free_once);
-    tcase_add_test(tc, refcount_last_release_by_any_thread);
-    tcase_add_test(tc, release_order_irrelevant);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("many", 30);
-    tcase_add_test(tc, wait_any_invalid);
-    tcase_add_test(tc, wait_any_lowest_settled);
-    tcase_add_test(tc, wait_any_woken_by_settle_from_other_thread);
-    tcase_add_test(tc, wait_any_timeout_then_settle);
-    tcase_add_test(tc, wait_all_mixed_outcomes);
-    tcase_add_test(tc, wait_all_invalid);
-    tcase_add_test(tc, wait_all_returns_only_once_all_settled);
-    tcase_add_test(tc, wait_all_pending_first_then_settled);
-    suite_add_tcase(s, tc);
-
-    tc = future_tcase("api", 30);
-    tcase_add_test(tc, null_arguments);
-    tcase_add_test(tc, strerror_codes);
-    suite_add_tcase(s, tc);
-
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(future_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "future", .timeout_s = 60, .setup = reset_globals };
+    const tu_test tests[] = {
+        TU_CASE("settle", unsettled_readers),
+        TU_CASE("settle", settle_success),
+        TU_CASE("settle", settle_success_empty),
+        TU_CASE("settle", settle_failure),
+        TU_CASE("settle", settle_cancelled),
+        TU_CASE("settle", settle_once),
+        TU_CASE("settle", start_and_requeue),
+        TU_CASE("settle", settling_op_told_once_before_publishing),
+        TU_CASE("cancel", cancel_requested_turns_success_into_cancelled),
+        TU_CASE("cancel", cancel_settled_is_einval),
+        TU_CASE("cancel", cancel_passes_owner_answer_through),
+        TU_CASE("wait", wait_timeout_unsettled),
+        TU_CASE("wait", wait_timeout_lower_bound),
+        TU_CASE("wait", waiter_released_by_settle_from_other_thread),
+        TU_CASE("wait", many_waiters_all_wake),
+        TU_CASE("callbacks", callbacks_in_order_on_settling_thread),
+        TU_CASE("callbacks", callback_sees_outcome),
+        TU_CASE("callbacks", callback_releases_last_reference),
+        TU_CASE("callbacks", callbacks_registered_during_settle_run_once),
+        TU_CASE("refcount", refcount_threads_free_once),
+        TU_CASE("refcount", refcount_last_release_by_any_thread),
+        TU_CASE("refcount", release_order_irrelevant),
+        TU_CASE("many", wait_any_invalid),
+        TU_CASE("many", wait_any_lowest_settled),
+        TU_CASE("many", wait_any_woken_by_settle_from_other_thread),
+        TU_CASE("many", wait_any_timeout_then_settle),
+        TU_CASE("many", wait_all_mixed_outcomes),
+        TU_CASE("many", wait_all_invalid),
+        TU_CASE("many", wait_all_returns_only_once_all_settled),
+        TU_CASE("many", wait_all_pending_first_then_settled),
+        TU_CASE("api", null_arguments),
+        TU_CASE("api", strerror_codes),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -5,8 +5,8 @@
  * many submitting threads, backpressure, big frames, result limits, stats,
  * done-callbacks, shutdown, and what workers inherit.
  *
- * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
- * WP_START_FORK.  No test sleeps to let things happen: it waits on futures,
+ * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
+ * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.
  * Tasks that must stay running while the test looks use tu_report with
  * FIFOs the test owns (testutil.h).
@@ -26,60 +26,28 @@
 
 #include "testutil.h"
 
-#define DEADLINE_MS TU_DEADLINE_MS /* for conditions that must come true */
-
-static int method; /* the start method of the running test (loop index) */
-
-/* A pool with the test's start method, its workers all alive (started:
-   0, this suite only ever waited for workers_alive). */
-static wp_pool *make_pool(wp_pool_options o)
-{
-    o.start_method = method;
-    wp_pool *p = tu_pool_create(o);
-    tu_wait_workers(p, o.workers, 0);
-    return p;
-}
-
-static void check_echo(wp_future *f, const void *want, size_t want_len)
-{
-    size_t len = 12345;
-    ck_assert_int_eq(wp_future_wait(f, -1), 0);
-    ck_assert_int_eq(wp_future_state(f), WP_SUCCEEDED);
-    ck_assert_int_eq(wp_future_error(f), 0);
-    ck_assert_int_eq(wp_future_code(f), 0);
-    ck_assert_str_eq(wp_future_message(f), "");
-    const void *r = wp_future_result(f, &len);
-    ck_assert_uint_eq(len, want_len);
-    if (want_len > 0) {
-        ck_assert_ptr_nonnull(r);
-        ck_assert_int_eq(memcmp(r, want, want_len), 0);
-    }
-}
 
 /* ------------------------------------------------------------- creation */
 
-START_TEST(create_null_options)
+WP_TEST_BOTH(create_null_options)
 {
-    method = _i;
     wp_pool *p = NULL;
     ck_assert_int_eq(wp_pool_create(&p, NULL), 0);
     ck_assert_ptr_nonnull(p);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN); /* workers 0 = online CPUs */
     tu_wait_workers(p, cpus > 0 ? (unsigned)cpus : 1, 0);
     wp_future *f = tu_run(p, tu_echo, "abc", 3, NULL);
-    check_echo(f, "abc", 3);
+    tu_check_echo(f, "abc", 3);
     wp_future_release(f);
     wp_pool_destroy(p);
 }
-END_TEST
 
-START_TEST(create_with_options)
+WP_TEST_BOTH(create_with_options)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){
+    wp_pool *p = tu_make_pool((wp_pool_options){
         .workers = 3, .queue_capacity = 16, .max_message = 1 << 20 });
     wp_future *f = tu_run(p, tu_echo, "options", 7, NULL);
-    check_echo(f, "options", 7);
+    tu_check_echo(f, "options", 7);
     wp_future_release(f);
     wp_pool_stats s = tu_pool_stats(p);
     ck_assert_uint_eq(s.workers_alive, 3);
@@ -91,48 +59,44 @@ START_TEST(create_with_options)
     ck_assert_ptr_null(f);
     wp_pool_destroy(p);
 }
-END_TEST
 
-START_TEST(create_bad_options)
+WP_TEST_BOTH(create_bad_options)
 {
-    method = _i;
     wp_pool *p = (wp_pool *)&p;
     wp_pool_options o = { .workers = 1, .start_method = 7 };
     ck_assert_int_eq(wp_pool_create(&p, &o), WP_EINVAL);
     ck_assert_ptr_null(p);
 
     p = (wp_pool *)&p;
-    o = (wp_pool_options){ .workers = 100000, .start_method = method };
+    o = (wp_pool_options){ .workers = 100000, .start_method = tu_method };
     ck_assert_int_eq(wp_pool_create(&p, &o), WP_EINVAL);
     ck_assert_ptr_null(p);
 
-    o = (wp_pool_options){ .workers = 1, .start_method = method };
+    o = (wp_pool_options){ .workers = 1, .start_method = tu_method };
     ck_assert_int_eq(wp_pool_create(NULL, &o), WP_EINVAL);
     ck_assert_int_eq(wp_pool_create(NULL, NULL), WP_EINVAL);
 }
-END_TEST
 
 /* --------------------------------------------------------------- submit */
 
-START_TEST(echo_small_and_empty)
+WP_TEST_BOTH(echo_small_and_empty)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     const char msg[] = "hello, worker";
     wp_future *f = tu_run(p, tu_echo, msg, sizeof msg, NULL);
-    check_echo(f, msg, sizeof msg);
+    tu_check_echo(f, msg, sizeof msg);
     wp_future_release(f);
 
     f = tu_run(p, tu_echo, NULL, 0, NULL); /* empty argument, empty result */
-    check_echo(f, NULL, 0);
+    tu_check_echo(f, NULL, 0);
     wp_future_release(f);
 
     f = tu_run(p, tu_echo, msg, 0, NULL); /* non-NULL pointer, zero length */
-    check_echo(f, NULL, 0);
+    tu_check_echo(f, NULL, 0);
     wp_future_release(f);
 
     f = tu_run(p, tu_empty, msg, sizeof msg, NULL);
-    check_echo(f, NULL, 0);
+    tu_check_echo(f, NULL, 0);
     wp_future_release(f);
 
     /* Many futures waited at once, each with its own bytes. */
@@ -145,17 +109,15 @@ START_TEST(echo_small_and_empty)
     }
     ck_assert_int_eq(wp_wait_all(fs, N, -1), 0);
     for (int i = 0; i < N; i++) {
-        check_echo(fs[i], &vals[i], sizeof vals[i]);
+        tu_check_echo(fs[i], &vals[i], sizeof vals[i]);
         wp_future_release(fs[i]);
     }
     wp_pool_destroy(p);
 }
-END_TEST
 
-START_TEST(submit_bad_arguments)
+WP_TEST_BOTH(submit_bad_arguments)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .max_message = 4096 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .max_message = 4096 });
     wp_future *f;
     const char arg[] = "x";
 #define EXPECT_FAIL(code, call)                  \
@@ -184,7 +146,7 @@ START_TEST(submit_bad_arguments)
     ck_assert_uint_eq(s.submitted, 0); /* nothing was queued */
 
     f = tu_run(p, tu_echo, big, 4096, NULL);
-    check_echo(f, big, 4096);
+    tu_check_echo(f, big, 4096);
     wp_future_release(f);
     free(big);
 
@@ -193,88 +155,49 @@ START_TEST(submit_bad_arguments)
     ck_assert_int_eq(wp_pool_get_stats(p, NULL), WP_EINVAL);
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ------------------------------------------------- many submitting threads */
 
 enum { THREADS = 8, PER_THREAD = 2000 };
 
-typedef struct submitter {
-    wp_pool  *pool;
-    uint32_t  id;
-    int       bad;      /* results that did not match */
-    int       failed;   /* submits that failed */
-} submitter;
-
-static void *submit_many(void *arg)
+/* Task i of thread t echoes { t, i }. */
+static int echo_pair(void *pool, unsigned t, unsigned i, wp_future **out)
 {
-    submitter *s = arg;
-    wp_future **fs = calloc(PER_THREAD, sizeof *fs);
-    if (fs == NULL) {
-        s->failed = PER_THREAD;
-        return NULL;
-    }
-    for (uint32_t i = 0; i < PER_THREAD; i++) {
-        uint32_t v[2] = { s->id, i };
-        if (wp_submit(s->pool, tu_echo, v, sizeof v, NULL, &fs[i]) != 0)
-            s->failed++;
-    }
-    for (uint32_t i = 0; i < PER_THREAD; i++) {
-        if (fs[i] == NULL)
-            continue;
-        uint32_t v[2] = { s->id, i };
-        size_t len = 0;
-        const void *r = NULL;
-        if (wp_future_wait(fs[i], -1) != 0 || wp_future_state(fs[i]) != WP_SUCCEEDED ||
-            (r = wp_future_result(fs[i], &len)) == NULL || len != sizeof v ||
-            memcmp(r, v, sizeof v) != 0) {
-            uint32_t got[2] = { 0, 0 };
-            if (r != NULL && len == sizeof got)
-                memcpy(got, r, sizeof got);
-            fprintf(stderr, "thread %u task %u: state %d, %s, \"%s\", %zu bytes {%u, %u}\n",
-                    (unsigned)s->id, (unsigned)i, wp_future_state(fs[i]),
-                    wp_strerror(wp_future_error(fs[i])), wp_future_message(fs[i]), len,
-                    (unsigned)got[0], (unsigned)got[1]);
-            s->bad++;
-        }
-        wp_future_release(fs[i]);
-    }
-    free(fs);
-    return NULL;
+    uint32_t v[2] = { t, i };
+    return wp_submit(pool, tu_echo, v, sizeof v, NULL, out);
 }
 
-START_TEST(many_submitting_threads)
+static bool echoed_pair(void *pool, unsigned t, unsigned i, wp_future *f)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2, .queue_capacity = 256 });
-    pthread_t th[THREADS];
-    submitter sub[THREADS];
-    for (uint32_t t = 0; t < THREADS; t++) {
-        sub[t] = (submitter){ .pool = p, .id = t };
-        ck_assert_int_eq(pthread_create(&th[t], NULL, submit_many, &sub[t]), 0);
-    }
-    for (int t = 0; t < THREADS; t++)
-        ck_assert_int_eq(pthread_join(th[t], NULL), 0);
-    for (int t = 0; t < THREADS; t++) {
-        ck_assert_int_eq(sub[t].failed, 0);
-        ck_assert_int_eq(sub[t].bad, 0);
-    }
+    (void)pool;
+    uint32_t v[2] = { t, i }, got[2] = { 0, 0 };
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    if (wp_future_state(f) == WP_SUCCEEDED && r != NULL && len == sizeof v &&
+        memcmp(r, v, sizeof v) == 0)
+        return true;
+    if (r != NULL && len == sizeof got)
+        memcpy(got, r, sizeof got);
+    fprintf(stderr, "thread %u task %u: state %d, %s, \"%s\", %zu bytes {%u, %u}\n", t, i,
+            wp_future_state(f), wp_strerror(wp_future_error(f)), wp_future_message(f), len,
+            (unsigned)got[0], (unsigned)got[1]);
+    return false;
+}
+
+WP_TEST_BOTH(many_submitting_threads)
+{
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2, .queue_capacity = 256 });
+    tu_run_crowd(&(tu_crowd){ .threads = THREADS, .per_thread = PER_THREAD, .submit = echo_pair,
+                              .ok = echoed_pair, .ctx = p });
     /* Every future was waited on; after shutdown every count is final. */
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.submitted, (uint64_t)THREADS * PER_THREAD);
-    ck_assert_uint_eq(s.succeeded, s.submitted);
-    ck_assert_uint_eq(s.failed, 0);
-    ck_assert_uint_eq(s.cancelled, 0);
-    ck_assert_uint_eq(s.timed_out, 0);
-    ck_assert_uint_eq(s.crashed, 0);
-    ck_assert_uint_eq(s.retried, 0);
-    ck_assert_uint_eq(s.queued, 0);
-    ck_assert_uint_eq(s.running, 0);
-    ck_assert_uint_eq(s.workers_alive, 0);
+    tu_assert_stats(s, .submitted = TU_EQ((uint64_t)THREADS * PER_THREAD),
+                       .succeeded = TU_EQ(s.submitted), .failed = TU_EQ(0), .cancelled = TU_EQ(0),
+                       .timed_out = TU_EQ(0), .crashed = TU_EQ(0), .retried = TU_EQ(0),
+                       .queued = TU_EQ(0), .running = TU_EQ(0), .workers_alive = TU_EQ(0));
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ---------------------------------------------------------- backpressure */
 
@@ -296,20 +219,15 @@ static void *submit_blocking(void *arg)
     return NULL;
 }
 
-START_TEST(backpressure)
+WP_TEST_BOTH(backpressure)
 {
-    method = _i;
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 1 });
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 1 });
 
     /* The only worker runs a blocker until the test opens its gate. */
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *blocker;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &blocker), 0);
-    int wpid = tu_fifo_read_pid(&report, DEADLINE_MS);
-    ck_assert_int_gt(wpid, 0);
+    int wpid;
+    wp_future *blocker = tu_submit_held(p, &h, NULL, &wpid);
 
     /* Fill the queue without blocking until it says WP_EAGAIN.  A queue of
        one, plus at most the one task the dispatcher may pipeline to the busy
@@ -347,67 +265,56 @@ START_TEST(backpressure)
     ck_assert_int_eq(pthread_create(&th, NULL, submit_blocking, &b), 0);
     ck_assert(!atomic_load(&b.done));
     ck_assert_int_eq(wp_future_state(blocker), WP_RUNNING);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert(atomic_load(&b.done));
 
     ck_assert_int_eq(wp_future_wait(blocker, -1), 0);
-    check_echo(blocker, &wpid, sizeof wpid);
+    tu_check_echo(blocker, &wpid, sizeof wpid);
     wp_future_release(blocker);
     for (int i = 0; i < accepted; i++) {
-        check_echo(fs[i], &i, sizeof i);
+        tu_check_echo(fs[i], &i, sizeof i);
         wp_future_release(fs[i]);
     }
     for (int i = 0; i < 4; i++) {
         int v = 1000 + i;
         ck_assert_int_eq(b.rc[i], 0);
-        check_echo(b.fs[i], &v, sizeof v);
+        tu_check_echo(b.fs[i], &v, sizeof v);
         wp_future_release(b.fs[i]);
     }
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.submitted, 1 + (uint64_t)accepted + (uint64_t)anonymous + 4);
-    ck_assert_uint_eq(s.succeeded, s.submitted);
+    tu_assert_stats(s, .submitted = TU_EQ(1 + (uint64_t)accepted + (uint64_t)anonymous + 4),
+                       .succeeded = TU_EQ(s.submitted));
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
-START_TEST(submit_without_future)
+WP_TEST_BOTH(submit_without_future)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, NULL), 0);
     int code = 9;
     ck_assert_int_eq(wp_submit(p, tu_fail, &code, sizeof code, NULL, NULL), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0); /* they run to the end */
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.submitted, 51);
-    ck_assert_uint_eq(s.succeeded, 50);
-    ck_assert_uint_eq(s.failed, 1);
-    ck_assert_uint_eq(s.cancelled, 0);
+    tu_assert_stats(s, .submitted = TU_EQ(51), .succeeded = TU_EQ(50), .failed = TU_EQ(1),
+                       .cancelled = TU_EQ(0));
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ------------------------------------------------------------ big frames */
 
-START_TEST(big_argument_and_result)
+WP_TEST_BOTH(big_argument_and_result)
 {
-    method = _i;
     const size_t big_len = (size_t)8 << 20;
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
 
     /* One worker is held (and reads nothing) for the whole test. */
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *held;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *held = tu_submit_held(p, &h, NULL, NULL);
 
     /* 8 MiB each way, then 100 small tasks: they all finish while the held
        worker still holds, whichever worker the big frame went to. */
@@ -421,14 +328,14 @@ START_TEST(big_argument_and_result)
     wp_future *fs[SMALL];
     for (int i = 0; i < SMALL; i++)
         ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
-    ck_assert_int_eq(wp_wait_all(fs, SMALL, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_wait_all(fs, SMALL, TU_DEADLINE_MS), 0);
     for (int i = 0; i < SMALL; i++) {
-        check_echo(fs[i], &i, sizeof i);
+        tu_check_echo(fs[i], &i, sizeof i);
         wp_future_release(fs[i]);
     }
     ck_assert_int_eq(wp_future_error(held), WP_EAGAIN); /* still running */
 
-    ck_assert_int_eq(wp_future_wait(bf, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_wait(bf, TU_DEADLINE_MS), 0);
     size_t len = 0;
     const void *r = wp_future_result(bf, &len);
     ck_assert_int_eq(wp_future_error(bf), 0);
@@ -438,21 +345,18 @@ START_TEST(big_argument_and_result)
     ck_assert_uint_eq((uintptr_t)r % _Alignof(max_align_t), 0);
     wp_future_release(bf);
 
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(wp_future_wait(held, -1), 0);
     ck_assert_int_eq(wp_future_error(held), 0);
     wp_future_release(held);
     free(big);
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
-START_TEST(result_over_max_message)
+WP_TEST_BOTH(result_over_max_message)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .max_message = (size_t)1 << 20 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .max_message = (size_t)1 << 20 });
     wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
     int pid_before;
     ck_assert_int_eq(wp_future_error(f), 0);
@@ -488,40 +392,26 @@ START_TEST(result_over_max_message)
 
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.submitted, 4);
-    ck_assert_uint_eq(s.succeeded, 3);
-    ck_assert_uint_eq(s.failed, 1);
-    ck_assert_uint_eq(s.crashed, 0);
-    ck_assert_uint_eq(s.workers_started, 1);
+    tu_assert_stats(s, .submitted = TU_EQ(4), .succeeded = TU_EQ(3), .failed = TU_EQ(1),
+                       .crashed = TU_EQ(0), .workers_started = TU_EQ(1));
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ----------------------------------------------------------------- stats */
 
-START_TEST(stats_fields)
+WP_TEST_BOTH(stats_fields)
 {
-    method = _i;
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.workers_alive, 2);
-    ck_assert_uint_eq(s.workers_started, 2);
-    ck_assert_uint_eq(s.submitted, 0);
-    ck_assert_uint_eq(s.queued, 0);
-    ck_assert_uint_eq(s.running, 0);
+    tu_assert_stats(s, .workers_alive = TU_EQ(2), .workers_started = TU_EQ(2),
+                       .submitted = TU_EQ(0), .queued = TU_EQ(0), .running = TU_EQ(0));
 
-    tu_report_arg a = tu_report_arg_of(0, &report, &gate);
-    wp_future *held;
-    ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, &held), 0);
-    ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+    wp_future *held = tu_submit_held(p, &h, NULL, NULL);
     s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.submitted, 1);
-    ck_assert_uint_eq(s.running, 1);
-    ck_assert_uint_eq(s.queued, 0);
-    ck_assert_uint_eq(s.workers_alive, 2);
+    tu_assert_stats(s, .submitted = TU_EQ(1), .running = TU_EQ(1), .queued = TU_EQ(0),
+                       .workers_alive = TU_EQ(2));
     ck_assert_int_eq(wp_future_state(held), WP_RUNNING);
 
     wp_future *fs[7];
@@ -533,37 +423,24 @@ START_TEST(stats_fields)
     ck_assert_int_eq(wp_wait_all(fs, 7, -1), 0);
     for (int i = 0; i < 7; i++)
         wp_future_release(fs[i]);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(wp_future_wait(held, -1), 0);
     wp_future_release(held);
 
     /* The counts settle right after the futures do: poll for them. */
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    for (s = tu_pool_stats(p); s.succeeded + s.failed < 8; s = tu_pool_stats(p)) {
-        ck_assert(tu_now_ms() < deadline);
-        tu_poll_pause();
-    }
-    ck_assert_uint_eq(s.submitted, 8);
-    ck_assert_uint_eq(s.succeeded, 6);
-    ck_assert_uint_eq(s.failed, 2);
-    ck_assert_uint_eq(s.cancelled, 0);
-    ck_assert_uint_eq(s.timed_out, 0);
-    ck_assert_uint_eq(s.crashed, 0);
-    ck_assert_uint_eq(s.retried, 0);
-    ck_assert_uint_eq(s.workers_started, 2);
-    ck_assert_uint_eq(s.workers_alive, 2);
+    TU_POLL_UNTIL(tu_pool_stats(p).succeeded + tu_pool_stats(p).failed >= 8);
+    s = tu_pool_stats(p);
+    tu_assert_stats(s, .submitted = TU_EQ(8), .succeeded = TU_EQ(6), .failed = TU_EQ(2),
+                       .cancelled = TU_EQ(0), .timed_out = TU_EQ(0), .crashed = TU_EQ(0),
+                       .retried = TU_EQ(0), .workers_started = TU_EQ(2), .workers_alive = TU_EQ(2));
 
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     s = tu_pool_stats(p); /* still readable after shutdown */
-    ck_assert_uint_eq(s.workers_alive, 0);
-    ck_assert_uint_eq(s.running, 0);
-    ck_assert_uint_eq(s.queued, 0);
-    ck_assert_uint_eq(s.submitted, 8);
+    tu_assert_stats(s, .workers_alive = TU_EQ(0), .running = TU_EQ(0), .queued = TU_EQ(0),
+                       .submitted = TU_EQ(8));
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
 /* -------------------------------------------------------- done-callbacks */
 
@@ -589,14 +466,13 @@ static void on_done_inline(wp_future *f, void *ctx)
         atomic_fetch_add(&cb_inline, 1);
 }
 
-START_TEST(done_callbacks)
+WP_TEST_BOTH(done_callbacks)
 {
-    method = _i;
     atomic_store(&cb_total, 0);
     atomic_store(&cb_inline, 0);
     for (int i = 0; i < CB_TASKS; i++)
         atomic_store(&cb_each[i], 0);
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     wp_future *fs[CB_TASKS];
     for (int i = 0; i < CB_TASKS; i++) {
         ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
@@ -608,11 +484,7 @@ START_TEST(done_callbacks)
 
     /* Callbacks run on the dispatcher right after the future settles:
        poll for the count. */
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (atomic_load(&cb_total) < CB_TASKS) {
-        ck_assert_msg(tu_now_ms() < deadline, "only %d callbacks ran", atomic_load(&cb_total));
-        tu_poll_pause();
-    }
+    TU_POLL_UNTIL(atomic_load(&cb_total) >= CB_TASKS);
     /* On a settled future a callback runs at once, in the caller. */
     cb_registering_thread = pthread_self();
     ck_assert_int_eq(wp_future_on_done(fs[0], on_done_inline, NULL), 0);
@@ -626,7 +498,6 @@ START_TEST(done_callbacks)
     }
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* A done-callback runs on the dispatcher: a wp_submit from there must not
    block on a full queue (only the dispatcher drains it), it answers
@@ -646,30 +517,20 @@ static void on_done_submit(wp_future *f, void *ctx)
 
 static int wait_cb_rc(void)
 {
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (atomic_load(&cb_rc) == 1) {
-        ck_assert_msg(tu_now_ms() < deadline, "the callback is stuck in wp_submit");
-        tu_poll_pause();
-    }
+    TU_POLL_UNTIL(atomic_load(&cb_rc) != 1); /* else it is stuck in wp_submit */
     return atomic_load(&cb_rc);
 }
 
-START_TEST(submit_from_callback_full_queue)
+WP_TEST_BOTH(submit_from_callback_full_queue)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 4 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 4 });
     cb_pool = p;
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_future *busy = tu_submit_held(p, &report, &gate, NULL, NULL);
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_future *busy = tu_submit_held(p, &h, NULL, NULL);
     /* One task goes behind the busy one; then the queue fills up. */
     ck_assert_int_eq(wp_submit(p, tu_empty, NULL, 0, NULL, NULL), 0);
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (tu_pool_stats(p).queued != 0) {
-        ck_assert_msg(tu_now_ms() < deadline, "no task went behind the busy one");
-        tu_poll_pause();
-    }
+    TU_POLL_UNTIL(tu_pool_stats(p).queued == 0);
     const wp_task_options nowait = { .flags = WP_TASK_NOWAIT };
     int filled = 0;
     while (wp_submit(p, tu_empty, NULL, 0, &nowait, NULL) == 0)
@@ -678,7 +539,7 @@ START_TEST(submit_from_callback_full_queue)
 
     atomic_store(&cb_rc, 1);
     ck_assert_int_eq(wp_future_on_done(busy, on_done_submit, NULL), 0);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(wait_cb_rc(), WP_EAGAIN);
     ck_assert_ptr_null(atomic_load(&cb_follow));
 
@@ -686,23 +547,21 @@ START_TEST(submit_from_callback_full_queue)
     ck_assert_int_eq(wp_wait_all(&busy, 1, -1), 0);
     wp_future *drained = tu_run(p, tu_empty, NULL, 0, NULL); /* behind the filler */
     wp_future_release(drained);
-    wp_future *last = tu_submit_held(p, &report, &gate, NULL, NULL);
+    wp_future *last = tu_submit_held(p, &h, NULL, NULL);
     atomic_store(&cb_rc, 1);
     ck_assert_int_eq(wp_future_on_done(last, on_done_submit, NULL), 0);
-    tu_fifo_release(&gate, 1);
+    tu_fifo_release(&h.gate, 1);
     ck_assert_int_eq(wait_cb_rc(), 0);
     wp_future *g = atomic_load(&cb_follow);
     ck_assert_ptr_nonnull(g);
-    ck_assert_int_eq(wp_future_wait(g, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_wait(g, TU_DEADLINE_MS), 0);
     ck_assert_int_eq(wp_future_error(g), 0);
     wp_future_release(g);
     wp_future_release(last);
     wp_future_release(busy);
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
 /* -------------------------------------------------------------- shutdown */
 
@@ -711,10 +570,9 @@ static void *shutdown_thread(void *arg)
     return (void *)(intptr_t)wp_pool_shutdown(arg, -1);
 }
 
-START_TEST(shutdown_idempotent_and_concurrent)
+WP_TEST_BOTH(shutdown_idempotent_and_concurrent)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     ck_assert_int_eq(wp_pool_shutdown(p, 0), 0);
@@ -722,7 +580,7 @@ START_TEST(shutdown_idempotent_and_concurrent)
 
     /* Two threads at once, with work in flight: both return once it is
        all done, and the work completes (grace -1). */
-    p = make_pool((wp_pool_options){ .workers = 2 });
+    p = tu_make_pool((wp_pool_options){ .workers = 2 });
     enum { N = 8 };
     wp_future *fs[N];
     for (int i = 0; i < N; i++) {
@@ -740,18 +598,16 @@ START_TEST(shutdown_idempotent_and_concurrent)
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(wp_future_wait(fs[i], 0), 0); /* settled already */
         int64_t ms = 20;
-        check_echo(fs[i], &ms, sizeof ms);
+        tu_check_echo(fs[i], &ms, sizeof ms);
         wp_future_release(fs[i]);
     }
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.succeeded, N);
-    ck_assert_uint_eq(s.workers_alive, 0);
+    tu_assert_stats(s, .succeeded = TU_EQ(N), .workers_alive = TU_EQ(0));
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
     wp_pool_destroy(p);
     ck_assert_int_eq(wp_pool_shutdown(NULL, -1), WP_EINVAL);
     wp_pool_destroy(NULL);
 }
-END_TEST
 
 /* wp_pool_destroy while other threads wait in wp_pool_shutdown(-1): they
    all return 0 and destroy frees the pool only after they have left it. */
@@ -760,35 +616,30 @@ static int shutdown_blocking(void *pool)
     return wp_pool_shutdown(pool, -1);
 }
 
-START_TEST(destroy_races_shutdown)
+WP_TEST_BOTH(destroy_races_shutdown)
 {
-    method = _i;
     enum { ROUNDS = 10, WAITERS = 4 };
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
+    tu_hold h;
+    tu_hold_open(&h);
     for (int round = 0; round < ROUNDS; round++) {
-        wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
-        tu_report_arg a = tu_report_arg_of(0, &report, &gate);
+        wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+        tu_report_arg a = tu_report_arg_of(0, &h.report, &h.gate);
         ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, NULL, NULL), 0);
-        ck_assert_int_gt(tu_fifo_read_pid(&report, DEADLINE_MS), 0);
+        ck_assert_int_gt(tu_fifo_read_pid(&h.report, TU_DEADLINE_MS), 0);
         tu_blocker w[WAITERS];
         for (int i = 0; i < WAITERS; i++)
             tu_blocker_start(&w[i], shutdown_blocking, p);
-        tu_fifo_release(&gate, 1);
+        tu_fifo_release(&h.gate, 1);
         wp_pool_destroy(p); /* the waiters may still be inside */
         for (int i = 0; i < WAITERS; i++)
             ck_assert_int_eq(tu_blocker_join(&w[i]), 0);
     }
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
-START_TEST(submit_after_shutdown)
+WP_TEST_BOTH(submit_after_shutdown)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     wp_future *f = tu_run(p, tu_echo, "a", 1, NULL);
     wp_future_release(f);
     ck_assert_int_eq(wp_pool_shutdown(p, -1), 0);
@@ -804,12 +655,10 @@ START_TEST(submit_after_shutdown)
     ck_assert_uint_eq(s.submitted, 1);
     wp_pool_destroy(p);
 }
-END_TEST
 
-START_TEST(futures_outlive_pool)
+WP_TEST_BOTH(futures_outlive_pool)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     enum { N = 20 };
     wp_future *fs[N];
     char payload[N][32];
@@ -825,7 +674,7 @@ START_TEST(futures_outlive_pool)
     wp_pool_destroy(p);
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(wp_future_wait(fs[i], 0), 0);
-        check_echo(fs[i], payload[i], strlen(payload[i]) + 1);
+        tu_check_echo(fs[i], payload[i], strlen(payload[i]) + 1);
         wp_future_release(fs[i]);
     }
     ck_assert_int_eq(wp_future_state(failing), WP_FAILED);
@@ -835,13 +684,11 @@ START_TEST(futures_outlive_pool)
     ck_assert_int_eq(wp_future_cancel(failing), WP_EINVAL);
     wp_future_release(failing);
 }
-END_TEST
 
 /* ------------------------------------------------------------ descriptors */
 
-START_TEST(workers_inherit_no_descriptors)
+WP_TEST_BOTH(workers_inherit_no_descriptors)
 {
-    method = _i;
     /* 20 descriptors without O_CLOEXEC, open while the pool starts. */
     int fds[20];
     for (int i = 0; i < 16; i += 2)
@@ -850,7 +697,7 @@ START_TEST(workers_inherit_no_descriptors)
         fds[i] = open("/dev/null", O_RDWR);
         ck_assert_int_ge(fds[i], 0);
     }
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     enum { N = 8 };
     wp_future *fs[N];
     for (int i = 0; i < N; i++)
@@ -880,32 +727,29 @@ START_TEST(workers_inherit_no_descriptors)
     for (int i = 0; i < 20; i++)
         close(fds[i]);
 }
-END_TEST
 
 /* The documented maximum of 1024 workers starts, and tasks submitted at
    once do not fail on a transient EAGAIN (the fork server's socket fills
    with start requests): they wait and run. */
-START_TEST(thousand_workers)
+WP_TEST_BOTH(thousand_workers)
 {
-    method = _i;
     enum { WORKERS = 1024, TASKS = 2048 };
     wp_pool *p = NULL;
     ck_assert_int_eq(wp_pool_create(&p, &(wp_pool_options){ .workers = WORKERS,
-                                                            .start_method = method }), 0);
+                                                            .start_method = tu_method }), 0);
     wp_future **fs = calloc(TASKS, sizeof *fs);
     ck_assert_ptr_nonnull(fs);
     for (int i = 0; i < TASKS; i++)
         ck_assert_int_eq(wp_submit(p, tu_echo, &i, sizeof i, NULL, &fs[i]), 0);
     ck_assert_int_eq(wp_wait_all(fs, TASKS, 120000), 0);
     for (int i = 0; i < TASKS; i++) {
-        check_echo(fs[i], &i, sizeof i);
+        tu_check_echo(fs[i], &i, sizeof i);
         wp_future_release(fs[i]);
     }
     free(fs);
     tu_wait_workers(p, WORKERS, WORKERS);
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ------------------------------------------------------- wp_submit_many */
 
@@ -919,9 +763,7 @@ typedef struct many_item {
 static int many_task(const void *arg, size_t len, wp_buf *out)
 {
     many_item it;
-    if (len != sizeof it)
-        return wp_buf_fail(out, 1, "bad item");
-    memcpy(&it, arg, sizeof it);
+    TU_TASK_ARG(it, arg, len, out);
     switch (it.op) {
     case MANY_SEGV:
         return tu_segv(NULL, 0, out);
@@ -934,11 +776,10 @@ static int many_task(const void *arg, size_t len, wp_buf *out)
     }
 }
 
-START_TEST(submit_many_semantics)
+WP_TEST_BOTH(submit_many_semantics)
 {
-    method = _i;
     enum { N = 600 };
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 2 });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     many_item *its = calloc(N, sizeof *its);
     wp_item *items = calloc(N, sizeof *items);
     wp_future **fs = calloc(N, sizeof *fs);
@@ -950,7 +791,7 @@ START_TEST(submit_many_semantics)
     size_t accepted = 12345;
     ck_assert_int_eq(wp_submit_many(p, many_task, items, N, NULL, fs, &accepted), 0);
     ck_assert_uint_eq(accepted, N);
-    ck_assert_int_eq(wp_wait_all(fs, N, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_wait_all(fs, N, TU_DEADLINE_MS), 0);
     int crashed = 0;
     for (int i = 0; i < N; i++) {
         if (its[i].op == MANY_SEGV) {
@@ -961,7 +802,7 @@ START_TEST(submit_many_semantics)
             ck_assert_int_eq(wp_future_error(fs[i]), WP_ETASK);
             ck_assert_int_eq(wp_future_code(fs[i]), i);
         } else {
-            check_echo(fs[i], &i, sizeof i); /* only the crashing items failed */
+            tu_check_echo(fs[i], &i, sizeof i); /* only the crashing items failed */
         }
         wp_future_release(fs[i]);
     }
@@ -977,20 +818,16 @@ START_TEST(submit_many_semantics)
     wp_task_options o = { .timeout_ms = 200 };
     ck_assert_int_eq(wp_submit_many(p, many_task, items, 20, &o, fs, NULL), 0);
     ck_assert_int_eq(wp_submit_many(p, many_task, items + 20, 20, NULL, fs + 20, NULL), 0);
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    while (wp_future_state(fs[20]) != WP_RUNNING) {
-        ck_assert_msg(tu_now_ms() < deadline, "item 20 never ran");
-        tu_poll_pause();
-    }
+    TU_POLL_UNTIL(wp_future_state(fs[20]) == WP_RUNNING);
     ck_assert_int_eq(wp_future_cancel(fs[20]), 0);
-    ck_assert_int_eq(wp_wait_all(fs, 40, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_wait_all(fs, 40, TU_DEADLINE_MS), 0);
     for (int i = 0; i < 40; i++) {
         if (i == 10)
             ck_assert_int_eq(wp_future_error(fs[i]), WP_ETIMEDOUT);
         else if (i == 20)
             ck_assert_int_eq(wp_future_error(fs[i]), WP_ECANCELED);
         else
-            check_echo(fs[i], &i, sizeof i);
+            tu_check_echo(fs[i], &i, sizeof i);
         wp_future_release(fs[i]);
     }
     /* The deadline killed a worker; the cancel did too unless it came
@@ -1003,7 +840,7 @@ START_TEST(submit_many_semantics)
     ck_assert_uint_eq(accepted, 3);
     for (int i = 3; i < 8; i++)
         ck_assert_ptr_null(fs[i]);
-    ck_assert_int_eq(wp_wait_all(fs, 3, DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_wait_all(fs, 3, TU_DEADLINE_MS), 0);
     for (int i = 0; i < 3; i++)
         wp_future_release(fs[i]);
     ck_assert_int_eq(wp_submit_many(NULL, many_task, items, 1, NULL, NULL, &accepted), WP_EINVAL);
@@ -1016,18 +853,15 @@ START_TEST(submit_many_semantics)
     free(items);
     free(fs);
 }
-END_TEST
 
 /* With WP_TASK_NOWAIT a full queue stops the submit at the first item that
    does not fit. */
-START_TEST(submit_many_nowait)
+WP_TEST_BOTH(submit_many_nowait)
 {
-    method = _i;
-    wp_pool *p = make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 8 });
-    tu_fifo report, gate;
-    tu_fifo_open(&report);
-    tu_fifo_open(&gate);
-    wp_future *held = tu_submit_held(p, &report, &gate, NULL, NULL);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .queue_capacity = 8 });
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_future *held = tu_submit_held(p, &h, NULL, NULL);
     enum { N = 64 };
     many_item its[N];
     wp_item items[N];
@@ -1043,53 +877,45 @@ START_TEST(submit_many_nowait)
     ck_assert_uint_lt(accepted, N);
     for (size_t i = accepted; i < N; i++)
         ck_assert_ptr_null(fs[i]);
-    tu_fifo_release(&gate, 1);
-    ck_assert_int_eq(wp_wait_all(fs, accepted, DEADLINE_MS), 0);
+    tu_fifo_release(&h.gate, 1);
+    ck_assert_int_eq(wp_wait_all(fs, accepted, TU_DEADLINE_MS), 0);
     for (size_t i = 0; i < accepted; i++) {
         int v = (int)i;
-        check_echo(fs[i], &v, sizeof v);
+        tu_check_echo(fs[i], &v, sizeof v);
         wp_future_release(fs[i]);
     }
     wp_future_release(held);
     wp_pool_destroy(p);
-    tu_fifo_close(&report);
-    tu_fifo_close(&gate);
+    tu_hold_close(&h);
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *pool_suite(void)
-{
-    Suite *s = suite_create("pool");
-    const tu_test tests[] = {
-        { "create_null_options", create_null_options },
-        { "create_with_options", create_with_options },
-        { "create_bad_options", create_bad_options },
-        { "echo_small_and_empty", echo_small_and_empty },
-        { "submit_bad_arguments", submit_bad_arguments },
-        { "many_submitting_threads", many_submitting_threads },
-        { "backpressure", backpressure },
-        { "submit_without_future", submit_without_future },
-        { "big_argument_and_result", big_argument_and_result },
-        { "result_over_max_message", result_over_max_message },
-        { "stats_fields", stats_fields },
-        { "done_callbacks", done_callbacks },
-        { "submit_from_callback_full_queue", submit_from_callback_full_queue },
-        { "shutdown_idempotent_and_concurrent", shutdown_idempotent_and_concurrent },
-        { "destroy_races_shutdown", destroy_races_shutdown },
-        { "submit_after_shutdown", submit_after_shutdown },
-        { "futures_outlive_pool", futures_outlive_pool },
-        { "workers_inherit_no_descriptors", workers_inherit_no_descriptors },
-        { "thousand_workers", thousand_workers },
-        { "submit_many_semantics", submit_many_semantics },
-        { "submit_many_nowait", submit_many_nowait },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(pool_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "pool", .timeout_s = 60 };
+    const tu_test tests[] = {
+        TU_TEST(create_null_options),
+        TU_TEST(create_with_options),
+        TU_TEST(create_bad_options),
+        TU_TEST(echo_small_and_empty),
+        TU_TEST(submit_bad_arguments),
+        TU_TEST(many_submitting_threads),
+        TU_TEST(backpressure),
+        TU_TEST(submit_without_future),
+        TU_TEST(big_argument_and_result),
+        TU_TEST(result_over_max_message),
+        TU_TEST(stats_fields),
+        TU_TEST(done_callbacks),
+        TU_TEST(submit_from_callback_full_queue),
+        TU_TEST(shutdown_idempotent_and_concurrent),
+        TU_TEST(destroy_races_shutdown),
+        TU_TEST(submit_after_shutdown),
+        TU_TEST(futures_outlive_pool),
+        TU_TEST(workers_inherit_no_descriptors),
+        TU_TEST(thousand_workers),
+        TU_TEST(submit_many_semantics),
+        TU_TEST(submit_many_nowait),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -9,8 +9,8 @@
  * double-forked daemon) on deadline, cancel, recycling, shutdown and the
  * owner's death.
  *
- * Every test runs twice: loop index 0 = WP_START_FORKSERVER, 1 =
- * WP_START_FORK.  Check runs each test in a process of its own, so a test
+ * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
+ * (WP_TEST_BOTH).  Check runs each test in a process of its own, so a test
  * may change its signal dispositions, or install a seccomp filter that
  * makes the kernel look older (no pidfd; no exit status kept in a pidfd) to
  * reach the library's fallbacks.  No test sleeps to let things happen, and
@@ -24,7 +24,6 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -43,27 +42,11 @@
 #include "testutil.h"
 #include "util.h" /* wp__each_child, wp__each_child_by_stat */
 
-#define DEADLINE_MS     TU_DEADLINE_MS /* for conditions that must come true */
-#define GONE_MS         5000 /* processes that must be gone: generous (it takes ms) */
-#define PROMPT_MS       5000 /* wp_pool_destroy must have returned by then */
-#define TREE_TIMEOUT_MS 500  /* deadline of tree tasks: far past forking and reporting */
+#define GONE_MS      TU_PROMPT_MS /* processes that must be gone (it takes ms) */
+/* The deadline of tree tasks: far past forking and reporting, even on a
+   loaded machine under a sanitizer (times tu_slowdown()). */
+#define TREE_TIMEOUT_MS 500
 #define MAX_PIDS        64
-
-static int method; /* the start method of the running test (loop index) */
-
-/* A pool with the test's start method and these many workers, all alive
-   (so no worker is being forked while the test's thread allocates). */
-static wp_pool *make_pool(unsigned workers, unsigned max_tasks)
-{
-    return tu_pool_started((wp_pool_options){
-        .workers = workers, .start_method = method, .max_tasks_per_worker = max_tasks });
-}
-
-/* Wait for a future that must settle (rather than hang the test). */
-static void settle(wp_future *f)
-{
-    ck_assert_msg(wp_future_wait(f, DEADLINE_MS) == 0, "the task never settled");
-}
 
 static int pidfd_of(int pid)
 {
@@ -273,30 +256,6 @@ static void end_disposition(enum disposition d)
     waitpid(wake, NULL, 0); /* if the reaper left before it took it */
 }
 
-/* Does text hold the number n, not as part of a longer number? */
-static bool has_number(const char *text, int n)
-{
-    char num[16];
-    snprintf(num, sizeof num, "%d", n);
-    size_t len = strlen(num);
-    for (const char *p = strstr(text, num); p != NULL; p = strstr(p + 1, num))
-        if ((p == text || p[-1] < '0' || p[-1] > '9') && (p[len] < '0' || p[len] > '9'))
-            return true;
-    return false;
-}
-
-static int worker_pid(wp_pool *p)
-{
-    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
-    size_t len = 0;
-    const void *r = wp_future_result(f, &len);
-    ck_assert_uint_eq(len, sizeof(int));
-    int pid;
-    memcpy(&pid, r, sizeof pid);
-    wp_future_release(f);
-    return pid;
-}
-
 /*
  * Run fn (which kills its worker) and check the outcome: WP_ECRASHED with
  * code and text in the message — or, where may_lose, the status may have
@@ -307,14 +266,11 @@ static int worker_pid(wp_pool *p)
 static bool expect_crash(wp_pool *p, wp_task_fn fn, int arg, int code, const char *text,
                          bool may_lose, uint64_t started)
 {
-    int pid = worker_pid(p);
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, fn, &arg, sizeof arg, NULL, &f), 0);
-    settle(f);
-    tu_wait_workers(p, 1, started + 1); /* the replacement */
+    int pid = tu_worker_pid(p);
+    wp_future *f = tu_run_crash(p, fn, &arg, sizeof arg, NULL, 1, started + 1); /* + a new one */
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     const char *msg = wp_future_message(f);
-    ck_assert_msg(has_number(msg, pid), "message \"%s\" lacks the worker's pid %d", msg, pid);
+    ck_assert_msg(tu_has_number(msg, pid), "message \"%s\" lacks the worker's pid %d", msg, pid);
     bool lost = may_lose && wp_future_code(f) == 0;
     if (lost) {
         ck_assert_msg(strstr(msg, "exit status was lost") != NULL &&
@@ -338,35 +294,32 @@ static bool expect_crash(wp_pool *p, wp_task_fn fn, int arg, int code, const cha
 static void crash_reports(enum disposition d, bool after_create, bool must_lose)
 {
     bool lossy = d == SIGCHLD_IGNORED || d == SIGCHLD_NOCLDWAIT || d == SIGCHLD_REAPER;
-    bool may_lose = method == WP_START_FORK && lossy && (must_lose || !kernel_keeps_exit_status());
+    bool may_lose = tu_method == WP_START_FORK && lossy && (must_lose || !kernel_keeps_exit_status());
     if (!after_create)
         set_disposition(d);
-    wp_pool *p = make_pool(1, 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     if (after_create)
         set_disposition(d);
     bool lost = expect_crash(p, tu_segv, 0, SIGSEGV, "killed by SIGSEGV", may_lose, 1);
     lost |= expect_crash(p, tu_exit, 7, 256 + 7, "exited with status 7", may_lose, 2);
-    if (must_lose && d != SIGCHLD_REAPER && method == WP_START_FORK)
+    if (must_lose && d != SIGCHLD_REAPER && tu_method == WP_START_FORK)
         ck_assert_msg(lost, "the status cannot have been known");
     wp_future *f = tu_run(p, tu_echo, "ok", 3, NULL);
     ck_assert_int_eq(wp_future_error(f), 0);
     ck_assert_str_eq(wp_future_result(f, NULL), "ok");
     wp_future_release(f);
     wp_pool_stats s = tu_pool_stats(p);
-    ck_assert_uint_eq(s.crashed, 2);
-    ck_assert_uint_eq(s.succeeded, 3); /* two tu_pid and the echo */
+    tu_assert_stats(s, .crashed = TU_EQ(2), .succeeded = TU_EQ(3) /* two tu_pid and the echo */);
     wp_pool_destroy(p);
     end_disposition(d);
 }
 
 /* One test per disposition, set before the pool exists (or after). */
 #define SIGCHLD_TEST(name, disposition, after_create) \
-    START_TEST(name)                                   \
+    WP_TEST_BOTH(name)                                 \
     {                                                  \
-        method = _i;                                   \
         crash_reports(disposition, after_create, false); \
-    }                                                  \
-    END_TEST
+    }
 
 SIGCHLD_TEST(sigchld_default, SIGCHLD_DEFAULT, false)
 SIGCHLD_TEST(sigchld_ignored, SIGCHLD_IGNORED, false)
@@ -378,24 +331,20 @@ SIGCHLD_TEST(sigchld_reaper_thread, SIGCHLD_REAPER, false)
 
 /* A kernel whose pidfds keep no exit status: under WP_START_FORK the
    status is lost and the task fails saying so; never a hang. */
-START_TEST(sigchld_ignored_status_lost)
+WP_TEST_BOTH(sigchld_ignored_status_lost)
 {
-    method = _i;
     if (!kernel_without_pidfd_info())
         return; /* cannot make the kernel look older here */
     crash_reports(SIGCHLD_IGNORED, false, true);
 }
-END_TEST
 
 /* No pidfd at all: the pool waits for killed workers by pid. */
-START_TEST(sigchld_ignored_without_pidfd)
+WP_TEST_BOTH(sigchld_ignored_without_pidfd)
 {
-    method = _i;
     if (!kernel_without_pidfd())
         return;
     crash_reports(SIGCHLD_IGNORED, false, true);
 }
-END_TEST
 
 /* ------------------------------------------- what a worker starts from */
 
@@ -428,9 +377,8 @@ static int tu_signal_state(const void *arg, size_t len, wp_buf *out)
    ignored, a blocked signal), a task starts from the defaults with nothing
    blocked — but for what worker_init set, and the terminal stops a worker
    alone in its process group would get (ignored). */
-START_TEST(worker_signals_default)
+WP_TEST_BOTH(worker_signals_default)
 {
-    method = _i;
     sigset_t block;
     sigemptyset(&block);
     sigaddset(&block, SIGHUP);
@@ -438,8 +386,7 @@ START_TEST(worker_signals_default)
     ck_assert(signal(SIGTERM, SIG_IGN) != SIG_ERR);
     ck_assert(signal(SIGUSR1, count_sigchld) != SIG_ERR);
     set_disposition(SIGCHLD_IGNORED);
-    wp_pool *p = tu_pool_started((wp_pool_options){
-        .workers = 1, .start_method = method, .worker_init = ignore_init_signal });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .worker_init = ignore_init_signal });
     wp_future *f = tu_run(p, tu_signal_state, NULL, 0, NULL);
     size_t len = 0;
     unsigned char state[2][NSIG];
@@ -455,7 +402,6 @@ START_TEST(worker_signals_default)
     wp_future_release(f);
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* ------------------------------------- children the owner forks itself */
 
@@ -474,10 +420,9 @@ static void *destroy_main(void *arg)
 
 /* The program forks a child without exec (it holds copies of the pool's
    socket and pipe ends): destroy still returns at once. */
-START_TEST(destroy_with_forked_child)
+WP_TEST_BOTH(destroy_with_forked_child)
 {
-    method = _i;
-    wp_pool *p = make_pool(2, 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     wp_future *f = tu_run(p, tu_echo, "x", 1, NULL);
     wp_future_release(f);
     int hold[2];
@@ -497,7 +442,7 @@ START_TEST(destroy_with_forked_child)
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, destroy_main, &d), 0);
     int64_t start = tu_now_ms();
-    while (!atomic_load(&d.done) && tu_now_ms() - start < PROMPT_MS)
+    while (!atomic_load(&d.done) && tu_now_ms() - start < TU_PROMPT_MS)
         tu_poll_pause();
     bool prompt = atomic_load(&d.done);
     close(hold[1]); /* the child exits */
@@ -506,7 +451,6 @@ START_TEST(destroy_with_forked_child)
     ck_assert_int_eq(waitpid(child, &st, 0), child);
     ck_assert_msg(prompt, "wp_pool_destroy waited for a child of the program");
 }
-END_TEST
 
 typedef struct creator {
     wp_pool_options o;
@@ -524,12 +468,12 @@ static void *create_main(void *arg)
    by that thread) must not take that for the owner's death. */
 static void pool_outlives_its_thread(void)
 {
-    creator c = { .o = { .workers = 1, .start_method = method } };
+    creator c = { .o = { .workers = 1, .start_method = tu_method } };
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, create_main, &c), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     tu_wait_workers(c.pool, 1, 1);
-    int pid = worker_pid(c.pool);
+    int pid = tu_worker_pid(c.pool);
     ck_assert_int_gt(pid, 0);
     expect_crash(c.pool, tu_segv, 0, SIGSEGV, "killed by SIGSEGV", false, 1);
     wp_future *f = tu_run(c.pool, tu_echo, "still here", 11, NULL);
@@ -538,21 +482,17 @@ static void pool_outlives_its_thread(void)
     wp_pool_destroy(c.pool);
 }
 
-START_TEST(pool_on_exited_thread)
+WP_TEST_BOTH(pool_on_exited_thread)
 {
-    method = _i;
     pool_outlives_its_thread();
 }
-END_TEST
 
-START_TEST(pool_on_exited_thread_without_pidfd)
+WP_TEST_BOTH(pool_on_exited_thread_without_pidfd)
 {
-    method = _i;
     if (!kernel_without_pidfd())
         return;
     pool_outlives_its_thread();
 }
-END_TEST
 
 /* ------------------------------------------------- what tasks leave behind */
 
@@ -590,9 +530,7 @@ static int tu_tree(const void *arg, size_t len, wp_buf *out)
 {
     tree_arg a;
     int ready[2];
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "tu_tree: bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     a.fifo[sizeof a.fifo - 1] = '\0';
     if (pipe2(ready, O_CLOEXEC) < 0)
         return wp_buf_fail(out, 5, "tu_tree: no pipe");
@@ -663,7 +601,7 @@ static void forest_plant(forest *fr, wp_pool *p, const wp_task_options *opts, in
     }
     for (int s = 0; s < TREE_SHAPES; s++)
         for (unsigned i = 0; i < tree_reporters[s]; i++) {
-            int pid = tu_fifo_read_pid(&fr->fifo[s], DEADLINE_MS);
+            int pid = tu_fifo_read_pid(&fr->fifo[s], TU_DEADLINE_MS);
             if (pid <= 0) {
                 kill_leftovers(fr->pids, fr->n);
                 ck_abort_msg("a tree of shape %d did not report", s);
@@ -679,7 +617,7 @@ static void forest_plant(forest *fr, wp_pool *p, const wp_task_options *opts, in
    sure to go (the rest escaped: see worker.h); the test kills the rest. */
 static void forest_gone(const forest *fr)
 {
-    size_t must = method == WP_START_FORKSERVER ? fr->n : fr->in_group;
+    size_t must = tu_method == WP_START_FORKSERVER ? fr->n : fr->in_group;
     assert_gone(fr->pids, fr->n, must, "processes the tasks forked");
 }
 
@@ -709,10 +647,11 @@ static void trees_end(enum ending how)
 {
     static const int outcome[] = { [BY_DEADLINE] = WP_ETIMEDOUT, [BY_CANCEL] = WP_ECANCELED,
                                    [BY_RECYCLE] = 0 };
-    wp_pool *p = make_pool(TREE_SHAPES, how == BY_RECYCLE ? 1 : 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){
+        .workers = TREE_SHAPES, .max_tasks_per_worker = how == BY_RECYCLE ? 1 : 0 });
     forest fr;
     forest_open(&fr);
-    wp_task_options o = { .timeout_ms = how == BY_DEADLINE ? TREE_TIMEOUT_MS : 0 };
+    wp_task_options o = { .timeout_ms = how == BY_DEADLINE ? TREE_TIMEOUT_MS * tu_slowdown() : 0 };
     forest_plant(&fr, p, &o, how == BY_RECYCLE, how != BY_SHUTDOWN);
     if (how == BY_SHUTDOWN) {
         ck_assert_int_eq(wp_pool_shutdown(p, 0), 0);
@@ -720,7 +659,7 @@ static void trees_end(enum ending how)
         for (int s = 0; s < TREE_SHAPES && how == BY_CANCEL; s++)
             ck_assert_int_eq(wp_future_cancel(fr.f[s]), 0);
         for (int s = 0; s < TREE_SHAPES; s++) {
-            settle(fr.f[s]);
+            tu_wait_settled(fr.f[s]);
             ck_assert_msg(wp_future_error(fr.f[s]) == outcome[how], "tree %d: error %d (%s)", s,
                           wp_future_error(fr.f[s]), wp_future_message(fr.f[s]));
         }
@@ -733,47 +672,38 @@ static void trees_end(enum ending how)
     forest_close(&fr);
 }
 
-START_TEST(tree_deadline)
+WP_TEST_BOTH(tree_deadline)
 {
-    method = _i;
     trees_end(BY_DEADLINE);
 }
-END_TEST
 
-START_TEST(tree_cancel)
+WP_TEST_BOTH(tree_cancel)
 {
-    method = _i;
     trees_end(BY_CANCEL);
 }
-END_TEST
 
 /* max_tasks_per_worker: each worker retires after its task. */
-START_TEST(tree_recycle)
+WP_TEST_BOTH(tree_recycle)
 {
-    method = _i;
     trees_end(BY_RECYCLE);
 }
-END_TEST
 
-START_TEST(tree_shutdown)
+WP_TEST_BOTH(tree_shutdown)
 {
-    method = _i;
     trees_end(BY_SHUTDOWN);
 }
-END_TEST
 
 /* A stray of a worker that lives (its task's double-forked daemon, which
    that worker adopted) is left alone when another worker dies; it goes
    with its own worker. */
-START_TEST(tree_of_live_worker_kept)
+WP_TEST_BOTH(tree_of_live_worker_kept)
 {
-    method = _i;
-    wp_pool *p = make_pool(2, 0);
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     forest fr;
     forest_open(&fr);
     tree_arg a = tree_arg_of(&fr, TREE_DAEMON, 0);
     ck_assert_int_eq(wp_submit(p, tu_tree, &a, sizeof a, NULL, &fr.f[TREE_DAEMON]), 0);
-    int daemon = tu_fifo_read_pid(&fr.fifo[TREE_DAEMON], DEADLINE_MS);
+    int daemon = tu_fifo_read_pid(&fr.fifo[TREE_DAEMON], TU_DEADLINE_MS);
     ck_assert_int_gt(daemon, 0);
     fr.pids[fr.n++] = daemon;
     /* Once the replacement is up, the fork server is done with the dead
@@ -781,13 +711,12 @@ START_TEST(tree_of_live_worker_kept)
     expect_crash(p, tu_segv, 0, SIGSEGV, "killed by SIGSEGV", false, 2);
     bool kept = !tu_pid_exited(daemon);
     ck_assert_int_eq(wp_future_cancel(fr.f[TREE_DAEMON]), 0);
-    settle(fr.f[TREE_DAEMON]);
+    tu_wait_settled(fr.f[TREE_DAEMON]);
     forest_gone(&fr);
     ck_assert_msg(kept, "another worker's death took a live worker's process");
     wp_pool_destroy(p);
     forest_close(&fr);
 }
-END_TEST
 
 /* ---------------------------------------------------- the owner dies */
 
@@ -844,16 +773,11 @@ static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int hold, i
         _exit(OWNER_NO_FILTER);
     wp_pool *p = NULL;
     unsigned workers = plan->trees ? TREE_SHAPES : 2;
-    wp_pool_options o = { .workers = workers, .start_method = method };
+    wp_pool_options o = { .workers = workers, .start_method = tu_method };
     if (wp_pool_create(&p, &o) != 0)
         _exit(10);
-    int64_t deadline = tu_now_ms() + DEADLINE_MS;
-    wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && s.workers_alive < workers) {
-        if (tu_now_ms() > deadline)
-            _exit(11);
-        tu_poll_pause();
-    }
+    if (!tu_workers_up(p, workers, 0, TU_DEADLINE_MS))
+        _exit(11);
     for (unsigned t = 0; t < workers; t++) {
         tree_arg a = tree_arg_of(fr, (int)t, 0);
         tu_report_arg r = tu_report_arg_of(-1, &fr->fifo[TREE_CHILD], NULL);
@@ -880,16 +804,6 @@ static _Noreturn void owner_main(const owner_plan *plan, forest *fr, int hold, i
         pause();
 }
 
-/* Read an int from fd within timeout_ms; -1 if none came. */
-static int read_int(int fd, int64_t timeout_ms)
-{
-    struct pollfd pfd = { .fd = fd, .events = POLLIN };
-    int v;
-    if (poll(&pfd, 1, (int)timeout_ms) != 1 || read(fd, &v, sizeof v) != (ssize_t)sizeof v)
-        return -1;
-    return v;
-}
-
 /*
  * SIGKILL an owner whose pool is busy: its fork server and workers go
  * within GONE_MS (in practice a few ms: the figure is printed) even while
@@ -913,13 +827,13 @@ static void owner_dies(const owner_plan *plan)
     }
     close(hold[0]);
     close(pp[1]);
-    int holder = read_int(pp[0], DEADLINE_MS);
+    int holder = tu_read_int(pp[0], TU_DEADLINE_MS);
     close(pp[0]);
     int all[MAX_PIDS];
     size_t nall = 0, nreports = 0, want = 0;
     for (int s = 0; s < TREE_SHAPES; s++)
         for (unsigned i = 0; i < reports_expected(plan, s); i++, want++) {
-            int pid = holder >= 0 ? tu_fifo_read_pid(&fr.fifo[s], DEADLINE_MS) : -1;
+            int pid = holder >= 0 ? tu_fifo_read_pid(&fr.fifo[s], TU_DEADLINE_MS) : -1;
             if (pid > 0) {
                 all[nall++] = pid;
                 nreports++;
@@ -934,7 +848,7 @@ static void owner_dies(const owner_plan *plan)
         if (pass == 1)
             must = n;
         for (size_t i = 0; i < nall; i++) {
-            bool first = method == WP_START_FORKSERVER || tu_pid_parent(all[i]) == owner;
+            bool first = tu_method == WP_START_FORKSERVER || tu_pid_parent(all[i]) == owner;
             bool again = false;
             for (size_t j = 0; j < i; j++)
                 again = again || all[j] == all[i];
@@ -959,31 +873,25 @@ static void owner_dies(const owner_plan *plan)
     ck_assert_msg(set_up, "the owner did not set up (status 0x%x, holder %d, %zu of %zu reports)",
                   (unsigned)st, holder, nreports, want);
     printf("%s, %s%s%s: %zu processes gone %lld ms after the owner's SIGKILL\n",
-           method == WP_START_FORK ? "WP_START_FORK" : "WP_START_FORKSERVER",
+           tu_method == WP_START_FORK ? "WP_START_FORK" : "WP_START_FORKSERVER",
            plan->trees ? "trees" : "hanging tasks", plan->holder ? ", a forked child" : "",
            plan->no_pidfd ? ", no pidfd" : "", must, (long long)took);
 }
 
-START_TEST(owner_dies_with_forked_child)
+WP_TEST_BOTH(owner_dies_with_forked_child)
 {
-    method = _i;
     owner_dies(&(owner_plan){ .holder = true });
 }
-END_TEST
 
-START_TEST(owner_dies_with_forked_child_without_pidfd)
+WP_TEST_BOTH(owner_dies_with_forked_child_without_pidfd)
 {
-    method = _i;
     owner_dies(&(owner_plan){ .holder = true, .no_pidfd = true });
 }
-END_TEST
 
-START_TEST(owner_dies_trees)
+WP_TEST_BOTH(owner_dies_trees)
 {
-    method = _i;
     owner_dies(&(owner_plan){ .trees = true });
 }
-END_TEST
 
 /* ------------------------------------------------ listing one's children */
 
@@ -1016,7 +924,7 @@ static bool same_pids(const kids *k, const int *want, size_t n)
 
 /* What the fork server uses to find strays: both ways list exactly this
    process's children, zombies included. */
-START_TEST(children_listed)
+WP_TEST(children_listed)
 {
     enum { KIDS = 3 };
     int hold[2], pids[KIDS];
@@ -1048,44 +956,35 @@ START_TEST(children_listed)
     ck_assert_int_eq(wp__each_child(note_kid, &none), 0);
     ck_assert_int_eq(wp__each_child_by_stat(note_kid, &none), 0);
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *process_suite(void)
-{
-    Suite *s = suite_create("process");
-    const tu_test tests[] = {
-        { "sigchld_default", sigchld_default },
-        { "sigchld_ignored", sigchld_ignored },
-        { "sigchld_ignored_after_create", sigchld_ignored_after_create },
-        { "sigchld_handler", sigchld_handler },
-        { "sigchld_handler_norestart", sigchld_handler_norestart },
-        { "sigchld_nocldwait", sigchld_nocldwait },
-        { "sigchld_reaper_thread", sigchld_reaper_thread },
-        { "sigchld_ignored_status_lost", sigchld_ignored_status_lost },
-        { "sigchld_ignored_without_pidfd", sigchld_ignored_without_pidfd },
-        { "worker_signals_default", worker_signals_default },
-        { "destroy_with_forked_child", destroy_with_forked_child },
-        { "pool_on_exited_thread", pool_on_exited_thread },
-        { "pool_on_exited_thread_without_pidfd", pool_on_exited_thread_without_pidfd },
-        { "tree_deadline", tree_deadline },
-        { "tree_cancel", tree_cancel },
-        { "tree_recycle", tree_recycle },
-        { "tree_shutdown", tree_shutdown },
-        { "tree_of_live_worker_kept", tree_of_live_worker_kept },
-        { "owner_dies_with_forked_child", owner_dies_with_forked_child },
-        { "owner_dies_with_forked_child_without_pidfd", owner_dies_with_forked_child_without_pidfd },
-        { "owner_dies_trees", owner_dies_trees },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
-    TCase *tc = tcase_create("children_listed");
-    tcase_add_test(tc, children_listed);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(process_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "process", .timeout_s = 60 };
+    const tu_test tests[] = {
+        TU_TEST(sigchld_default),
+        TU_TEST(sigchld_ignored),
+        TU_TEST(sigchld_ignored_after_create),
+        TU_TEST(sigchld_handler),
+        TU_TEST(sigchld_handler_norestart),
+        TU_TEST(sigchld_nocldwait),
+        TU_TEST(sigchld_reaper_thread),
+        TU_TEST(sigchld_ignored_status_lost),
+        TU_TEST(sigchld_ignored_without_pidfd),
+        TU_TEST(worker_signals_default),
+        TU_TEST(destroy_with_forked_child),
+        TU_TEST(pool_on_exited_thread),
+        TU_TEST(pool_on_exited_thread_without_pidfd),
+        TU_TEST(tree_deadline),
+        TU_TEST(tree_cancel),
+        TU_TEST(tree_recycle),
+        TU_TEST(tree_shutdown),
+        TU_TEST(tree_of_live_worker_kept),
+        TU_TEST(owner_dies_with_forked_child),
+        TU_TEST(owner_dies_with_forked_child_without_pidfd),
+        TU_TEST(owner_dies_trees),
+        TU_CASE("children_listed", children_listed),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

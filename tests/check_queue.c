@@ -98,6 +98,18 @@ static int pusher_join(pusher *p)
     return p->rc;
 }
 
+/* Fill q with items[0 .. cap) (cap: its capacity), then start n producers
+   pushing items[cap .. cap + n) and wait until all of them are blocked on
+   the full queue. */
+static void block_pushers(wp_queue *q, item *items, unsigned cap, pusher *p, unsigned n)
+{
+    for (unsigned i = 0; i < cap; i++)
+        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
+    for (unsigned i = 0; i < n; i++)
+        pusher_start(&p[i], q, &items[cap + i]);
+    wait_blocked(q, n);
+}
+
 static void *closer_main(void *arg)
 {
     wp__queue_close(arg);
@@ -118,7 +130,7 @@ static void *popper_main(void *arg)
 
 /* ------------------------------------------------------------ init / FIFO */
 
-START_TEST(init_capacity_rounding)
+WP_TEST(init_capacity_rounding)
 {
     static const struct { unsigned in, out; } cases[] = {
         { 0, 1024 }, { 1, 1 }, { 2, 2 }, { 3, 4 }, { 5, 8 }, { 8, 8 },
@@ -136,18 +148,16 @@ START_TEST(init_capacity_rounding)
         wp__queue_destroy(&q);
     }
 }
-END_TEST
 
-START_TEST(init_capacity_too_big)
+WP_TEST(init_capacity_too_big)
 {
     wp_queue q;
     ck_assert_int_eq(wp__queue_init(&q, (1u << 30) + 1), WP_EINVAL);
     ck_assert_int_eq(wp__queue_init(&q, 1u << 31), WP_EINVAL);
     ck_assert_int_eq(wp__queue_init(&q, UINT_MAX), WP_EINVAL);
 }
-END_TEST
 
-START_TEST(fifo_single_thread)
+WP_TEST(fifo_single_thread)
 {
     wp_queue *q = new_queue(16);
     item items[40];
@@ -187,9 +197,8 @@ START_TEST(fifo_single_thread)
     ck_assert_ptr_null(wp__queue_pop(q));
     free_queue(q);
 }
-END_TEST
 
-START_TEST(exact_bound_nowait)
+WP_TEST(exact_bound_nowait)
 {
     static const unsigned caps[] = { 1, 2, 8, 64, 1024 };
     for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
@@ -216,23 +225,18 @@ START_TEST(exact_bound_nowait)
         free(items);
     }
 }
-END_TEST
 
 /* ------------------------------------------------------------ backpressure */
 
 /* Capacity 1 and 2: a single pop from a full queue releases the blocked
    producer. */
-START_TEST(blocked_producer_released_by_pop)
+WP_TEST(blocked_producer_released_by_pop)
 {
     for (unsigned cap = 1; cap <= 2; cap++) {
         wp_queue *q = new_queue(cap);
         item items[3];
-        for (unsigned i = 0; i < cap; i++)
-            ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
-
         pusher p;
-        pusher_start(&p, q, &items[cap]);
-        wait_blocked(q, 1);
+        block_pushers(q, items, cap, &p, 1);
         /* It is blocked, not failed: it has not returned and added nothing. */
         ck_assert(!atomic_load(&p.done));
         ck_assert_uint_eq(wp__queue_count(q), cap);
@@ -247,20 +251,16 @@ START_TEST(blocked_producer_released_by_pop)
         free_queue(q);
     }
 }
-END_TEST
 
 /* A bigger queue wakes blocked producers once it has drained to half (the
    wake-up hysteresis of queue_pop); by then the producer is released. */
-START_TEST(blocked_producer_released_by_draining_to_half)
+WP_TEST(blocked_producer_released_by_draining_to_half)
 {
     enum { CAP = 8 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + 1];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p;
-    pusher_start(&p, q, &items[CAP]);
-    wait_blocked(q, 1);
+    block_pushers(q, items, CAP, &p, 1);
     ck_assert(!atomic_load(&p.done));
     for (unsigned i = 0; i < CAP / 2; i++)
         ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
@@ -272,21 +272,16 @@ START_TEST(blocked_producer_released_by_draining_to_half)
     ck_assert_ptr_null(wp__queue_pop(q));
     free_queue(q);
 }
-END_TEST
 
 /* Several blocked producers and a consumer that keeps popping: all get in,
    every item comes out once. */
-START_TEST(blocked_producers_all_released)
+WP_TEST(blocked_producers_all_released)
 {
     enum { CAP = 4, N = 6 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + N];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p[N];
-    for (unsigned i = 0; i < N; i++)
-        pusher_start(&p[i], q, &items[CAP + i]);
-    wait_blocked(q, N);
+    block_pushers(q, items, CAP, p, N);
 
     unsigned popped = 0, done = 0;
     unsigned char seen[CAP + N] = { 0 };
@@ -310,21 +305,16 @@ START_TEST(blocked_producers_all_released)
     ck_assert_uint_eq(atomic_load(&q->blocked), 0);
     free_queue(q);
 }
-END_TEST
 
 /* ------------------------------------------------------------ close / seal */
 
-START_TEST(close_wakes_blocked_producers)
+WP_TEST(close_wakes_blocked_producers)
 {
     enum { CAP = 2, N = 3 };
     wp_queue *q = new_queue(CAP);
     item items[CAP + N + 1];
-    for (unsigned i = 0; i < CAP; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
     pusher p[N];
-    for (unsigned i = 0; i < N; i++)
-        pusher_start(&p[i], q, &items[CAP + i]);
-    wait_blocked(q, N);
+    block_pushers(q, items, CAP, p, N);
 
     wp__queue_close(q);
     for (unsigned i = 0; i < N; i++)
@@ -347,7 +337,6 @@ START_TEST(close_wakes_blocked_producers)
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
 }
-END_TEST
 
 /*
  * A producer blocked on a full queue when it is closed must get
@@ -356,14 +345,12 @@ END_TEST
  * room_mu so that the producer, woken by close's broadcast, only runs again
  * once both the close and the pop have happened.
  */
-START_TEST(close_blocked_producer_gets_shutdown_despite_room)
+WP_TEST(close_blocked_producer_gets_shutdown_despite_room)
 {
     wp_queue *q = new_queue(1);
     item items[2];
-    ck_assert_int_eq(wp__queue_push(q, &items[0], false), 0);
     pusher p;
-    pusher_start(&p, q, &items[1]);
-    wait_blocked(q, 1);
+    block_pushers(q, items, 1, &p, 1);
 
     /* The producer is in pthread_cond_wait (it released room_mu there). */
     ck_assert_int_eq(pthread_mutex_lock(&q->room_mu), 0);
@@ -387,9 +374,8 @@ START_TEST(close_blocked_producer_gets_shutdown_despite_room)
     ck_assert_ptr_null(wp__queue_pop(q));
     free_queue(q);
 }
-END_TEST
 
-START_TEST(sealed_only_after_close_and_no_push_in_progress)
+WP_TEST(sealed_only_after_close_and_no_push_in_progress)
 {
     wp_queue *q = new_queue(1);
     item items[2];
@@ -425,9 +411,8 @@ START_TEST(sealed_only_after_close_and_no_push_in_progress)
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
 }
-END_TEST
 
-START_TEST(close_idempotent_and_empty_sealed)
+WP_TEST(close_idempotent_and_empty_sealed)
 {
     wp_queue *q = new_queue(8);
     wp__queue_close(q);
@@ -437,7 +422,6 @@ START_TEST(close_idempotent_and_empty_sealed)
     ck_assert_ptr_null(wp__queue_pop(q));
     free_queue(q);
 }
-END_TEST
 
 /* ----------------------------------------------------------------- stress */
 
@@ -470,7 +454,7 @@ static void *stress_producer_main(void *arg)
     return NULL;
 }
 
-START_TEST(stress_many_producers_one_consumer)
+WP_TEST(stress_many_producers_one_consumer)
 {
     const unsigned total = STRESS_PRODUCERS * STRESS_PER_PRODUCER;
     stress s;
@@ -533,11 +517,10 @@ START_TEST(stress_many_producers_one_consumer)
     free(s.items);
     free_queue(s.q);
 }
-END_TEST
 
 /* ------------------------------------------------------------ wake protocol */
 
-START_TEST(wake_hungry_sleeper_on_push)
+WP_TEST(wake_hungry_sleeper_on_push)
 {
     wp_queue *q = new_queue(8);
     item it;
@@ -563,9 +546,8 @@ START_TEST(wake_hungry_sleeper_on_push)
     wp__queue_awake(q, false);
     free_queue(q);
 }
-END_TEST
 
-START_TEST(push_while_awake_does_not_write)
+WP_TEST(push_while_awake_does_not_write)
 {
     wp_queue *q = new_queue(64);
     item items[64];
@@ -587,9 +569,8 @@ START_TEST(push_while_awake_does_not_write)
     ck_assert(wake_fd_readable(q));
     free_queue(q);
 }
-END_TEST
 
-START_TEST(may_sleep_false_when_item_there)
+WP_TEST(may_sleep_false_when_item_there)
 {
     wp_queue *q = new_queue(8);
     item it;
@@ -604,9 +585,8 @@ START_TEST(may_sleep_false_when_item_there)
     wp__queue_awake(q, false);
     free_queue(q);
 }
-END_TEST
 
-START_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
+WP_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
 {
     wp_queue *q = new_queue(8);
     item it;
@@ -629,9 +609,8 @@ START_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
     ck_assert(!wake_fd_readable(q));
     free_queue(q);
 }
-END_TEST
 
-START_TEST(refused_push_after_close_wakes_sleeper)
+WP_TEST(refused_push_after_close_wakes_sleeper)
 {
     /* After close the consumer waits for the queue to seal; the last
        producer leaving queue_push must wake it, hungry or not. */
@@ -646,7 +625,6 @@ START_TEST(refused_push_after_close_wakes_sleeper)
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
 }
-END_TEST
 
 /*
  * The consumer loop of a dispatcher: {may_sleep; poll(wake_fd); awake; pop
@@ -662,7 +640,7 @@ enum { LW_BULK = 3, LW_BULK_EACH = 20000, LW_PINGPONG = 3, LW_PINGPONG_EACH = 50
        LW_SOLO = 20000,
        LW_PRODUCERS = LW_BULK + LW_PINGPONG + 1, /* the last: alone, afterwards */
        LW_TOTAL = LW_BULK * LW_BULK_EACH + LW_PINGPONG * LW_PINGPONG_EACH + LW_SOLO,
-       LW_SAFETY_MS = 5000 };
+       LW_SAFETY_MS = TU_DEADLINE_MS }; /* no wake-up for this long: one was lost */
 
 typedef struct lostwake {
     wp_queue         *q;
@@ -732,7 +710,7 @@ static void *lw_consumer_main(void *arg)
     return NULL;
 }
 
-START_TEST(no_lost_wakeup_many_threads)
+WP_TEST(no_lost_wakeup_many_threads)
 {
     lostwake lw;
     memset(&lw, 0, sizeof lw);
@@ -785,7 +763,6 @@ START_TEST(no_lost_wakeup_many_threads)
     free(lw.items);
     free_queue(lw.q);
 }
-END_TEST
 
 /* Kicks from several threads against a consumer that sleeps not hungry
    (pushes would not wake it): every round it is woken, none is lost. */
@@ -804,7 +781,7 @@ static void *kicker_main(void *arg)
     return NULL;
 }
 
-START_TEST(kick_from_threads_wakes_non_hungry_sleeper)
+WP_TEST(kick_from_threads_wakes_non_hungry_sleeper)
 {
     enum { KICKERS = 3, ROUNDS = 2000 };
     kicker k = { .q = new_queue(8) };
@@ -830,57 +807,32 @@ START_TEST(kick_from_threads_wakes_non_hungry_sleeper)
     ck_assert_uint_eq(timeouts, 0);
     free_queue(k.q);
 }
-END_TEST
 
 /* ------------------------------------------------------------------ main */
 
-static Suite *queue_suite(void)
-{
-    Suite *s = suite_create("queue");
-
-    TCase *tc = tcase_create("basic");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, init_capacity_rounding);
-    tcase_add_test(tc, init_capacity_too_big);
-    tcase_add_test(tc, fifo_single_thread);
-    tcase_add_test(tc, exact_bound_nowait);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("backpressure");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, blocked_producer_released_by_pop);
-    tcase_add_test(tc, blocked_producer_released_by_draining_to_half);
-    tcase_add_test(tc, blocked_producers_all_released);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("close");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, close_wakes_blocked_producers);
-    tcase_add_test(tc, close_blocked_producer_gets_shutdown_despite_room);
-    tcase_add_test(tc, sealed_only_after_close_and_no_push_in_progress);
-    tcase_add_test(tc, close_idempotent_and_empty_sealed);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("wake");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, wake_hungry_sleeper_on_push);
-    tcase_add_test(tc, push_while_awake_does_not_write);
-    tcase_add_test(tc, may_sleep_false_when_item_there);
-    tcase_add_test(tc, non_hungry_sleeper_ignores_push_but_wakes_on_kick);
-    tcase_add_test(tc, refused_push_after_close_wakes_sleeper);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("stress");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, stress_many_producers_one_consumer);
-    tcase_add_test(tc, no_lost_wakeup_many_threads);
-    tcase_add_test(tc, kick_from_threads_wakes_non_hungry_sleeper);
-    suite_add_tcase(s, tc);
-
-    return s;
-}
-
 int main(void)
 {
-    return tu_run_suite(queue_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "queue", .timeout_s = 120 };
+    const tu_test tests[] = {
+        TU_CASE("basic", init_capacity_rounding),
+        TU_CASE("basic", init_capacity_too_big),
+        TU_CASE("basic", fifo_single_thread),
+        TU_CASE("basic", exact_bound_nowait),
+        TU_CASE("backpressure", blocked_producer_released_by_pop),
+        TU_CASE("backpressure", blocked_producer_released_by_draining_to_half),
+        TU_CASE("backpressure", blocked_producers_all_released),
+        TU_CASE("close", close_wakes_blocked_producers),
+        TU_CASE("close", close_blocked_producer_gets_shutdown_despite_room),
+        TU_CASE("close", sealed_only_after_close_and_no_push_in_progress),
+        TU_CASE("close", close_idempotent_and_empty_sealed),
+        TU_CASE("wake", wake_hungry_sleeper_on_push),
+        TU_CASE("wake", push_while_awake_does_not_write),
+        TU_CASE("wake", may_sleep_false_when_item_there),
+        TU_CASE("wake", non_hungry_sleeper_ignores_push_but_wakes_on_kick),
+        TU_CASE("wake", refused_push_after_close_wakes_sleeper),
+        TU_CASE("stress", stress_many_producers_one_consumer),
+        TU_CASE("stress", no_lost_wakeup_many_threads),
+        TU_CASE("stress", kick_from_threads_wakes_non_hungry_sleeper),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -58,40 +58,36 @@ static int run_triple(wp_pool *p, wp_task_fn fn)
 
 /* Loaded after the pool was created: not in a worker forked before, nor in
    any the fork server forks; a fork worker forked after it has it. */
-START_TEST(loaded_after_the_pool)
+WP_TEST_BOTH(loaded_after_the_pool)
 {
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 1,
-                                                    .start_method = _i });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 1 });
     tulate t = tulate_open();
     ck_assert_int_eq(run_triple(p, t.triple), WP_ENOFUNC);
     /* That worker has done its one task; its replacement starts now. */
     tu_wait_workers(p, 1, 2);
-    ck_assert_int_eq(run_triple(p, t.triple), _i == WP_START_FORK ? 0 : WP_ENOFUNC);
+    ck_assert_int_eq(run_triple(p, t.triple), tu_method == WP_START_FORK ? 0 : WP_ENOFUNC);
     wp_pool_destroy(p);
     dlclose(t.handle);
 }
-END_TEST
 
 /* Loaded before: every worker has it. */
-START_TEST(loaded_before_the_pool)
+WP_TEST_BOTH(loaded_before_the_pool)
 {
     tulate t = tulate_open();
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 1,
-                                                    .start_method = _i });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1, .max_tasks_per_worker = 1 });
     ck_assert_int_eq(run_triple(p, t.triple), 0);
     tu_wait_workers(p, 1, 2);
     ck_assert_int_eq(run_triple(p, t.triple), 0);
     wp_pool_destroy(p);
     dlclose(t.handle);
 }
-END_TEST
 
 static const unsigned char not_code[64] = { 0xC3 }; /* read-only data, whatever its bytes */
 
 /* Pointers into data are refused before the worker jumps there. */
-START_TEST(data_is_not_code)
+WP_TEST_BOTH(data_is_not_code)
 {
-    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1, .start_method = _i });
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     void *heap = malloc(64);
     ck_assert_ptr_nonnull(heap);
     const void *places[] = { not_code, heap, &p };
@@ -111,21 +107,14 @@ START_TEST(data_is_not_code)
     ck_assert_uint_eq(tu_pool_stats(p).workers_started, 1);
     wp_pool_destroy(p);
 }
-END_TEST
-
-static Suite *worker_suite(void)
-{
-    Suite *s = suite_create("worker");
-    const tu_test tests[] = {
-        { "loaded_after_the_pool", loaded_after_the_pool },
-        { "loaded_before_the_pool", loaded_before_the_pool },
-        { "data_is_not_code", data_is_not_code },
-    };
-    tu_add_method_tests(s, tests, sizeof tests / sizeof tests[0], 60, NULL, NULL);
-    return s;
-}
 
 int main(void)
 {
-    return tu_run_suite(worker_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "worker", .timeout_s = 60 };
+    const tu_test tests[] = {
+        TU_TEST(loaded_after_the_pool),
+        TU_TEST(loaded_before_the_pool),
+        TU_TEST(data_is_not_code),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * testutil.c — the misbehaving (and well-behaved) workers the suites use.
+ * testutil.c — the misbehaving (and well-behaved) workers the suites use,
+ * and the helpers they share (testutil.h says what each is for).
  */
 #define _GNU_SOURCE
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -31,6 +33,11 @@
 #ifdef TU_SANITIZED
 #include <sanitizer/common_interface_defs.h>
 #endif
+
+#define TMP_NFTW_FDS 8 /* descriptors nftw may hold open while it removes a tree */
+#define US_PER_S     1000000L
+#define US_PER_MS    1000u
+#define NS_PER_US    1000L
 
 static int arg_int(const void *arg, size_t len)
 {
@@ -66,9 +73,7 @@ int tu_sleep(const void *arg, size_t len, wp_buf *out)
     int64_t ms = 0;
     if (len >= sizeof ms)
         memcpy(&ms, arg, sizeof ms);
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tu_sleep_ms(ms);
     return wp_buf_append(out, arg, len);
 }
 int tu_garbage(const void *arg, size_t len, wp_buf *out)
@@ -131,9 +136,7 @@ int tu_count_fds(const void *arg, size_t len, wp_buf *out)
 int tu_report(const void *arg, size_t len, wp_buf *out)
 {
     tu_report_arg a;
-    if (len != sizeof a)
-        return wp_buf_fail(out, 22, "tu_report: bad argument");
-    memcpy(&a, arg, sizeof a);
+    TU_TASK_ARG(a, arg, len, out);
     a.report[sizeof a.report - 1] = a.gate[sizeof a.gate - 1] = '\0';
     int pid = (int)getpid();
     if (a.report[0] != '\0') {
@@ -154,9 +157,7 @@ int tu_report(const void *arg, size_t len, wp_buf *out)
     if (a.ms < 0)
         for (;;)
             pause();
-    struct timespec ts = { .tv_sec = a.ms / 1000, .tv_nsec = (a.ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tu_sleep_ms(a.ms);
     return wp_buf_append(out, &pid, sizeof pid);
 }
 
@@ -188,13 +189,7 @@ int tu_pattern_ok(const void *buf, size_t len, unsigned seed)
     return 1;
 }
 
-wp_pool *tu_pool(unsigned workers, int start_method)
-{
-    wp_pool *p = NULL;
-    wp_pool_options o = { .workers = workers, .start_method = start_method };
-    ck_assert_int_eq(wp_pool_create(&p, &o), 0);
-    return p;
-}
+int tu_method = WP_START_FORKSERVER;
 
 wp_pool *tu_pool_create(wp_pool_options o)
 {
@@ -211,6 +206,12 @@ wp_pool *tu_pool_started(wp_pool_options o)
     return p;
 }
 
+wp_pool *tu_make_pool(wp_pool_options o)
+{
+    o.start_method = tu_method;
+    return tu_pool_started(o);
+}
+
 wp_pool_stats tu_pool_stats(wp_pool *p)
 {
     wp_pool_stats s;
@@ -218,25 +219,159 @@ wp_pool_stats tu_pool_stats(wp_pool *p)
     return s;
 }
 
+/* Poll until the pool has `alive` workers up and `started` ever; the last
+   stats read in *s.  No Check call, no allocation. */
+static bool workers_poll(wp_pool *p, unsigned alive, uint64_t started, int64_t timeout_ms,
+                         wp_pool_stats *s)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    memset(s, 0, sizeof *s);
+    for (;;) {
+        if (wp_pool_get_stats(p, s) != 0)
+            return false;
+        if (s->workers_alive >= alive && s->workers_started >= started)
+            return true;
+        if (tu_now_ms() >= deadline)
+            return false;
+        tu_poll_pause();
+    }
+}
+
+bool tu_workers_up(wp_pool *p, unsigned alive, uint64_t started, int64_t timeout_ms)
+{
+    wp_pool_stats s;
+    return workers_poll(p, alive, started, timeout_ms, &s);
+}
+
 void tu_wait_workers(wp_pool *p, unsigned alive, uint64_t started)
 {
-    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
     wp_pool_stats s;
-    while (wp_pool_get_stats(p, &s) == 0 && (s.workers_alive < alive || s.workers_started < started) &&
-           tu_now_ms() < deadline)
-        tu_poll_pause();
-    ck_assert_msg(s.workers_alive >= alive && s.workers_started >= started,
-                  "workers_alive %u (want %u), workers_started %llu (want %llu)", s.workers_alive,
-                  alive, (unsigned long long)s.workers_started, (unsigned long long)started);
+    bool up = workers_poll(p, alive, started, TU_DEADLINE_MS, &s);
+    ck_assert_msg(up, "workers_alive %u (want %u), workers_started %llu (want %llu)",
+                  s.workers_alive, alive, (unsigned long long)s.workers_started,
+                  (unsigned long long)started);
+}
+
+wp_future *tu_submit(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                     const wp_task_options *opts)
+{
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, fn, arg, len, opts, &f), 0);
+    ck_assert_ptr_nonnull(f);
+    return f;
 }
 
 wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
                   const wp_task_options *opts)
 {
-    wp_future *f = NULL;
-    ck_assert_int_eq(wp_submit(p, fn, arg, len, opts, &f), 0);
+    wp_future *f = tu_submit(p, fn, arg, len, opts);
     ck_assert_int_eq(wp_future_wait(f, -1), 0);
     return f;
+}
+
+void tu_wait_settled(wp_future *f)
+{
+    ck_assert_msg(wp_future_wait(f, TU_DEADLINE_MS) == 0, "a future did not settle in %d ms",
+                  TU_DEADLINE_MS);
+}
+
+void tu_check_echo(wp_future *f, const void *want, size_t want_len)
+{
+    size_t len = 12345;
+    tu_wait_settled(f);
+    ck_assert_msg(wp_future_state(f) == WP_SUCCEEDED, "state %d, error %d (%s)",
+                  wp_future_state(f), wp_future_error(f), wp_future_message(f));
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_int_eq(wp_future_code(f), 0);
+    ck_assert_str_eq(wp_future_message(f), "");
+    const void *r = wp_future_result(f, &len);
+    ck_assert_uint_eq(len, want_len);
+    if (want_len > 0) {
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(memcmp(r, want, want_len), 0);
+    }
+}
+
+void tu_check_outcome(const wp_future *f, int state, int error, int code, const char *message)
+{
+    ck_assert_int_eq(wp_future_state(f), state);
+    ck_assert_msg(wp_future_error(f) == error, "error %s (%s), not %s",
+                  wp_strerror(wp_future_error(f)), wp_future_message(f), wp_strerror(error));
+    ck_assert_int_eq(wp_future_code(f), code);
+    if (message != NULL)
+        ck_assert_str_eq(wp_future_message(f), message);
+    size_t len = 12345;
+    ck_assert_ptr_null(wp_future_result(f, &len));
+    ck_assert_uint_eq(len, 0);
+}
+
+wp_future *tu_run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                        const wp_task_options *opts, unsigned alive, uint64_t started)
+{
+    wp_future *f = tu_submit(p, fn, arg, len, opts);
+    int w = wp_future_wait(f, TU_DEADLINE_MS);
+    tu_wait_workers(p, alive, started);
+    ck_assert_msg(w == 0, "a future did not settle in %d ms", TU_DEADLINE_MS);
+    return f;
+}
+
+int tu_result_int(const wp_future *f)
+{
+    size_t len = 0;
+    const void *r = wp_future_result(f, &len);
+    ck_assert_int_eq(wp_future_error(f), 0);
+    ck_assert_uint_eq(len, sizeof(int));
+    int v;
+    memcpy(&v, r, sizeof v);
+    return v;
+}
+
+int tu_worker_pid(wp_pool *p)
+{
+    wp_future *f = tu_run(p, tu_pid, NULL, 0, NULL);
+    int pid = tu_result_int(f);
+    wp_future_release(f);
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+bool tu_has_number(const char *text, int n)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", n);
+    size_t len = strlen(num);
+    for (const char *p = strstr(text, num); p != NULL; p = strstr(p + 1, num))
+        if ((p == text || p[-1] < '0' || p[-1] > '9') && (p[len] < '0' || p[len] > '9'))
+            return true;
+    return false;
+}
+
+int tu_stats_match(const wp_pool_stats *s, tu_stats_want w, char *why, size_t size)
+{
+    const struct {
+        const char *name;
+        tu_expect   want;
+        uint64_t    is;
+    } f[] = {
+        { "submitted", w.submitted, s->submitted },
+        { "succeeded", w.succeeded, s->succeeded },
+        { "failed", w.failed, s->failed },
+        { "cancelled", w.cancelled, s->cancelled },
+        { "timed_out", w.timed_out, s->timed_out },
+        { "crashed", w.crashed, s->crashed },
+        { "retried", w.retried, s->retried },
+        { "workers_started", w.workers_started, s->workers_started },
+        { "queued", w.queued, s->queued },
+        { "running", w.running, s->running },
+        { "workers_alive", w.workers_alive, s->workers_alive },
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].want.set && f[i].is != f[i].want.want) {
+            snprintf(why, size, "stats: %s is %llu, want %llu", f[i].name,
+                     (unsigned long long)f[i].is, (unsigned long long)f[i].want.want);
+            return 0;
+        }
+    return 1;
 }
 
 int tu_pid_alive(int pid)
@@ -251,6 +386,32 @@ int tu_pid_exited(int pid)
     if (!tu_pid_alive(pid) || tu_proc_stat(pid, &state, &ppid) < 0)
         return 1;
     return state == 'Z' || state == 'X';
+}
+
+bool tu_wait_exited(int pid, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    while (!tu_pid_exited(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return tu_pid_exited(pid);
+}
+
+bool tu_wait_reaped(int pid, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    while (tu_pid_alive(pid) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return !tu_pid_alive(pid);
+}
+
+bool tu_wait_state(int id, char want, int64_t timeout_ms)
+{
+    int64_t deadline = tu_now_ms() + timeout_ms;
+    char state = '?';
+    int ppid;
+    while ((tu_proc_stat(id, &state, &ppid) < 0 || state != want) && tu_now_ms() < deadline)
+        tu_poll_pause();
+    return state == want;
 }
 
 int tu_pid_parent(int pid)
@@ -458,15 +619,75 @@ int64_t tu_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void tu_sleep_us(uint64_t us)
+{
+    struct timespec ts = { .tv_sec = (time_t)(us / US_PER_S),
+                           .tv_nsec = (long)(us % US_PER_S) * NS_PER_US };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+void tu_sleep_ms(int64_t ms)
+{
+    tu_sleep_us(ms > 0 ? (uint64_t)ms * US_PER_MS : 0);
+}
+
 void tu_poll_pause(void)
 {
     struct timespec ts = { .tv_sec = 0, .tv_nsec = 1000000L };
     nanosleep(&ts, NULL);
 }
 
+/* ------------------------------------------------------ temporary files */
+
+static char tmp_base[32]; /* the test case's directory (the fixture's), or "" */
+static char tmp_run[96];  /* the running test's, in it, or "" until made */
+
+void tu_tmp_setup(void)
+{
+    snprintf(tmp_base, sizeof tmp_base, "/tmp/wp-test-XXXXXX");
+    if (mkdtemp(tmp_base) == NULL)
+        tmp_base[0] = '\0';
+    tmp_run[0] = '\0';
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void tu_tmp_teardown(void)
+{
+    if (tmp_base[0] != '\0')
+        nftw(tmp_base, remove_one, TMP_NFTW_FDS, FTW_DEPTH | FTW_PHYS);
+    tmp_base[0] = tmp_run[0] = '\0';
+}
+
+void tu_begin(int method)
+{
+    tu_method = method;
+    tmp_run[0] = '\0';
+}
+
+void tu_tmp_path(char *buf, size_t n, const char *name)
+{
+    ck_assert_msg(tmp_base[0] != '\0', "no temporary directory (tu_tmp_setup)");
+    if (tmp_run[0] == '\0') {
+        snprintf(tmp_run, sizeof tmp_run, "%s/t-XXXXXX", tmp_base);
+        ck_assert_ptr_nonnull(mkdtemp(tmp_run));
+    }
+    int w = snprintf(buf, n, "%s/%s", tmp_run, name);
+    ck_assert(w > 0 && (size_t)w < n);
+}
+
 void tu_fifo_open(tu_fifo *f)
 {
-    snprintf(f->dir, sizeof f->dir, "/tmp/wp-test-XXXXXX");
+    if (tmp_base[0] != '\0')
+        snprintf(f->dir, sizeof f->dir, "%s/f-XXXXXX", tmp_base);
+    else
+        snprintf(f->dir, sizeof f->dir, "/tmp/wp-test-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/fifo", f->dir);
     ck_assert_int_eq(mkfifo(f->path, 0600), 0);
@@ -483,7 +704,19 @@ void tu_fifo_close(tu_fifo *f)
     rmdir(f->dir);
 }
 
-int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
+void tu_hold_open(tu_hold *h)
+{
+    tu_fifo_open(&h->report);
+    tu_fifo_open(&h->gate);
+}
+
+void tu_hold_close(tu_hold *h)
+{
+    tu_fifo_close(&h->report);
+    tu_fifo_close(&h->gate);
+}
+
+int tu_read_int(int fd, int64_t timeout_ms)
 {
     int64_t deadline = tu_now_ms() + timeout_ms;
     char buf[sizeof(int)];
@@ -492,22 +725,27 @@ int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
         int64_t left = deadline - tu_now_ms();
         if (left <= 0)
             return -1;
-        struct pollfd pfd = { .fd = f->fd, .events = POLLIN };
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
         int rc = poll(&pfd, 1, (int)left);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc <= 0)
             return -1;
-        ssize_t n = read(f->fd, buf + have, sizeof buf - have);
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return -1;
         have += (size_t)n;
     }
-    int pid;
-    memcpy(&pid, buf, sizeof pid);
-    return pid;
+    int v;
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+int tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms)
+{
+    return tu_read_int(f->fd, timeout_ms);
 }
 
 void tu_fifo_release(tu_fifo *f, unsigned n)
@@ -521,18 +759,46 @@ void tu_fifo_release(tu_fifo *f, unsigned n)
     }
 }
 
-void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
-                         SFun setup, SFun teardown)
+static TCase *new_tcase(Suite *s, const tu_suite *def, const char *name)
 {
-    for (size_t i = 0; i < n; i++) {
-        TCase *tc = tcase_create(tests[i].name);
-        tcase_set_timeout(tc, timeout);
-        if (setup != NULL || teardown != NULL)
-            tcase_add_unchecked_fixture(tc, setup, teardown);
-        /* loop index = start method: WP_START_FORKSERVER, WP_START_FORK */
-        tcase_add_loop_test(tc, tests[i].fn, WP_START_FORKSERVER, WP_START_FORK + 1);
-        suite_add_tcase(s, tc);
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, def->timeout_s);
+    tcase_add_unchecked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
+    if (def->setup != NULL)
+        tcase_add_checked_fixture(tc, def->setup, NULL);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n)
+{
+    /* The groups made so far (TU_CASE): the TCase of an entry's group is
+       that of the first entry of the group. */
+    TCase **made = calloc(n, sizeof *made);
+    if (made == NULL) {
+        fputs("tu_add_tests: out of memory\n", stderr);
+        exit(EXIT_FAILURE);
     }
+    for (size_t i = 0; i < n; i++) {
+        if (tests[i].tcase == NULL) {
+            tcase_add_both(new_tcase(s, def, tests[i].name), tests[i].fn);
+            continue;
+        }
+        size_t first = 0;
+        while (tests[first].tcase == NULL || strcmp(tests[first].tcase, tests[i].tcase) != 0)
+            first++;
+        if (made[first] == NULL)
+            made[first] = new_tcase(s, def, tests[i].tcase);
+        tcase_add_test(made[first], tests[i].fn);
+    }
+    free(made);
+}
+
+int tu_main(tu_suite def, const tu_test *tests, size_t n)
+{
+    Suite *s = suite_create(def.name);
+    tu_add_tests(s, &def, tests, n);
+    return tu_run_suite(s, def.fork);
 }
 
 int tu_run_suite(Suite *s, enum fork_status fork_status)
@@ -543,6 +809,66 @@ int tu_run_suite(Suite *s, enum fork_status fork_status)
     int failed = srunner_ntests_failed(r);
     srunner_free(r);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ----------------------------------------------- many submitting threads */
+
+typedef struct crowd_member {
+    const tu_crowd *c;
+    unsigned        thread;
+    unsigned        failed, wrong; /* submits that failed, outcomes that were wrong */
+    int             first_rc;      /* the first failed submit's code */
+    pthread_t       tid;
+} crowd_member;
+
+static void *crowd_main(void *arg)
+{
+    crowd_member *m = arg;
+    const tu_crowd *c = m->c;
+    wp_future **fs = calloc(c->per_thread, sizeof *fs);
+    if (fs == NULL) {
+        m->failed = c->per_thread;
+        m->first_rc = WP_ENOMEM;
+        return NULL;
+    }
+    for (unsigned i = 0; i < c->per_thread; i++) {
+        int rc = c->submit(c->ctx, m->thread, i, &fs[i]);
+        if (rc != 0 && m->failed++ == 0)
+            m->first_rc = rc;
+        if (rc != 0)
+            fs[i] = NULL;
+    }
+    /* No deadline of its own: Check's timeout of the test is the hang
+       detector. */
+    for (unsigned i = 0; i < c->per_thread; i++) {
+        if (fs[i] == NULL)
+            continue;
+        if (wp_future_wait(fs[i], -1) != 0 || !c->ok(c->ctx, m->thread, i, fs[i]))
+            m->wrong++;
+        wp_future_release(fs[i]);
+    }
+    free(fs);
+    return NULL;
+}
+
+void tu_run_crowd(const tu_crowd *c)
+{
+    crowd_member *m = calloc(c->threads, sizeof *m);
+    ck_assert_ptr_nonnull(m);
+    for (unsigned t = 0; t < c->threads; t++) {
+        m[t] = (crowd_member){ .c = c, .thread = t };
+        ck_assert_int_eq(pthread_create(&m[t].tid, NULL, crowd_main, &m[t]), 0);
+    }
+    for (unsigned t = 0; t < c->threads; t++)
+        ck_assert_int_eq(pthread_join(m[t].tid, NULL), 0);
+    crowd_member bad = { .c = c, .thread = c->threads };
+    for (unsigned t = 0; t < c->threads && bad.thread == c->threads; t++)
+        if (m[t].failed != 0 || m[t].wrong != 0)
+            bad = m[t];
+    free(m);
+    ck_assert_msg(bad.thread == c->threads,
+                  "thread %u: %u of %u submits failed (the first: %s), %u outcomes wrong",
+                  bad.thread, bad.failed, c->per_thread, wp_strerror(bad.first_rc), bad.wrong);
 }
 
 /* ------------------------------------------------------------- blockers */
@@ -622,13 +948,12 @@ void tu_start_symbolizer(void)
 #endif
 }
 
-wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
-                          int *pid)
+wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid)
 {
-    tu_report_arg a = tu_report_arg_of(0, report, gate);
+    tu_report_arg a = tu_report_arg_of(0, &h->report, &h->gate);
     wp_future *f = NULL;
     ck_assert_int_eq(wp_submit(p, tu_report, &a, sizeof a, o, &f), 0);
-    int who = tu_fifo_read_pid(report, TU_DEADLINE_MS);
+    int who = tu_fifo_read_pid(&h->report, TU_DEADLINE_MS);
     ck_assert_int_gt(who, 0);
     if (pid != NULL)
         *pid = who;

@@ -1,20 +1,72 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * testutil.h — task functions and helpers shared by the Check suites: real
- * workers that succeed, fail, crash, hang, leak or break the protocol.
+ * testutil.h — what the Check suites share: the test-definition macros
+ * (WP_TEST, WP_TEST_BOTH: a test under both start methods), task functions
+ * whose workers succeed, fail, crash, hang, leak or break the protocol, and
+ * the helpers every suite would otherwise write again (its pool, waits on
+ * events, outcome and stats checks, many submitting threads, processes and
+ * descriptors).
  */
 #ifndef WP_TESTUTIL_H
 #define WP_TESTUTIL_H
 
 #include <check.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "workerpool.h"
 
 /* How long a test waits for a condition that must come true. */
 #define TU_DEADLINE_MS 20000
+/* An upper bound for what must happen "at once" (a cancel, a reap, a
+   destroy): far above any scheduling delay of a loaded 2-core machine under
+   a sanitizer, far below TU_DEADLINE_MS and the slow paths it rules out. */
+#define TU_PROMPT_MS 5000
+
+/*
+ * Defining tests, as libuv's TEST_IMPL does (neither needs END_TEST):
+ *
+ *   WP_TEST(name) { ... }       runs once: TU_CASE("group", name) in the
+ *                               suite's table (or tcase_add_test);
+ *   WP_TEST_BOTH(name) { ... }  runs once per start method: TU_TEST(name)
+ *                               in the suite's table (or tcase_add_both).
+ *                               Check's loop index is the start method; the
+ *                               body finds it in tu_method
+ *                               (WP_START_FORKSERVER, then WP_START_FORK),
+ *                               and tu_make_pool makes its pool with it.
+ *
+ * The table is the suite's main (tu_main, below).  A new test is one
+ * function and one line of that table:
+ *
+ *   WP_TEST_BOTH(cancel_twice)
+ *   {
+ *       wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+ *       wp_future *f = tu_submit(p, tu_hang, NULL, 0, NULL);
+ *       ...
+ *       wp_pool_destroy(p);
+ *   }
+ *   ...
+ *       TU_TEST(cancel_twice),
+ */
+extern int tu_method;
+/* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
+   directory for tu_tmp_path (also when Check runs tests without forking). */
+void tu_begin(int method);
+#define WP_TEST(name) START_TEST(name)
+#define WP_TEST_BOTH(name)                 \
+    static void name##_both(void);         \
+    START_TEST(name)                       \
+    {                                      \
+        tu_begin(_i);                      \
+        name##_both();                     \
+    }                                      \
+    END_TEST                               \
+    static void name##_both(void)
+#define tcase_add_both(tc, name) \
+    tcase_add_loop_test((tc), (name), WP_START_FORKSERVER, WP_START_FORK + 1)
 
 /* Task functions (they run in worker processes). */
 int tu_echo(const void *arg, size_t len, wp_buf *out);        /* result = arg */
@@ -32,6 +84,17 @@ int tu_alloc(const void *arg, size_t len, wp_buf *out);       /* malloc *(size_t
 int tu_pid(const void *arg, size_t len, wp_buf *out);         /* result = getpid() */
 int tu_count_fds(const void *arg, size_t len, wp_buf *out);   /* result = int: open fds >= 3 */
 int tu_report(const void *arg, size_t len, wp_buf *out);      /* arg = tu_report_arg; result = int pid */
+
+/* In a task function: copy its argument (arg, len) into the variable a if
+   it is exactly sizeof a bytes; else return from the task, failed with
+   code TU_EBADARG ("bad argument"). */
+#define TU_EBADARG 22
+#define TU_TASK_ARG(a, arg, len, out)                                   \
+    do {                                                                \
+        if ((len) != sizeof(a))                                         \
+            return wp_buf_fail((out), TU_EBADARG, "bad argument");      \
+        memcpy(&(a), (arg), sizeof(a));                                 \
+    } while (0)
 
 /*
  * tu_report: lets a test see a task running and hold it there, through FIFOs
@@ -60,26 +123,46 @@ void tu_fifo_open(tu_fifo *f);                  /* fails the test on error */
 void tu_fifo_close(tu_fifo *f);                 /* closes and removes it */
 /* Read one int a tu_report task wrote; -1 if none came within timeout_ms. */
 int  tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms);
+/* Read one int from fd (whole, through EINTR and short reads); -1 if none
+   came within timeout_ms or fd reached end-of-file.  No Check call. */
+int  tu_read_int(int fd, int64_t timeout_ms);
 /* Let n tasks waiting on this FIFO as their gate go on. */
 void tu_fifo_release(tu_fifo *f, unsigned n);
+
+/* A task the test holds where it wants it: the FIFO it reports its pid
+   to once it runs, and the gate it then waits at (tu_submit_held). */
+typedef struct tu_hold {
+    tu_fifo report, gate;
+} tu_hold;
+void tu_hold_open(tu_hold *h);
+void tu_hold_close(tu_hold *h);
+
+/*
+ * Temporary files that go away even when a test fails (a failed assertion
+ * ends the test's process at once): every TCase tu_add_tests makes has
+ * an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
+ * and removes a directory for it in the runner's process.  tu_fifo_open
+ * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
+ * names a file in a directory of the running test's own, made on first use
+ * (WP_TEST_BOTH starts each run with a fresh one).
+ */
+void tu_tmp_setup(void);
+void tu_tmp_teardown(void);
+void tu_tmp_path(char *buf, size_t n, const char *name);
 
 /* A tu_report argument: sleep ms (hang if < 0), reporting to report and
    waiting at gate where they are not NULL. */
 tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
 
-/* Submit a tu_report task held at gate (with options o, may be NULL) and
-   return its future once it runs in a worker; *pid (if not NULL) gets that
-   worker's pid.  Fails the test if it does not run within TU_DEADLINE_MS. */
-wp_future *tu_submit_held(wp_pool *p, tu_fifo *report, tu_fifo *gate, const wp_task_options *o,
-                          int *pid);
+/* Submit a tu_report task held at h's gate (with options o, may be NULL)
+   and return its future once it runs in a worker; *pid (if not NULL) gets
+   that worker's pid.  Fails the test if it does not run within
+   TU_DEADLINE_MS.  tu_fifo_release(&h->gate, 1) lets it finish. */
+wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid);
 
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
 int  tu_pattern_ok(const void *buf, size_t len, unsigned seed);
-
-/* A pool with n workers and the given start method; fails the test if it
-   cannot be created. */
-wp_pool *tu_pool(unsigned workers, int start_method);
 
 /* A pool made with exactly these options (start_method included); fails
    the test if it cannot be created.  It does not wait for the workers. */
@@ -88,6 +171,10 @@ wp_pool *tu_pool_create(wp_pool_options o);
 /* tu_pool_create, then tu_wait_workers for all o.workers to have started
    and be alive. */
 wp_pool *tu_pool_started(wp_pool_options o);
+
+/* The pool of a WP_TEST_BOTH test: tu_pool_started with the test's start
+   method (o.start_method is ignored). */
+wp_pool *tu_make_pool(wp_pool_options o);
 
 /* The pool's stats; fails the test if they cannot be read. */
 wp_pool_stats tu_pool_stats(wp_pool *p);
@@ -99,16 +186,114 @@ wp_pool_stats tu_pool_stats(wp_pool *p);
  * WP_START_FORK the dispatcher may be forking meanwhile (see TU_ASAN).
  */
 void tu_wait_workers(wp_pool *p, unsigned alive, uint64_t started);
+/* The same poll, for processes that are not the test's (no Check call):
+   true if it came true within timeout_ms. */
+bool tu_workers_up(wp_pool *p, unsigned alive, uint64_t started, int64_t timeout_ms);
+
+/*
+ * Poll cond (evaluated until it holds, never again after) against
+ * TU_DEADLINE_MS; fails the test, naming the condition, if it never holds.
+ * Check is called only at the end.
+ */
+#define TU_POLL_UNTIL(cond)                                                        \
+    do {                                                                           \
+        int64_t tu_deadline_ = tu_now_ms() + TU_DEADLINE_MS;                       \
+        bool tu_held_;                                                             \
+        while (!(tu_held_ = (cond)) && tu_now_ms() < tu_deadline_)                 \
+            tu_poll_pause();                                                       \
+        ck_assert_msg(tu_held_, "never came true in %d ms: %s", TU_DEADLINE_MS, #cond); \
+    } while (0)
+
+/* Submit one task; returns its future (caller releases).  Fails the test
+   if wp_submit does. */
+wp_future *tu_submit(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                     const wp_task_options *opts);
 
 /* Submit and wait for one task; returns the future (caller releases). */
 wp_future *tu_run(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
                   const wp_task_options *opts);
+
+/* Fails the test if f does not settle within TU_DEADLINE_MS. */
+void tu_wait_settled(wp_future *f);
+
+/* f settles (tu_wait_settled) and succeeds with exactly these want_len
+   bytes: no error, code 0, no message. */
+void tu_check_echo(wp_future *f, const void *want, size_t want_len);
+
+/* f has settled with this state, error and code, with this message
+   (unless message is NULL) and without a result (NULL, length 0). */
+void tu_check_outcome(const wp_future *f, int state, int error, int code, const char *message);
+
+/* Submit a task that kills its worker (opts may be NULL) and wait for it to
+   settle, then for the pool to have `alive` workers up and `started` ever
+   (tu_wait_workers: no Check call while the replacement may be forking). */
+wp_future *tu_run_crash(wp_pool *p, wp_task_fn fn, const void *arg, size_t len,
+                        const wp_task_options *opts, unsigned alive, uint64_t started);
+
+/* The int result of a settled future that must have succeeded with one. */
+int tu_result_int(const wp_future *f);
+
+/* The pid of the worker that runs the next task (tu_pid; with one worker:
+   the worker). */
+int tu_worker_pid(wp_pool *p);
+
+/* Does text hold the number n, not as part of a longer number? */
+bool tu_has_number(const char *text, int n);
+
+/*
+ * The pool's counters against what a test expects: tu_assert_stats(s,
+ * .submitted = TU_EQ(8), .failed = TU_EQ(0)) checks only the fields it
+ * names, each equal to its TU_EQ, and fails the test naming the first that
+ * differs.
+ */
+typedef struct tu_expect {
+    bool     set;
+    uint64_t want;
+} tu_expect;
+#define TU_EQ(n) { true, (uint64_t)(n) }
+typedef struct tu_stats_want {
+    tu_expect submitted, succeeded, failed, cancelled, timed_out, crashed, retried,
+              workers_started, queued, running, workers_alive;
+} tu_stats_want;
+/* 1 if s matches w; else 0, with the first difference in why[size]. */
+int tu_stats_match(const wp_pool_stats *s, tu_stats_want w, char *why, size_t size);
+#define tu_assert_stats(s, ...)                                                              \
+    do {                                                                                     \
+        char tu_why_[128];                                                                   \
+        wp_pool_stats tu_s_ = (s);                                                           \
+        ck_assert_msg(tu_stats_match(&tu_s_, (tu_stats_want){ __VA_ARGS__ }, tu_why_,        \
+                                     sizeof tu_why_), "%s", tu_why_);                        \
+    } while (0)
+
+/*
+ * Many threads submitting at once: each of `threads` threads submits
+ * `per_thread` tasks, submit(ctx, thread, i, &future) for each, then waits
+ * for all of them (up to TU_DEADLINE_MS in all) and asks ok(ctx, thread, i,
+ * future) of each (ok may print why not).  tu_run_crowd returns once every
+ * thread is joined, having failed the test if a submit failed or an
+ * outcome was wrong.
+ */
+typedef struct tu_crowd {
+    unsigned threads, per_thread;
+    int  (*submit)(void *ctx, unsigned thread, unsigned i, wp_future **out);
+    bool (*ok)(void *ctx, unsigned thread, unsigned i, wp_future *f);
+    void *ctx;
+} tu_crowd;
+void tu_run_crowd(const tu_crowd *c);
 
 /* Is a process with this pid still there (not yet reaped counts as there)? */
 int tu_pid_alive(int pid);
 
 /* Has it exited: gone, or a zombie nobody reaped yet? */
 int tu_pid_exited(int pid);
+/* Poll (no Check call) until pid has exited (tu_pid_exited), or is gone
+   altogether, reaped (tu_wait_reaped); true if it did within timeout_ms. */
+bool tu_wait_exited(int pid, int64_t timeout_ms);
+bool tu_wait_reaped(int pid, int64_t timeout_ms);
+/* Poll (no Check call, no allocation) until process or thread id shows
+   state in /proc ('T' stopped, 'S' asleep); false if it has not within
+   timeout_ms. */
+bool tu_wait_state(int id, char state, int64_t timeout_ms);
 /* Its parent's pid from /proc/<pid>/stat, or -1. */
 int tu_pid_parent(int pid);
 /* Its state letter and parent from /proc/<pid>/stat: 0, or -1 if it is
@@ -224,19 +409,37 @@ void tu_start_symbolizer(void);
    against a deadline. */
 int64_t tu_now_ms(void);
 void    tu_poll_pause(void);
+/* Sleep this long, through signals: for task functions whose work is
+   time, and for jitter, never to let something happen. */
+void    tu_sleep_us(uint64_t us);
+void    tu_sleep_ms(int64_t ms);
 
 /*
- * Test cases run once per start method: each test of tests[] gets a TCase
- * of its own name, with this timeout (seconds) and, if either is non-NULL,
- * an unchecked fixture; the loop index _i is the start method
- * (WP_START_FORKSERVER, WP_START_FORK).
+ * A suite's table of tests, in the order they run: TU_TEST(name), a
+ * WP_TEST_BOTH test in a TCase of its own name (CK_RUN_CASE=name picks
+ * it), or TU_CASE("group", name), a WP_TEST in the TCase "group".  Every
+ * TCase gets the suite's timeout and the temporary-directory fixture
+ * (tu_tmp_setup), and `setup` as a checked fixture if it is not NULL.
  */
 typedef struct tu_test {
+    const char  *tcase; /* NULL: a WP_TEST_BOTH test in a TCase of its own */
     const char  *name;
     const TTest *fn;
 } tu_test;
-void tu_add_method_tests(Suite *s, const tu_test *tests, size_t n, double timeout,
-                         SFun setup, SFun teardown);
+#define TU_TEST(name)        { NULL, #name, name }
+#define TU_CASE(tcase, name) { tcase, #name, name }
+#define TU_COUNT(array)      (sizeof (array) / sizeof (array)[0])
+
+typedef struct tu_suite {
+    const char      *name;
+    double           timeout_s; /* Check's per-test timeout: the hang detector */
+    enum fork_status fork;      /* CK_FORK_GETENV (the default): as $CK_FORK says */
+    SFun             setup;     /* a checked fixture of every TCase, or NULL */
+} tu_suite;
+void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n);
+/* The whole main of a suite: make it from def and tests[], run it, and
+   return the exit status (EXIT_FAILURE if any test failed). */
+int tu_main(tu_suite def, const tu_test *tests, size_t n);
 
 /* Run every test of s (srunner_set_fork_status(fork_status) first;
    CK_FORK_GETENV is Check's default) and return the exit status for main:
