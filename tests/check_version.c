@@ -18,7 +18,7 @@
 #include "testutil.h"
 #include "workerpool.h"
 
-START_TEST(version_matches_header)
+WP_TEST(version_matches_header)
 {
     ck_assert_uint_eq(wp_version(), WP_VERSION_HEX);
     ck_assert_uint_eq(WP_VERSION_HEX >> 16, WP_VERSION_MAJOR);
@@ -30,7 +30,6 @@ START_TEST(version_matches_header)
     ck_assert_str_eq(wp_version_string(), PACKAGE_VERSION); /* configure read the same header */
     ck_assert_ptr_eq(wp_version_string(), wp_version_string()); /* static storage */
 }
-END_TEST
 
 /* The 0.2 layout (x86-64 / LP64), pinned. */
 typedef struct layout {
@@ -94,7 +93,7 @@ static const layout layouts[] = {
     FIELD(wp_batcher_stats, reserved, 64),
 };
 
-START_TEST(struct_layouts_are_pinned)
+WP_TEST(struct_layouts_are_pinned)
 {
     if (sizeof(void *) != 8 || sizeof(long) != 8)
         return; /* the table is for LP64 */
@@ -103,9 +102,8 @@ START_TEST(struct_layouts_are_pinned)
                       "ABI change: %s is %zu, was %zu in this SONAME", layouts[i].what,
                       layouts[i].got, layouts[i].want);
 }
-END_TEST
 
-START_TEST(constants_are_pinned)
+WP_TEST(constants_are_pinned)
 {
     ck_assert_int_eq(WP_START_FORKSERVER, 0);
     ck_assert_int_eq(WP_START_FORK, 1);
@@ -117,10 +115,9 @@ START_TEST(constants_are_pinned)
     ck_assert_int_eq(WP_FAILED, 3);
     ck_assert_int_eq(WP_CANCELLED, 4);
 }
-END_TEST
 
 /* Each reserved word set alone is refused; all zero is accepted. */
-START_TEST(pool_options_reserved_must_be_zero)
+WP_TEST(pool_options_reserved_must_be_zero)
 {
     wp_pool_options o = { .workers = 1 };
     for (size_t i = 0; i < sizeof o.reserved / sizeof o.reserved[0]; i++) {
@@ -133,11 +130,10 @@ START_TEST(pool_options_reserved_must_be_zero)
     wp_pool *p = tu_pool_create(o);
     wp_pool_destroy(p);
 }
-END_TEST
 
-START_TEST(task_options_reserved_must_be_zero)
+WP_TEST(task_options_reserved_must_be_zero)
 {
-    wp_pool *p = tu_pool(1, WP_START_FORKSERVER);
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1 });
     wp_task_options t = { 0 };
     int v = 7;
     wp_item item = { &v, sizeof v };
@@ -158,7 +154,6 @@ START_TEST(task_options_reserved_must_be_zero)
     ck_assert_uint_eq(st.submitted, 1); /* the refused ones never counted */
     wp_pool_destroy(p);
 }
-END_TEST
 
 static int batch_echo(const wp_item *items, size_t n, wp_buf *const *results)
 {
@@ -170,9 +165,9 @@ static int batch_echo(const wp_item *items, size_t n, wp_buf *const *results)
     return 0;
 }
 
-START_TEST(batcher_options_reserved_must_be_zero)
+WP_TEST(batcher_options_reserved_must_be_zero)
 {
-    wp_pool *p = tu_pool(1, WP_START_FORKSERVER);
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1 });
     wp_batcher_options o = { .max_batch_size = 4 };
     wp_batcher *b = NULL;
     for (size_t i = 0; i < sizeof o.reserved / sizeof o.reserved[0]; i++) {
@@ -191,13 +186,12 @@ START_TEST(batcher_options_reserved_must_be_zero)
     wp_batcher_destroy(b);
     wp_pool_destroy(p);
 }
-END_TEST
 
 /* Whatever the caller's struct held before, the reserved words come back
    zero (a later release's counters read 0 from this library). */
-START_TEST(stats_reserved_written_as_zero)
+WP_TEST(stats_reserved_written_as_zero)
 {
-    wp_pool *p = tu_pool(1, WP_START_FORKSERVER);
+    wp_pool *p = tu_pool_started((wp_pool_options){ .workers = 1 });
     wp_pool_stats ps;
     memset(&ps, 0xa5, sizeof ps);
     ck_assert_int_eq(wp_pool_get_stats(p, &ps), 0);
@@ -213,25 +207,18 @@ START_TEST(stats_reserved_written_as_zero)
     wp_batcher_destroy(b);
     wp_pool_destroy(p);
 }
-END_TEST
-
-static Suite *version_suite(void)
-{
-    Suite *s = suite_create("version");
-    TCase *tc = tcase_create("version");
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, version_matches_header);
-    tcase_add_test(tc, struct_layouts_are_pinned);
-    tcase_add_test(tc, constants_are_pinned);
-    tcase_add_test(tc, pool_options_reserved_must_be_zero);
-    tcase_add_test(tc, task_options_reserved_must_be_zero);
-    tcase_add_test(tc, batcher_options_reserved_must_be_zero);
-    tcase_add_test(tc, stats_reserved_written_as_zero);
-    suite_add_tcase(s, tc);
-    return s;
-}
 
 int main(void)
 {
-    return tu_run_suite(version_suite(), CK_FORK_GETENV);
+    const tu_suite suite = { .name = "version", .timeout_s = 60 };
+    const tu_test tests[] = {
+        TU_CASE("version", version_matches_header),
+        TU_CASE("abi", struct_layouts_are_pinned),
+        TU_CASE("abi", constants_are_pinned),
+        TU_CASE("reserved", pool_options_reserved_must_be_zero),
+        TU_CASE("reserved", task_options_reserved_must_be_zero),
+        TU_CASE("reserved", batcher_options_reserved_must_be_zero),
+        TU_CASE("reserved", stats_reserved_written_as_zero),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }
