@@ -289,30 +289,35 @@ chaos_tally chaos_settle_check(chaos_rec *recs, unsigned n, unsigned allowed, ui
  * a task before, a kill inside that window is rare but possible (seen: 1 in
  * about 850 kills of the recycle phase in a clang build); on a fresh one the
  * window holds its first function check and page faults (prewarm shrinks
- * them).  So a few such kills are allowed, warm or cold.  Under a sanitizer
- * every instruction of the window is instrumented (ThreadSanitizer's
- * atomics are calls into its runtime), and kills land in it on warm
- * workers too (measured: up to 6% of the crashes): there only the share is
- * bounded.  A pool that fails unstarted tasks (a frame still being written,
- * a task not yet claimed) fails 10-90% of the crashed ones, warm and cold.
+ * them), and under load it grows: seen 10 of 185 kills on fresh workers
+ * of a clang build while the machine ran at a load of 9 on 2 cores.  So a
+ * few such kills are allowed on warm workers, and more on fresh ones.
+ * Under a sanitizer every instruction of the window is instrumented
+ * (ThreadSanitizer's atomics are calls into its runtime), and kills land in
+ * it on warm workers too (measured: up to 6% of the crashes): there the
+ * looser share holds for both.  A pool that fails unstarted tasks (a frame
+ * still being written, a task not yet claimed) fails 10-90% of the crashed
+ * ones, warm and cold, and most crashes are on warm workers: the warm
+ * bound is the one that catches it.
  */
-#define COLD_SLACK_MIN       2
-#define COLD_SLACK_PER       32 /* one more per this many crashes */
-#define SANITIZED_SLACK_PER  8  /* ... under a sanitizer, warm or cold */
+#define UNENTERED_SLACK_MIN 2
+#define WARM_SLACK_PER      32 /* one more per this many crashes */
+#define LOOSE_SLACK_PER     8  /* ... on fresh workers, or under a sanitizer */
 
 void chaos_check_unentered(const chaos_tally *t, uint64_t seed, const char *what)
 {
     unsigned warm = t->unentered_kills - t->unentered_cold;
     bool sanitized = TU_ASAN || TU_TSAN;
-    unsigned per = sanitized ? SANITIZED_SLACK_PER : COLD_SLACK_PER;
-    unsigned slack = COLD_SLACK_MIN + t->n[CHAOS_KILLED] / per;
-    bool ok = t->unentered_kills <= slack;
+    unsigned killed = t->n[CHAOS_KILLED];
+    unsigned warm_slack = UNENTERED_SLACK_MIN + killed / (sanitized ? LOOSE_SLACK_PER : WARM_SLACK_PER);
+    unsigned cold_slack = UNENTERED_SLACK_MIN + killed / LOOSE_SLACK_PER;
+    bool ok = warm <= warm_slack && t->unentered_cold <= cold_slack;
     ck_assert_msg(ok,
                   "%s (seed %llu): %u of %u tasks failed WP_ECRASHED although their function never "
-                  "started (%u on workers that had run tasks; %u on fresh ones, %u allowed): a task "
-                  "not yet started must run elsewhere",
-                  what, (unsigned long long)seed, t->unentered_kills, t->n[CHAOS_KILLED], warm,
-                  t->unentered_cold, slack);
+                  "started (%u on workers that had run tasks, %u allowed; %u on fresh ones, %u "
+                  "allowed): a task not yet started must run elsewhere",
+                  what, (unsigned long long)seed, t->unentered_kills, killed, warm, warm_slack,
+                  t->unentered_cold, cold_slack);
 }
 
 void chaos_check_stats(wp_pool *p, const chaos_tally *t, unsigned others, uint64_t seed)
