@@ -505,20 +505,14 @@ pid_t wp__getpid(void)
 const char *wp_strerror(int code)
 {
     switch (code) {
-    case 0:            return "success";
-    case WP_EINVAL:    return "invalid argument";
-    case WP_ENOMEM:    return "out of memory";
-    case WP_EAGAIN:    return "queue full (would block)";
-    case WP_ETIMEDOUT: return "timed out";
-    case WP_ECANCELED: return "cancelled";
-    case WP_ESHUTDOWN: return "pool or batcher is shut down";
-    case WP_ECRASHED:  return "worker crashed";
-    case WP_ETASK:     return "task failed";
-    case WP_E2BIG:     return "message larger than max_message";
-    case WP_EPROTO:    return "worker broke the wire protocol";
-    case WP_ESPAWN:    return "workers could not be started";
-    case WP_ENOFUNC:   return "function not callable in the worker";
-    case WP_EBUSY:     return "busy (cannot do that now)";
-    default:           return "unknown error";
+    case 0:
+        return "success";
+#define WP_STRERROR_CASE_(name, value, description) \
+    case WP_##name:                                 \
+        return description;
+    WP_ERRNO_MAP(WP_STRERROR_CASE_)
+#undef WP_STRERROR_CASE_
+    default:
+        return "unknown error";
     }
 }
