@@ -24,11 +24,13 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "future.h"
+#include "list.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -50,8 +52,8 @@ typedef struct item_result_header {
 typedef struct item {
     wp_future    future;   /* first: an item is its future */
     wp_batcher  *b;
-    struct item *prev, *next;
-    bool         pending;  /* in b's pending list (under b->mu) */
+    wp_list      node;     /* in b->pending or b->cancelled (under b->mu), or on none */
+    bool         pending;  /* in b->pending */
     uint64_t     seq;      /* submit order, for flush */
     int64_t      submitted_us;
     size_t       len;
@@ -60,6 +62,8 @@ typedef struct item {
 
 typedef struct batch {
     wp_batcher *b;
+    wp_list     node;     /* in b->flying once submitted (under b->mu), or on none */
+    wp_future  *future;   /* while in b->flying: its task's future (a reference) */
     size_t      n;
     item       *items[];
 } batch;
@@ -73,13 +77,12 @@ struct wp_batcher {
     pthread_mutex_t    mu;
     pthread_cond_t     work_cv;      /* the batcher thread waits here */
     pthread_cond_t     room_cv;      /* submitters wait for max_pending */
-    item              *head, *tail;  /* pending, oldest first */
-    item              *cancelled;    /* taken out by cancel, to settle */
-    size_t             pending;
+    wp_list            pending_items; /* items waiting for a batch, oldest first */
+    wp_list            cancelled;    /* taken out of it by a cancel, to settle */
+    size_t             pending;      /* items in pending_items */
     unsigned           room_waiters; /* submitters blocked on room_cv */
-    unsigned           in_flight;
-    batch            **flying;       /* max_in_flight slots; futures to cancel at the end */
-    wp_future        **flying_futures;
+    unsigned           in_flight;    /* batches taken and not finished */
+    wp_list            flying;       /* of those, the submitted ones: cancelled past the grace */
     wp_future        **to_cancel;    /* scratch, max_in_flight */
     bool               grace_spent;  /* past the grace, everything was cancelled once */
     uint64_t           next_seq, flush_upto;
@@ -181,10 +184,18 @@ static void item_settle(item *it, int error, int code, const char *msg, void *re
     wp_future_release(&it->future); /* the batcher's reference */
 }
 
-static void list_unlink(wp_batcher *b, item *it)
+/* Under b->mu: the oldest pending item (there is one). */
+static item *oldest_pending(const wp_batcher *b)
 {
-    *(it->prev != NULL ? &it->prev->next : &b->head) = it->next;
-    *(it->next != NULL ? &it->next->prev : &b->tail) = it->prev;
+    assert(b->pending > 0);
+    return WP_LIST_ENTRY(wp__list_first(&b->pending_items), item, node);
+}
+
+/* Under b->mu: it leaves the pending list. */
+static void pending_remove(wp_batcher *b, item *it)
+{
+    assert(it->pending && b->pending > 0);
+    wp__list_remove(&it->node);
     it->pending = false;
     b->pending--;
 }
@@ -198,9 +209,8 @@ static int item_cancel(wp_future *f)
     pthread_mutex_lock(&b->mu);
     int rc = WP_EBUSY;
     if (it->pending) {
-        list_unlink(b, it);
-        it->next = b->cancelled;
-        b->cancelled = it;
+        pending_remove(b, it);
+        wp__list_push_back(&b->cancelled, &it->node);
         pthread_cond_signal(&b->work_cv);
         pthread_cond_signal(&b->room_cv);
         rc = 0;
@@ -255,12 +265,12 @@ static void settle_from_result(batch *bt, const char *p, size_t len)
 static void batch_finished(wp_batcher *b, batch *bt)
 {
     pthread_mutex_lock(&b->mu);
-    for (unsigned i = 0; i < b->opts.max_in_flight; i++)
-        if (b->flying[i] == bt) {
-            b->flying[i] = NULL;
-            wp_future_release(b->flying_futures[i]);
-            b->flying_futures[i] = NULL;
-        }
+    if (wp__list_linked(&bt->node)) { /* it was submitted */
+        wp__list_remove(&bt->node);
+        wp_future_release(bt->future); /* frees at most the task: takes no lock */
+        bt->future = NULL;
+    }
+    assert(b->in_flight > 0);
     b->in_flight--;
     b->st.in_flight = b->in_flight;
     pthread_cond_signal(&b->work_cv);
@@ -292,8 +302,8 @@ static bool batch_due(const wp_batcher *b, int64_t now_us)
     if (b->pending == 0 || b->in_flight >= b->opts.max_in_flight)
         return false;
     return b->pending >= b->opts.max_batch_size || b->pending >= b->opts.max_pending || b->closing ||
-           b->head->seq <= b->flush_upto ||
-           now_us >= wp__sat_add(b->head->submitted_us, wp__ms_to_us(b->opts.max_wait_ms));
+           oldest_pending(b)->seq <= b->flush_upto ||
+           now_us >= wp__sat_add(oldest_pending(b)->submitted_us, wp__ms_to_us(b->opts.max_wait_ms));
 }
 
 /* Under b->mu: take up to max_batch_size items that fit in one message. */
@@ -304,13 +314,15 @@ static batch *take_batch(wp_batcher *b, int64_t now_us, size_t *bytes)
     if (bt == NULL)
         return NULL;
     bt->b = b;
+    wp__list_init(&bt->node);
+    bt->future = NULL;
     bt->n = 0;
     *bytes = sizeof(batch_header);
     size_t limit = wp__pool_max_message(b->pool);
-    while (bt->n < n && *bytes + sizeof(uint64_t) + b->head->len <= limit) {
-        item *it = b->head;
+    while (bt->n < n && *bytes + sizeof(uint64_t) + oldest_pending(b)->len <= limit) {
+        item *it = oldest_pending(b);
         *bytes += sizeof(uint64_t) + it->len;
-        list_unlink(b, it);
+        pending_remove(b, it);
         bt->items[bt->n++] = it;
         uint64_t waited = (uint64_t)(now_us - it->submitted_us);
         b->st.wait_us_total += waited;
@@ -378,52 +390,51 @@ static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
         return;
     }
     pthread_mutex_lock(&b->mu);
-    for (unsigned i = 0; i < b->opts.max_in_flight; i++)
-        if (b->flying[i] == NULL) {
-            b->flying[i] = bt;
-            b->flying_futures[i] = f;
-            wp_future_retain(f);
-            break;
-        }
+    wp_future_retain(f);
+    bt->future = f;
+    wp__list_push_back(&b->flying, &bt->node);
     pthread_mutex_unlock(&b->mu);
     if (wp_future_on_done(f, batch_done, bt) < 0)
         batch_done(f, bt); /* cannot register: settle now from here (f is settled or not) */
     wp_future_release(f);
 }
 
-/* Under b->mu, unlocking around the settles: cancelled items, and past the
-   shutdown grace, everything pending and in flight. */
+/* Under b->mu: shutting down, and the grace it allowed has run out (not
+   yet acted on). */
 static bool grace_over(const wp_batcher *b)
 {
     return b->closing && !b->grace_spent && b->grace_deadline >= 0 &&
            wp__now_ms() >= b->grace_deadline;
 }
 
+/* Under b->mu, unlocking around the settles: cancelled items, and past the
+   shutdown grace, everything pending and in flight.  O(pending) then. */
 static void settle_cancelled(wp_batcher *b)
 {
     bool cancel_all = grace_over(b);
     b->grace_spent |= cancel_all;
-    item *list = b->cancelled;
-    b->cancelled = NULL;
-    if (cancel_all)
-        while (b->head != NULL) {
-            item *it = b->head;
-            list_unlink(b, it);
-            it->next = list;
-            list = it;
-        }
+    wp_list list; /* settled below, outside b->mu */
+    wp__list_init(&list);
+    wp__list_move_all(&b->cancelled, &list);
+    while (cancel_all && b->pending > 0) {
+        item *it = oldest_pending(b);
+        pending_remove(b, it);
+        wp__list_push_back(&list, &it->node);
+    }
     unsigned nflying = 0;
-    for (unsigned i = 0; cancel_all && i < b->opts.max_in_flight; i++)
-        if (b->flying_futures[i] != NULL) {
-            b->to_cancel[nflying++] = b->flying_futures[i];
-            wp_future_retain(b->flying_futures[i]);
+    if (cancel_all)
+        WP_LIST_FOREACH(node, &b->flying) {
+            assert(nflying < b->opts.max_in_flight);
+            b->to_cancel[nflying] = WP_LIST_ENTRY(node, batch, node)->future;
+            wp_future_retain(b->to_cancel[nflying++]);
         }
     pthread_cond_broadcast(&b->room_cv);
     pthread_mutex_unlock(&b->mu);
-    while (list != NULL) {
-        item *next = list->next;
-        item_settle(list, WP_ECANCELED, 0, cancel_all ? "the batcher shut down" : "cancelled", NULL, 0);
-        list = next;
+    wp_list *node;
+    while ((node = wp__list_first(&list)) != NULL) {
+        wp__list_remove(node);
+        item_settle(WP_LIST_ENTRY(node, item, node), WP_ECANCELED, 0,
+                    cancel_all ? "the batcher shut down" : "cancelled", NULL, 0);
     }
     for (unsigned i = 0; i < nflying; i++) {
         wp_future_cancel(b->to_cancel[i]); /* WP_EBUSY if shielded: it runs to the end */
@@ -436,7 +447,7 @@ static int64_t next_wake_ms(const wp_batcher *b)
 {
     int64_t at = -1;
     if (b->pending > 0 && b->in_flight < b->opts.max_in_flight)
-        at = wp__sat_add(b->head->submitted_us, wp__ms_to_us(b->opts.max_wait_ms)) / 1000 + 1;
+        at = wp__sat_add(oldest_pending(b)->submitted_us, wp__ms_to_us(b->opts.max_wait_ms)) / 1000 + 1;
     if (b->closing && !b->grace_spent && b->grace_deadline >= 0 && (at < 0 || b->grace_deadline < at))
         at = b->grace_deadline;
     return at;
@@ -448,7 +459,7 @@ static void *batcher_main(void *arg)
     batching = b;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (b->cancelled != NULL || grace_over(b))
+        if (!wp__list_empty(&b->cancelled) || grace_over(b))
             settle_cancelled(b);
         int64_t now_us = wp__now_us();
         if (batch_due(b, now_us)) {
@@ -460,7 +471,7 @@ static void *batcher_main(void *arg)
             pthread_mutex_lock(&b->mu);
             continue;
         }
-        if (b->closing && b->pending == 0 && b->in_flight == 0 && b->cancelled == NULL)
+        if (b->closing && b->pending == 0 && b->in_flight == 0 && wp__list_empty(&b->cancelled))
             break;
         int64_t at = next_wake_ms(b);
         if (at < 0) {
@@ -484,8 +495,6 @@ static void batcher_free(wp_batcher *b)
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work_cv);
     pthread_cond_destroy(&b->room_cv);
-    free(b->flying);
-    free(b->flying_futures);
     free(b->to_cancel);
     free(b);
 }
@@ -521,16 +530,14 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     wp_batcher *b = calloc(1, sizeof *b);
     if (b == NULL)
         return WP_ENOMEM;
-    b->flying = calloc(o.max_in_flight, sizeof *b->flying);
-    b->flying_futures = calloc(o.max_in_flight, sizeof *b->flying_futures);
     b->to_cancel = calloc(o.max_in_flight, sizeof *b->to_cancel);
-    if (b->flying == NULL || b->flying_futures == NULL || b->to_cancel == NULL) {
-        free(b->flying);
-        free(b->flying_futures);
-        free(b->to_cancel);
+    if (b->to_cancel == NULL) {
         free(b);
         return WP_ENOMEM;
     }
+    wp__list_init(&b->pending_items);
+    wp__list_init(&b->cancelled);
+    wp__list_init(&b->flying);
     b->pool = pool;
     b->fn = fn;
     b->opts = o;
@@ -561,6 +568,8 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
     if (it == NULL)
         return WP_ENOMEM;
     wp__future_init(&it->future, &item_ops);
+    wp__list_init(&it->node);
+    it->pending = false;
     it->b = b;
     it->len = len;
     if (len > 0)
@@ -589,10 +598,7 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
     it->seq = ++b->next_seq;
     it->submitted_us = wp__now_us();
     it->pending = true;
-    it->next = NULL;
-    it->prev = b->tail;
-    *(b->tail != NULL ? &b->tail->next : &b->head) = it;
-    b->tail = it;
+    wp__list_push_back(&b->pending_items, &it->node);
     b->pending++;
     b->st.items++;
     /* The batcher thread needs to hear of a first item (to time it) and of

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +19,11 @@
 
 #include "future.h"
 
-struct future_callback {
+typedef struct future_callback {
+    wp_list    node;  /* in f->callbacks until it runs */
     wp_done_fn fn;
-    void *ctx;
-    struct future_callback *next;
-};
+    void      *ctx;
+} future_callback;
 
 typedef struct future_waiter {
     pthread_mutex_t mu;
@@ -31,10 +32,10 @@ typedef struct future_waiter {
     size_t          target;   /* wake once settled reaches it; 0 = not set yet */
 } future_waiter;
 
-struct future_waiter_link {
-    future_waiter *waiter;
-    struct future_waiter_link *next, **pprev;
-};
+typedef struct future_waiter_link {
+    wp_list        node;    /* in f->waiters while linked */
+    future_waiter *waiter;  /* NULL: its future had settled already */
+} future_waiter_link;
 
 /* Wait on cv until deadline_ms (-1 = none); false once it has passed. */
 static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms)
@@ -60,9 +61,8 @@ void wp__future_init(wp_future *f, const future_ops *ops)
     f->message = NULL;
     f->result = NULL;
     f->result_len = 0;
-    f->callbacks = NULL;
-    f->callbacks_tail = &f->callbacks;
-    f->waiters = NULL;
+    wp__list_init(&f->callbacks);
+    wp__list_init(&f->waiters);
     f->ops = ops;
 }
 
@@ -86,10 +86,11 @@ bool wp__future_requeue(wp_future *f)
     return transition(f, WP_RUNNING, WP_PENDING);
 }
 
+/* Under f->mu (lock order: future, then waiter).  O(waiters). */
 static void wake_waiters(wp_future *f)
 {
-    for (struct future_waiter_link *l = f->waiters; l != NULL; l = l->next) {
-        future_waiter *w = l->waiter;
+    WP_LIST_FOREACH(node, &f->waiters) {
+        future_waiter *w = WP_LIST_ENTRY(node, future_waiter_link, node)->waiter;
         pthread_mutex_lock(&w->mu);
         if (++w->settled == w->target)
             pthread_cond_signal(&w->cv);
@@ -97,13 +98,20 @@ static void wake_waiters(wp_future *f)
     }
 }
 
-static void run_callbacks(wp_future *f, struct future_callback *cb)
+static void run_callback(wp_future *f, future_callback *cb)
 {
-    while (cb != NULL) {
-        struct future_callback *next = cb->next;
-        cb->fn(f, cb->ctx);
-        free(cb);
-        cb = next;
+    cb->fn(f, cb->ctx);
+    free(cb);
+}
+
+/* With no lock held: run and free every callback of a list taken out of
+   f->callbacks at settle time, in order. */
+static void run_callbacks(wp_future *f, wp_list *cbs)
+{
+    wp_list *node;
+    while ((node = wp__list_first(cbs)) != NULL) {
+        wp__list_remove(node);
+        run_callback(f, WP_LIST_ENTRY(node, future_callback, node));
     }
 }
 
@@ -134,15 +142,15 @@ int wp__future_settle(wp_future *f, int error, int code, const char *message,
     }
     if (f->ops->settling != NULL)
         f->ops->settling(f, state, error);
-    struct future_callback *cbs = f->callbacks;
-    f->callbacks = NULL;
-    f->callbacks_tail = &f->callbacks;
+    wp_list cbs; /* run below, outside f->mu */
+    wp__list_init(&cbs);
+    wp__list_move_all(&f->callbacks, &cbs);
     /* Release: every field above is visible to whoever sees the state. */
     atomic_store_explicit(&f->state, state, memory_order_release);
     pthread_cond_broadcast(&f->cv);
     wake_waiters(f);
     pthread_mutex_unlock(&f->mu);
-    run_callbacks(f, cbs);
+    run_callbacks(f, &cbs);
     return state;
 }
 
@@ -225,21 +233,19 @@ int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx)
 {
     if (f == NULL || fn == NULL)
         return WP_EINVAL;
-    struct future_callback *cb = malloc(sizeof *cb);
+    future_callback *cb = malloc(sizeof *cb);
     if (cb == NULL)
         return WP_ENOMEM;
+    wp__list_init(&cb->node);
     cb->fn = fn;
     cb->ctx = ctx;
-    cb->next = NULL;
     pthread_mutex_lock(&f->mu);
     bool now = settled(f);
-    if (!now) {
-        *f->callbacks_tail = cb;
-        f->callbacks_tail = &cb->next;
-    }
+    if (!now)
+        wp__list_push_back(&f->callbacks, &cb->node);
     pthread_mutex_unlock(&f->mu);
     if (now)
-        run_callbacks(f, cb);
+        run_callback(f, cb);
     return 0;
 }
 
@@ -283,32 +289,29 @@ static bool lowest_settled(wp_future *const *fs, size_t n, size_t *index)
     return false;
 }
 
-static void unlink_waiter(wp_future *f, struct future_waiter_link *l)
+static void unlink_waiter(wp_future *f, future_waiter_link *l)
 {
     pthread_mutex_lock(&f->mu);
-    *l->pprev = l->next;
-    if (l->next != NULL)
-        l->next->pprev = l->pprev;
+    assert(wp__list_linked(&l->node));
+    wp__list_remove(&l->node);
     pthread_mutex_unlock(&f->mu);
 }
 
 /* Link w into every unsettled future of fs (links[i] for fs[i]; settled
-   ones are marked by a NULL waiter).  Returns how many are unsettled. */
+   ones are marked by a NULL waiter).  Returns how many are unsettled.
+   O(n), one lock of each future. */
 static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
-                          struct future_waiter_link *links)
+                          future_waiter_link *links)
 {
     size_t unsettled = 0;
     for (size_t i = 0; i < n; i++) {
         wp_future *f = fs[i];
+        wp__list_init(&links[i].node);
         links[i].waiter = NULL;
         pthread_mutex_lock(&f->mu);
         if (!settled(f)) {
             links[i].waiter = w;
-            links[i].next = f->waiters;
-            links[i].pprev = &f->waiters;
-            if (f->waiters != NULL)
-                f->waiters->pprev = &links[i].next;
-            f->waiters = &links[i];
+            wp__list_push_back(&f->waiters, &links[i].node);
             unsettled++;
         }
         pthread_mutex_unlock(&f->mu);
@@ -321,7 +324,7 @@ static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
 static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64_t timeout_ms)
 {
     int64_t deadline = wp__deadline_after(timeout_ms);
-    struct future_waiter_link *links = malloc(n * sizeof *links);
+    future_waiter_link *links = malloc(n * sizeof *links);
     if (links == NULL)
         return WP_ENOMEM;
     future_waiter w = { .settled = 0, .target = 0 };

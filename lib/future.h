@@ -16,10 +16,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "list.h"
 #include "util.h"
-
-struct future_callback;
-struct future_waiter_link;
 
 typedef struct future_ops {
     /* Called under f->mu while f is unsettled and no cancel was requested
@@ -43,8 +41,8 @@ struct wp_future {
     char           *message;
     void           *result;
     size_t          result_len;
-    struct future_callback    *callbacks, **callbacks_tail;
-    struct future_waiter_link *waiters;
+    wp_list         callbacks;  /* done-callbacks to run, in registration order */
+    wp_list         waiters;    /* links of wp_wait_any / wp_wait_all callers */
     const future_ops *ops;
 };
 

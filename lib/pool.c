@@ -99,7 +99,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
-    p->held_tail = &p->held;
+    wp__list_init(&p->held);
     p->run_avg_us = WINDOW_BUDGET_US; /* start with short windows: tasks may be long */
     p->owner = wp__getpid();
     /* Shared with every worker; mapped before the fork server is forked. */
@@ -252,6 +252,7 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     t->opts = (task_options){ .timeout_ms = opts->timeout_ms, .retries = opts->retries,
                               .retry_delay_ms = opts->retry_delay_ms, .flags = opts->flags };
     t->slot = -1;
+    wp__list_init(&t->held_node);
     wp__future_init(&t->future, &wp__task_ops);
     if (out != NULL)
         wp_future_retain(&t->future);

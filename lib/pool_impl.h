@@ -27,6 +27,7 @@
 #include "forkserver.h"
 #include "frame.h"
 #include "future.h"
+#include "list.h"
 #include "pool.h"
 #include "queue.h"
 #include "worker.h"
@@ -83,8 +84,8 @@ typedef struct task {
     unsigned        wires;        /* window entries whose frame of it is not fully written */
     bool            arg_inline;   /* arg lives in this record (small ones): never freed alone */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
-    struct task    *next;         /* in the held list */
-    struct task    *cancel_next;  /* in the cancel stack */
+    wp_list         held_node;    /* in pool->held, or on no list */
+    struct task    *cancel_next;  /* in the cancel stack (not a wp_list: see task_cancel) */
 } task;
 
 /* One frame sent to a worker and not answered yet. */
@@ -142,7 +143,7 @@ struct wp_pool {
     slot           *slots;
     struct pollfd  *pfds;
     char           *rbuf;                /* READ_BUF_BYTES: results read at a time */
-    task           *held, **held_tail;   /* out of the queue, not in a window */
+    wp_list         held;                /* tasks out of the queue, not in a window, in line order */
     uint64_t        last_id;
     int64_t         run_avg_us;          /* running average of task run times */
     unsigned        start_failures;      /* consecutive */
@@ -176,7 +177,8 @@ void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, 
 /* Hold t out of the queue until due_ms; in front when it was already on its
    way to a worker and must not lose its place. */
 void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front) WP_INTERNAL;
-void wp__held_unlink(wp_pool *p, task **link) WP_INTERNAL;
+/* Take t, which is held, out of the held list. */
+void wp__held_remove(wp_pool *p, task *t) WP_INTERNAL;
 /* A held task due by now, or the next one from the queue, or NULL. */
 task *wp__next_task(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Shutting down, and the grace it allowed has run out. */

@@ -92,7 +92,7 @@ void wp__dispatch(wp_pool *p)
 
 static bool drained(wp_pool *p)
 {
-    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || p->held != NULL)
+    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || !wp__list_empty(&p->held))
         return false;
     for (unsigned i = 0; i < p->opts.workers; i++)
         if (p->slots[i].live > 0)
@@ -214,8 +214,9 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
-    for (task *t = p->held; t != NULL && hungry; t = t->next)
-        next = min_deadline(next, t->due_ms * 1000);
+    if (hungry) /* O(held): short, see wp__next_task */
+        WP_LIST_FOREACH(node, &p->held)
+            next = min_deadline(next, WP_LIST_ENTRY(node, task, held_node)->due_ms * 1000);
     if (p->poll_retry_at > 0)
         next = min_deadline(next, p->poll_retry_at * 1000);
     return next;
