@@ -37,7 +37,7 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
     if (ev->kind == FS_SPAWN_FAILED) {
         char why[MSG_MAX], err[MSG_MAX];
         snprintf(why, sizeof why, "fork server cannot start a worker: %s",
-                 wp__strerror(ev->error, err, sizeof err));
+                 wp__strerror(ev->os_error, err, sizeof err));
         wp__slot_set_state(p, s, SLOT_EMPTY);
         wp__start_failed(p, s, why);
         return;

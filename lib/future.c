@@ -122,7 +122,7 @@ int wp__future_settle(wp_future *f, int error, int code, const char *message,
     if (wp__future_is_settled(atomic_load(&f->state))) {
         pthread_mutex_unlock(&f->mu);
         free(result);
-        return -1;
+        return WP_EINVAL;
     }
     if (f->cancel_requested && error != WP_ECANCELED) {
         error = WP_ECANCELED;

@@ -62,8 +62,9 @@ bool wp__future_requeue(wp_future *f) WP_INTERNAL;
 /* Settle once.  error 0 = succeeded with result (ownership taken, may be
    NULL); WP_ECANCELED = cancelled; anything else = failed with code and
    message (copied; NULL = ""). A cancel request turns any outcome into
-   WP_ECANCELED.  Returns the state it settled in, or -1 if it had already
-   settled (result is then freed). */
+   WP_ECANCELED.  Returns the state it settled in, or WP_EINVAL if it had
+   already settled (result is then freed), as wp_future_cancel says of a
+   settled future. */
 int  wp__future_settle(wp_future *f, int error, int code, const char *message,
                        void *result, size_t result_len) WP_INTERNAL;
 

@@ -152,21 +152,21 @@ void wp__slot_start(wp_pool *p, slot *s)
     s->kill_how[0] = '\0';
     s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
     s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
-    int rc;
+    int rc, os_error = EPIPE; /* the fork server is gone */
     if (p->use_forkserver)
-        rc = p->fs_gone ? -EPIPE : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots));
+        rc = p->fs_gone ? WP_ESPAWN : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots), &os_error);
     else
-        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h);
+        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h, &os_error);
     if (rc == 0) {
         wp__slot_set_state(p, s, SLOT_STARTING);
         return;
     }
-    if (rc == -EAGAIN && p->use_forkserver) {
+    if (rc == WP_EAGAIN) { /* the fork server's socket is full */
         p->fs_full = true; /* not a failed start: ask again once it drains */
         return;
     }
     char why[MSG_MAX], err[MSG_MAX];
-    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(-rc, err, sizeof err));
+    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(os_error, err, sizeof err));
     wp__start_failed(p, s, why);
 }
 
@@ -175,11 +175,16 @@ void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
     /* It has ended or been killed: what its task forked goes too, before
        the reap frees its pid (the group's id). */
     wp__kill_group(s->h.pid, s->h.pidfd);
-    int status, r = wp__reap(s->h.pid, s->h.pidfd, block, &status);
-    if (r > 0)
+    int status;
+    switch (wp__reap(s->h.pid, s->h.pidfd, block, &status)) {
+    case REAP_DONE:
         wp__slot_reaped(p, s, status);
-    if (r >= 0)
         return;
+    case REAP_NOT_YET:
+        return;
+    case REAP_LOST:
+        break;
+    }
     /* The program reaped it, and the kernel kept no status: its task fails
        saying so, here (slot_reaped would name a status), as a crash of the
        task, not a start failure. */

@@ -107,7 +107,7 @@ int wp__fd_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
+        return WP_EINVAL;
     return 0;
 }
 
@@ -147,14 +147,14 @@ static int fd_is_kept(int fd, const int *keep, size_t nkeep)
     return 0;
 }
 
-static int close_range_sys(unsigned lo, unsigned hi)
+/* close_range(2): false where the kernel (before 5.9) or its headers lack it. */
+static bool close_range_sys(unsigned lo, unsigned hi)
 {
 #ifdef SYS_close_range
-    return (int)syscall(SYS_close_range, lo, hi, 0);
+    return syscall(SYS_close_range, lo, hi, 0) == 0;
 #else
     WP_UNUSED(lo); WP_UNUSED(hi);
-    errno = ENOSYS;
-    return -1;
+    return false;
 #endif
 }
 
@@ -168,7 +168,7 @@ void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep)
             if (keep[i] >= lo && (next < 0 || keep[i] < next))
                 next = keep[i];
         unsigned hi = next < 0 ? ~0u : (unsigned)next - 1;
-        if (next != lo && close_range_sys((unsigned)lo, hi) < 0)
+        if (next != lo && !close_range_sys((unsigned)lo, hi))
             goto slow;
         if (next < 0)
             return;
@@ -198,11 +198,11 @@ slow:
 int wp__pidfd_open(pid_t pid)
 {
 #ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd >= 0 ? fd : WP_ENOFUNC;
 #else
     WP_UNUSED(pid);
-    errno = ENOSYS;
-    return -1;
+    return WP_ENOFUNC;
 #endif
 }
 
@@ -212,15 +212,23 @@ bool wp__pidfd_exited(int pidfd)
     return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
 }
 
-int wp__pidfd_kill(int pidfd, int sig)
+/* pidfd_send_signal(2) with flags.  False only when the kernel refuses the
+   flags as unknown (EINVAL: before Linux 6.9 for the group flag); true when
+   the signal went, or cannot go for any other reason (the process is gone,
+   headers without the call): then there is nothing else to try. */
+static bool pidfd_signal(int pidfd, int sig, unsigned flags)
 {
 #ifdef SYS_pidfd_send_signal
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags) == 0 || errno != EINVAL;
 #else
-    WP_UNUSED(pidfd); WP_UNUSED(sig);
-    errno = ENOSYS;
-    return -1;
+    WP_UNUSED(pidfd); WP_UNUSED(sig); WP_UNUSED(flags);
+    return true;
 #endif
+}
+
+void wp__pidfd_kill(int pidfd, int sig)
+{
+    (void)pidfd_signal(pidfd, sig, 0);
 }
 
 /* ------------------------------------------------------------ processes */
@@ -257,17 +265,6 @@ void wp__reset_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static int pidfd_signal(int pidfd, int sig, unsigned flags)
-{
-#ifdef SYS_pidfd_send_signal
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags);
-#else
-    WP_UNUSED(pidfd); WP_UNUSED(sig); WP_UNUSED(flags);
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
 /* What waitid() said, as waitpid() would have encoded it. */
 static int wait_status_of(const siginfo_t *si)
 {
@@ -277,22 +274,22 @@ static int wait_status_of(const siginfo_t *si)
 }
 
 /* The status the kernel kept for the holders of a pidfd whose process is
-   reaped: 1 and *status; 0 not recorded yet (it is being reaped); -1 this
-   kernel keeps none. */
-static int pidfd_exit_status(int pidfd, int *status)
+   reaped: REAP_DONE and *status; REAP_NOT_YET, not recorded yet (it is
+   being reaped); REAP_LOST, this kernel keeps none. */
+static reap_result pidfd_exit_status(int pidfd, int *status)
 {
     struct wp_pidfd_info info;
     memset(&info, 0, sizeof info);
     info.mask = WP_PIDFD_INFO_EXIT;
     if (ioctl(pidfd, WP_PIDFD_GET_INFO, &info) < 0)
-        return -1;
+        return REAP_LOST;
     if ((info.mask & WP_PIDFD_INFO_EXIT) == 0)
-        return 0;
+        return REAP_NOT_YET;
     *status = info.exit_code;
-    return 1;
+    return REAP_DONE;
 }
 
-int wp__reap(pid_t pid, int pidfd, bool block, int *status)
+reap_result wp__reap(pid_t pid, int pidfd, bool block, int *status)
 {
     bool by_pidfd = pidfd >= 0;
     for (;;) {
@@ -308,17 +305,17 @@ int wp__reap(pid_t pid, int pidfd, bool block, int *status)
             continue;
         }
         if (r == 0 && si.si_pid == 0)
-            return 0;
+            return REAP_NOT_YET;
         if (r == 0) {
             *status = wait_status_of(&si);
-            return 1;
+            return REAP_DONE;
         }
-        int kept = pidfd >= 0 ? pidfd_exit_status(pidfd, status) : -1;
-        if (kept != 0)
+        reap_result kept = pidfd >= 0 ? pidfd_exit_status(pidfd, status) : REAP_LOST;
+        if (kept != REAP_NOT_YET)
             return kept;
         sched_yield(); /* let whoever reaps it finish */
         if (!block)
-            return 0;
+            return REAP_NOT_YET;
     }
 }
 
@@ -330,7 +327,7 @@ void wp__kill_group(pid_t pid, int pidfd)
         return;
     }
     wp__pidfd_kill(pidfd, SIGKILL);
-    if (pidfd_signal(pidfd, SIGKILL, WP_PIDFD_SIGNAL_PROCESS_GROUP) == 0 || errno != EINVAL)
+    if (pidfd_signal(pidfd, SIGKILL, WP_PIDFD_SIGNAL_PROCESS_GROUP))
         return; /* done, or the group is empty */
     /* An older kernel: the group by number, only while nobody has reaped
        pid (so nobody else can have its number as a group id). */
@@ -375,7 +372,7 @@ int wp__each_child_by_stat(wp_child_fn fn, void *ctx)
 {
     DIR *d = opendir("/proc");
     if (d == NULL)
-        return -1;
+        return 0; /* cannot be listed: none seen (util.h) */
     int self = (int)getpid(), n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -399,39 +396,6 @@ int wp__each_child_by_stat(wp_child_fn fn, void *ctx)
     }
     closedir(d);
     return n;
-}
-
-int wp__read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n == 0) {
-            errno = 0;
-            return -1;
-        } else if (errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int wp__write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n >= 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
 }
 
 const char *wp__strerror(int err, char *buf, size_t size)

@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * util.h — small helpers every part of the library shares: the monotonic
- * clock, descriptor flags, pidfd wrappers and blocking full reads/writes for
- * the worker side.  Nothing here knows about pools or tasks.
+ * clock, locks and condition variables, descriptor flags, pidfd wrappers,
+ * reaping and killing processes.  Nothing here knows about pools or tasks.
+ *
+ * The library's one error convention, for every internal function as for
+ * the API (as libuv's, whose internal functions return UV__ERR(errno)): a
+ * function that can fail returns 0 — or a count, a descriptor: something
+ * >= 0 — on success, and a negative WP_E* code on failure; never -1 with
+ * errno, never -errno.  Where a message for people needs the system's own
+ * reason, the errno value travels beside the code, in an out-parameter
+ * named *os_error (or a field saying it is an errno value), and is put
+ * into words by wp__strerror.  A predicate that cannot fail returns bool.
  */
 #ifndef WP_UTIL_H
 #define WP_UTIL_H
@@ -82,6 +91,7 @@ void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st,
    after this, the owner may be freed. */
 void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_INTERNAL;
 
+/* 0, or WP_EINVAL (fd is not an open descriptor: fcntl's one failure). */
 int wp__fd_set_nonblock(int fd) WP_INTERNAL;
 
 /* Make room for `more` descriptors beyond those open now: if the soft
@@ -94,9 +104,12 @@ int wp__fd_budget(unsigned more) WP_INTERNAL;
    right after fork. */
 void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
 
-/* pidfd_open(2) / pidfd_send_signal(2); -1 with errno ENOSYS on old kernels. */
+/* pidfd_open(2): the pidfd, or WP_ENOFUNC when there is none to be had (a
+   kernel before 5.3, or no descriptor left): the caller goes without. */
 int wp__pidfd_open(pid_t pid) WP_INTERNAL;
-int wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
+/* pidfd_send_signal(2).  A process that is gone needs no signal, so there
+   is nothing to report. */
+void wp__pidfd_kill(int pidfd, int sig) WP_INTERNAL;
 /* Has the process behind pidfd exited already (poll, no wait)? */
 bool wp__pidfd_exited(int pidfd) WP_INTERNAL;
 
@@ -105,16 +118,22 @@ bool wp__pidfd_exited(int pidfd) WP_INTERNAL;
    ignored or SA_NOCLDWAIT, handlers, a mask) rules it.  Async-signal-safe. */
 void wp__reset_signals(void) WP_INTERNAL;
 
+/* What wp__reap found. */
+typedef enum reap_result {
+    REAP_NOT_YET = 0, /* it has not ended (only without block), or someone else
+                         is reaping it right now: ask again */
+    REAP_DONE    = 1, /* reaped: *status is its wait status */
+    REAP_LOST    = 2  /* someone else reaped it (the program ignores SIGCHLD or
+                         reaps every child): its status is lost */
+} reap_result;
+
 /*
  * Reap the child pid, through its pidfd where there is one (>= 0: it names
- * that process, never a later one with the same pid).  1: reaped, *status
- * is its wait status; 0: it has not ended (only without block), or it is
- * being reaped by someone else right now: ask again; -1: someone else
- * reaped it (the program ignores SIGCHLD or reaps every child) and its
- * status is lost.  Where the kernel keeps a reaped process's status for
- * the holders of its pidfd (Linux 6.15), that status is returned instead.
+ * that process, never a later one with the same pid).  Where the kernel
+ * keeps a reaped process's status for the holders of its pidfd (Linux
+ * 6.15), a process someone else reaped is REAP_DONE with that status.
  */
-int wp__reap(pid_t pid, int pidfd, bool block, int *status) WP_INTERNAL;
+reap_result wp__reap(pid_t pid, int pidfd, bool block, int *status) WP_INTERNAL;
 
 /*
  * SIGKILL the child pid and its process group (a worker leads its own, so
@@ -126,18 +145,15 @@ int wp__reap(pid_t pid, int pidfd, bool block, int *status) WP_INTERNAL;
 void wp__kill_group(pid_t pid, int pidfd) WP_INTERNAL;
 
 /* Call fn for every child of this process (single-threaded: the children
-   of its one thread) and return how many calls returned true; -1 if they
-   cannot be listed.  From /proc/self/task/<pid>/children, or where the
-   kernel lacks that file from wp__each_child_by_stat. */
+   of its one thread) and return how many calls returned true: 0 also when
+   they cannot be listed (no /proc), which to the fork server, the one
+   caller, is the same as none: it cannot kill what it cannot see.  From
+   /proc/self/task/<pid>/children, or where the kernel lacks that file
+   from wp__each_child_by_stat.  O(children), or O(processes) by stat. */
 typedef bool (*wp_child_fn)(pid_t child, void *ctx);
 int wp__each_child(wp_child_fn fn, void *ctx) WP_INTERNAL;
 /* The same by reading every /proc/<pid>/stat for its parent's pid. */
 int wp__each_child_by_stat(wp_child_fn fn, void *ctx) WP_INTERNAL;
-
-/* Blocking full read/write, retrying on EINTR and short counts.  0 on
-   success, -1 on error or EOF (errno 0 for EOF). */
-int wp__read_full(int fd, void *buf, size_t len) WP_INTERNAL;
-int wp__write_full(int fd, const void *buf, size_t len) WP_INTERNAL;
 
 /* strerror(err) into buf, thread-safe (strerror_r); returns buf. */
 const char *wp__strerror(int err, char *buf, size_t size) WP_INTERNAL;

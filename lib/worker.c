@@ -312,16 +312,18 @@ static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid
     worker_main(cfg, slot, task_fd, result_fd);
 }
 
-int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out)
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out, int *os_error)
 {
     int to_worker[2], from_worker[2];
-    if (pipe2(to_worker, O_CLOEXEC) < 0)
-        return -errno;
+    if (pipe2(to_worker, O_CLOEXEC) < 0) {
+        *os_error = errno;
+        return WP_ESPAWN;
+    }
     if (pipe2(from_worker, O_CLOEXEC) < 0) {
-        int e = errno;
+        *os_error = errno;
         close(to_worker[0]);
         close(to_worker[1]);
-        return -e;
+        return WP_ESPAWN;
     }
     /* Bigger pipes move large arguments in fewer wake-ups; best effort. */
     (void)fcntl(to_worker[1], F_SETPIPE_SZ, 1 << 20);
@@ -337,14 +339,17 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
     if (pid < 0) {
         close(to_worker[1]);
         close(from_worker[0]);
-        return -e;
+        *os_error = e;
+        return WP_ESPAWN;
     }
     (void)setpgid(pid, pid);
-    wp__fd_set_nonblock(to_worker[1]);
-    wp__fd_set_nonblock(from_worker[0]);
+    /* Cannot fail: both are descriptors this call just made. */
+    (void)wp__fd_set_nonblock(to_worker[1]);
+    (void)wp__fd_set_nonblock(from_worker[0]);
     out->pid = pid;
     out->task_fd = to_worker[1];
     out->result_fd = from_worker[0];
-    out->pidfd = wp__pidfd_open(pid);
+    int pidfd = wp__pidfd_open(pid);
+    out->pidfd = pidfd >= 0 ? pidfd : -1; /* without one: by pid (worker.h) */
     return 0;
 }

@@ -122,8 +122,9 @@ typedef struct worker_handle {
  *   its pipe, which a process its task forked can hold open.
  */
 
-/* Fork the worker for slot.  0, or -errno if pipes or fork failed.  In the
-   child this never returns. */
-int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out) WP_INTERNAL;
+/* Fork the worker for slot.  0, or WP_ESPAWN with *os_error the errno value
+   of the pipe2() or fork() that failed.  In the child this never returns. */
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out,
+                     int *os_error) WP_INTERNAL;
 
 #endif
