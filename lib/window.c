@@ -298,9 +298,7 @@ static void handle_answer(wp_pool *p, slot *s)
     task *t = e->t;
     bool skipped = e->skipped;
     bool failure = h->type == FRAME_FAILURE;
-    bool ok = skipped ? failure && h->error == WP_ECANCELED
-                      : !failure || h->error == WP_ETASK || h->error == WP_E2BIG ||
-                            h->error == WP_ENOFUNC;
+    bool ok = skipped ? failure && h->error == WP_ECANCELED : !failure || wp__worker_outcome(h->error);
     if (s->written == 0) { /* a task can write to its worker's pipe */
         protocol_error(p, s, "answered a task before it had all of its frame");
         return;

@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -59,14 +60,26 @@ int wp_buf_append(wp_buf *b, const void *data, size_t len)
     return 0;
 }
 
-int wp_buf_fail(wp_buf *b, int code, const char *message)
+static void buf_failed(wp_buf *b, int code, int outcome, const char *message)
 {
-    if (b == NULL)
-        return code;
     b->failed = true;
     b->code = code;
+    b->outcome = outcome;
     snprintf(b->message, sizeof b->message, "%s", message != NULL ? message : "");
+}
+
+int wp_buf_fail(wp_buf *b, int code, const char *message)
+{
+    if (b != NULL)
+        buf_failed(b, code, 0, message);
     return code;
+}
+
+int wp__buf_fail_outcome(wp_buf *b, int outcome, const char *message)
+{
+    assert(outcome < 0 && wp__worker_outcome(outcome) && outcome != WP_ETASK);
+    buf_failed(b, 0, outcome, message);
+    return outcome;
 }
 
 /* ------------------------------------------------------------ worker loop */
@@ -238,6 +251,8 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
         char msg[128];
         snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
         send_failure(w, task->task_id, WP_E2BIG, 0, msg, run_us);
+    } else if (result.outcome != 0) { /* the library's own task failed (worker.h) */
+        send_failure(w, task->task_id, result.outcome, 0, result.message, run_us);
     } else if (result.failed || rc != 0) {
         char msg[64];
         if (!result.failed)

@@ -23,10 +23,25 @@ struct wp_buf {
     size_t len, cap;
     size_t max;       /* max_message */
     bool   overflow;  /* an append would have crossed max */
-    bool   failed;    /* wp_buf_fail was called */
-    int    code;
+    bool   failed;    /* wp_buf_fail or wp__buf_fail_outcome was called */
+    int    code;      /* wp_buf_fail: the task's own code */
+    int    outcome;   /* wp__buf_fail_outcome: a WP_E* code, 0 = none */
     char   message[WP_BUF_MESSAGE_MAX];
 };
+
+/* For the library's own task functions (the batcher's trampoline): fail
+   with a library outcome — the future fails with `outcome` (WP_EPROTO,
+   WP_ENOMEM), not WP_ETASK with a code of the task's, so it cannot be
+   taken for the user function's own failure.  Returns outcome. */
+int wp__buf_fail_outcome(wp_buf *b, int outcome, const char *message) WP_INTERNAL;
+
+/* The FAILURE outcomes a worker may send (docs/ARCHITECTURE.md, "Wire
+   format"), besides WP_ECANCELED for a task it skipped. */
+static inline bool wp__worker_outcome(int error)
+{
+    return error == WP_ETASK || error == WP_E2BIG || error == WP_ENOFUNC ||
+           error == WP_EPROTO || error == WP_ENOMEM;
+}
 
 /* Exit statuses a worker uses on its own, so the pool can say why. */
 enum {
