@@ -60,8 +60,7 @@ const future_ops wp__item_ops = { .cancel = item_cancel, .free = item_free };
 
 static void batcher_free(wp_batcher *b)
 {
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->work_cv);
+    wp__lock_destroy(&b->mu, &b->work_cv);
     pthread_cond_destroy(&b->room_cv);
     free(b->to_cancel);
     free(b);
@@ -99,9 +98,13 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     if (b == NULL)
         return WP_ENOMEM;
     b->to_cancel = calloc(o.max_in_flight, sizeof *b->to_cancel);
-    if (b->to_cancel == NULL) {
+    int rc = b->to_cancel != NULL ? wp__lock_init(&b->mu, &b->work_cv) : WP_ENOMEM;
+    if (rc == 0 && (rc = wp__cond_init_monotonic(&b->room_cv)) < 0)
+        wp__lock_destroy(&b->mu, &b->work_cv);
+    if (rc < 0) {
+        free(b->to_cancel);
         free(b);
-        return WP_ENOMEM;
+        return rc;
     }
     wp__list_init(&b->pending_items);
     wp__list_init(&b->cancelled);
@@ -112,9 +115,6 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     b->max_item = wp__pool_max_message(pool) - overhead;
     b->grace_deadline = -1;
     atomic_init(&b->stop.callers, 0);
-    pthread_mutex_init(&b->mu, NULL);
-    wp__cond_init_monotonic(&b->work_cv);
-    wp__cond_init_monotonic(&b->room_cv);
     if (pthread_create(&b->thread, NULL, wp__batcher_main, b) != 0) {
         batcher_free(b);
         return WP_ESPAWN; /* as wp_pool_create's dispatcher thread */
@@ -133,9 +133,10 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
     if (len > b->max_item)
         return WP_E2BIG;
     item *it = malloc(sizeof *it + len);
-    if (it == NULL)
+    if (it == NULL || wp__future_init(&it->future, &wp__item_ops) < 0) {
+        free(it);
         return WP_ENOMEM;
-    wp__future_init(&it->future, &wp__item_ops);
+    }
     wp__list_init(&it->node);
     it->pending = false;
     it->b = b;

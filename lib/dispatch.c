@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
         wp__start_failed(p, s, why);
         return;
     }
+    assert(ev->kind == FS_SPAWNED);
     if (s->state != SLOT_STARTING && s->state != SLOT_STOPPING) {
         close(ev->handle.task_fd);
         close(ev->handle.result_fd);

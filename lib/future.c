@@ -49,10 +49,12 @@ static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t dea
     return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
 }
 
-void wp__future_init(wp_future *f, const future_ops *ops)
+int wp__future_init(wp_future *f, const future_ops *ops)
 {
-    pthread_mutex_init(&f->mu, NULL);
-    wp__cond_init_monotonic(&f->cv);
+    assert(ops != NULL && ops->cancel != NULL && ops->free != NULL);
+    int rc = wp__lock_init(&f->mu, &f->cv);
+    if (rc < 0)
+        return rc;
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, WP_PENDING);
     f->cancel_requested = false;
@@ -64,6 +66,7 @@ void wp__future_init(wp_future *f, const future_ops *ops)
     wp__list_init(&f->callbacks);
     wp__list_init(&f->waiters);
     f->ops = ops;
+    return 0;
 }
 
 static bool transition(wp_future *f, int from, int to)
@@ -118,6 +121,7 @@ static void run_callbacks(wp_future *f, wp_list *cbs)
 int wp__future_settle(wp_future *f, int error, int code, const char *message,
                       void *result, size_t result_len)
 {
+    assert(error <= 0); /* 0 or a WP_E* outcome */
     pthread_mutex_lock(&f->mu);
     if (wp__future_is_settled(atomic_load(&f->state))) {
         pthread_mutex_unlock(&f->mu);
@@ -251,18 +255,26 @@ int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx)
 
 void wp_future_retain(wp_future *f)
 {
+    /* Relaxed: the caller holds a reference already, so the count cannot
+       reach zero meanwhile, and the new reference publishes nothing. */
     if (f != NULL)
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
 void wp_future_release(wp_future *f)
 {
-    if (f == NULL || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    if (f == NULL)
+        return;
+    /* acq_rel: this thread's writes happen before the free, and the
+       freeing thread sees every other holder's writes (the last release
+       acquires what each earlier one released). */
+    int was = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+    assert(was > 0); /* a release without a reference */
+    if (was != 1)
         return;
     free(f->result);
     free(f->message);
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
+    wp__lock_destroy(&f->mu, &f->cv);
     f->ops->free(f);
 }
 
@@ -328,8 +340,10 @@ static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64
     if (links == NULL)
         return WP_ENOMEM;
     future_waiter w = { .settled = 0, .target = 0 };
-    pthread_mutex_init(&w.mu, NULL);
-    wp__cond_init_monotonic(&w.cv);
+    if (wp__lock_init(&w.mu, &w.cv) < 0) {
+        free(links);
+        return WP_ENOMEM;
+    }
     /* Not under w.mu: settling takes the future's mutex, then w.mu. */
     size_t already = n - link_waiter(fs, n, &w, links);
     pthread_mutex_lock(&w.mu);
@@ -341,8 +355,7 @@ static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64
     for (size_t i = 0; i < n; i++)
         if (links[i].waiter != NULL)
             unlink_waiter(fs[i], &links[i]);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    wp__lock_destroy(&w.mu, &w.cv);
     free(links);
     return done ? 0 : WP_ETIMEDOUT;
 }

@@ -46,8 +46,9 @@ struct wp_future {
     const future_ops *ops;
 };
 
-/* One reference, held by the caller of init. */
-void wp__future_init(wp_future *f, const future_ops *ops) WP_INTERNAL;
+/* One reference, held by the caller of init.  0, or WP_ENOMEM (its lock
+   could not be made: nothing to release). */
+int  wp__future_init(wp_future *f, const future_ops *ops) WP_INTERNAL;
 
 static inline bool wp__future_is_settled(int state)
 {

@@ -51,8 +51,7 @@ static void pool_free(wp_pool *p)
         for (unsigned i = 0; i < p->opts.workers; i++)
             wp__frame_reader_reset(&p->slots[i].in);
     wp__queue_destroy(&p->queue);
-    pthread_mutex_destroy(&p->stop_mu);
-    pthread_cond_destroy(&p->stop_cv);
+    wp__lock_destroy(&p->stop_mu, &p->stop_cv);
     if (p->shared != NULL)
         munmap(p->shared, sizeof *p->shared * p->opts.workers);
     free(p->slots);
@@ -89,12 +88,12 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         return rc;
     }
     rc = wp__queue_init(&p->queue, p->opts.queue_capacity);
+    if (rc == 0 && (rc = wp__lock_init(&p->stop_mu, &p->stop_cv)) < 0)
+        wp__queue_destroy(&p->queue);
     if (rc < 0) {
         free(p);
         return rc;
     }
-    pthread_mutex_init(&p->stop_mu, NULL);
-    pthread_cond_init(&p->stop_cv, NULL);
     atomic_init(&p->cancels, NULL);
     atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
@@ -253,7 +252,12 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
                               .retry_delay_ms = opts->retry_delay_ms, .flags = opts->flags };
     t->slot = -1;
     wp__list_init(&t->held_node);
-    wp__future_init(&t->future, &wp__task_ops);
+    if (wp__future_init(&t->future, &wp__task_ops) < 0) {
+        if (!inline_arg)
+            free(t->arg);
+        free(t);
+        return WP_ENOMEM;
+    }
     if (out != NULL)
         wp_future_retain(&t->future);
 

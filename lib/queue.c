@@ -20,6 +20,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <limits.h>
@@ -81,8 +82,11 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->blocked, 0);
     atomic_init(&q->turn_waiters, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
-    wp__cond_init_monotonic(&q->room_cv);
-    pthread_mutex_init(&q->room_mu, NULL);
+    if (wp__lock_init(&q->room_mu, &q->room_cv) < 0) {
+        free(q->slots);
+        q->slots = NULL;
+        return WP_ENOMEM;
+    }
     atomic_init(&q->wake_fd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q->wake_fd < 0) {
         wp__queue_destroy(q);
@@ -96,8 +100,7 @@ void wp__queue_destroy(wp_queue *q)
     if (q->wake_fd >= 0)
         close(q->wake_fd);
     q->wake_fd = -1;
-    pthread_mutex_destroy(&q->room_mu);
-    pthread_cond_destroy(&q->room_cv);
+    wp__lock_destroy(&q->room_mu, &q->room_cv);
     free(q->slots);
     q->slots = NULL;
 }
@@ -177,6 +180,7 @@ static void ring_publish(wp_queue *q, void *item)
 {
     unsigned ticket = 0;
     void **slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->slots, &ticket);
+    assert(slot != NULL);
     /* Cannot fail: the count keeps the ring at most half full.  The slot
        was last read by a consumer that ck's own fences (invisible to
        ThreadSanitizer) ordered before this reservation: say so. */
@@ -192,6 +196,7 @@ static void ring_publish(wp_queue *q, void *item)
 
 int wp__queue_push(wp_queue *q, void *item, bool nowait)
 {
+    assert(item != NULL); /* NULL is what an empty pop answers */
     int rc = 0;
     atomic_fetch_add(&q->pushers, 1);
     if (atomic_load(&q->closed))
@@ -220,7 +225,9 @@ void *wp__queue_pop(wp_queue *q)
     /* Blocked producers wake when the queue has drained to half, not at
        every pop: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
-    unsigned left = atomic_fetch_sub(&q->count, 1) - 1;
+    unsigned was = atomic_fetch_sub(&q->count, 1);
+    assert(was > 0); /* every item in the ring was counted first */
+    unsigned left = was - 1;
     if (left <= q->capacity / 2 && atomic_load(&q->blocked) > 0) {
         pthread_mutex_lock(&q->room_mu);
         pthread_cond_broadcast(&q->room_cv);

@@ -110,6 +110,7 @@ void wp__start_failed(wp_pool *p, slot *s, const char *why)
 
 void wp__slot_reaped(wp_pool *p, slot *s, int status)
 {
+    assert(s->state != SLOT_EMPTY);
     while (s->h.result_fd >= 0 && wp__slot_read(p, s))
         ; /* answers written just before it died */
     char how[KILL_HOW_MAX], msg[MSG_MAX];
@@ -146,6 +147,7 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status)
 
 void wp__slot_start(wp_pool *p, slot *s)
 {
+    assert(s->state == SLOT_EMPTY && s->h.pid == 0 && s->count == 0 && s->pos_used == 0);
     s->ready_at = 0;
     s->tasks_done = 0;
     s->deliberate = false;
@@ -172,6 +174,7 @@ void wp__slot_start(wp_pool *p, slot *s)
 
 void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
 {
+    assert(s->h.pid > 0 && s->state != SLOT_EMPTY);
     /* It has ended or been killed: what its task forked goes too, before
        the reap frees its pid (the group's id). */
     wp__kill_group(s->h.pid, s->h.pidfd);

@@ -61,6 +61,7 @@ void wp__task_drop_arg(task *t)
 
 void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
 {
+    assert(t->slot < 0 && !wp__list_linked(&t->held_node)); /* out of every place */
     wp__task_drop_arg(t); /* unless the rest of a frame of it is still being written */
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
@@ -116,6 +117,7 @@ bool wp__grace_over(wp_pool *p, int64_t now_ms)
 void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, void *result,
                      size_t len)
 {
+    assert(error <= 0 && !wp__list_linked(&t->held_node));
     t->slot = -1;
     if (retryable(error) && t->attempts <= t->opts.retries && !wp__grace_over(p, wp__now_ms()) &&
         wp__future_requeue(&t->future)) {

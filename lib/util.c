@@ -52,13 +52,33 @@ void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)
     ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
 }
 
-void wp__cond_init_monotonic(pthread_cond_t *cv)
+int wp__cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
+    if (pthread_condattr_init(&ca) != 0)
+        return WP_ENOMEM;
+    int set = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    assert(set == 0); /* EINVAL only for a clock the system lacks */
+    WP_UNUSED(set);
+    int rc = pthread_cond_init(cv, &ca) == 0 ? 0 : WP_ENOMEM;
     pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+int wp__lock_init(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+    if (pthread_mutex_init(mu, NULL) != 0)
+        return WP_ENOMEM;
+    int rc = wp__cond_init_monotonic(cv);
+    if (rc < 0)
+        pthread_mutex_destroy(mu);
+    return rc;
+}
+
+void wp__lock_destroy(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+    pthread_mutex_destroy(mu);
+    pthread_cond_destroy(cv);
 }
 
 int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)

@@ -60,10 +60,19 @@ int64_t wp__deadline_after(int64_t timeout_ms) WP_INTERNAL;
 struct timespec;
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms) WP_INTERNAL;
 
-/* A condition variable whose timed waits use CLOCK_MONOTONIC, so a wall
-   clock step never stretches or cuts a timeout. */
+/*
+ * Locks.  Every condition variable's timed waits use CLOCK_MONOTONIC, so a
+ * wall clock step never stretches or cuts a timeout.  Initialising can fail
+ * (the system is out of memory or of some resource), and is checked, as
+ * libuv's uv_mutex_init is: 0 or WP_ENOMEM, nothing to destroy on failure.
+ * Lock, unlock, wait and signal on an initialised default mutex fail only
+ * on misuse, a bug of the library's, and are not checked.
+ */
 #include <pthread.h>
-void wp__cond_init_monotonic(pthread_cond_t *cv) WP_INTERNAL;
+int  wp__cond_init_monotonic(pthread_cond_t *cv) WP_INTERNAL;
+/* A mutex and a condition variable that go together: both or neither. */
+int  wp__lock_init(pthread_mutex_t *mu, pthread_cond_t *cv) WP_INTERNAL;
+void wp__lock_destroy(pthread_mutex_t *mu, pthread_cond_t *cv) WP_INTERNAL;
 
 /* Shutdown with a grace: the deadline in force after a call asking for
    `asked` (-1 = none).  A first call sets it; a later one can only

@@ -197,7 +197,10 @@ unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us)
 
 void wp__slot_send(wp_pool *p, slot *s, task *t)
 {
+    assert(s->state == SLOT_IDLE || s->state == SLOT_BUSY);
     assert(s->count < WINDOW_MAX && s->pos_used != UINT32_MAX);
+    /* The task is in no other place: not held, in no window. */
+    assert(t->slot < 0 && !wp__list_linked(&t->held_node));
     unsigned pos = (unsigned)__builtin_ctz(~s->pos_used);
     s->pos_used |= 1u << pos;
     t->id = ++p->last_id;
@@ -293,6 +296,7 @@ static void protocol_error(wp_pool *p, slot *s, const char *why)
 /* The worker answered the head's frame. */
 static void handle_answer(wp_pool *p, slot *s)
 {
+    assert(s->count > 0); /* slot_expects took an answer only for a head */
     const frame_header *h = &s->in.hdr;
     win_entry *e = entry_at(s, 0);
     task *t = e->t;
@@ -425,6 +429,7 @@ bool wp__slot_read(wp_pool *p, slot *s)
 
 void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
 {
+    assert(t->slot == (int)(s - p->slots)); /* t is s's to stop */
     int i = entry_of(s, t);
     if (i < 0)
         return;
