@@ -26,6 +26,8 @@
 #define DEFAULT_BATCH_SIZE   64
 #define DEFAULT_WAIT_MS      10
 #define DEFAULT_MAX_PENDING  65536
+#define BATCH_SIZE_LIMIT     (1u << 24) /* largest max_batch_size accepted */
+#define IN_FLIGHT_LIMIT      (1u << 16) /* largest max_in_flight accepted */
 
 /* ------------------------------------------------------------ item futures */
 
@@ -88,7 +90,7 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
         o.max_in_flight = wp__pool_workers(pool);
     if (o.max_pending == 0)
         o.max_pending = DEFAULT_MAX_PENDING;
-    if (o.max_batch_size > (1u << 24) || o.max_in_flight > (1u << 16))
+    if (o.max_batch_size > BATCH_SIZE_LIMIT || o.max_in_flight > IN_FLIGHT_LIMIT)
         return WP_EINVAL;
     size_t overhead = BATCH_ARG_HEADER + BATCH_ITEM_OVERHEAD; /* one item alone */
     if (wp__pool_max_message(pool) <= overhead)

@@ -36,7 +36,7 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
         return;
     slot *s = &p->slots[ev->slot];
     if (ev->kind == FS_SPAWN_FAILED) {
-        char why[MSG_MAX], err[MSG_MAX];
+        char why[WP_MSG_MAX], err[WP_MSG_MAX];
         snprintf(why, sizeof why, "fork server cannot start a worker: %s",
                  wp__strerror(ev->os_error, err, sizeof err));
         wp__slot_set_state(p, s, SLOT_EMPTY);
@@ -83,17 +83,13 @@ void wp__read_forkserver(wp_pool *p)
 
 /* ---------------------------------------------------------------- polling */
 
-/* The poll set: [0] the queue's eventfd, [1] the fork server's socket
-   (when there is one), then per slot its result pipe, its task pipe while
-   frames wait to be written, and (WP_START_FORK) its pidfd. */
-enum { PFD_WAKE = 0, PFD_FORKSERVER = 1 };
-
 static int add_pfd(wp_pool *p, int *n, int fd, short events)
 {
     p->pfds[*n] = (struct pollfd){ .fd = fd, .events = events };
     return (*n)++;
 }
 
+/* The poll set (pool_impl.h, PFD_*): how many entries.  O(workers). */
 static int build_poll_set(wp_pool *p)
 {
     int n = 0;
@@ -185,7 +181,7 @@ static void handle_io(wp_pool *p)
  */
 static void poll_failed(wp_pool *p, int err, int nfds)
 {
-    char msg[MSG_MAX], ebuf[MSG_MAX];
+    char msg[WP_MSG_MAX], ebuf[WP_MSG_MAX];
     snprintf(msg, sizeof msg, "the pool cannot wait for its workers: ppoll of %d descriptors: %s "
              "(RLIMIT_NOFILE below that?)", nfds, wp__strerror(err, ebuf, sizeof ebuf));
     snprintf(p->spawn_error, sizeof p->spawn_error, "%s", msg);

@@ -17,11 +17,6 @@
 
 #include "pool_impl.h"
 
-/* The poll set: the queue's eventfd and the fork server's socket, then per
-   worker its two pipes and its pidfd (dispatch.c). */
-#define POLL_FIXED      2
-#define POLL_PER_WORKER 3
-
 static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
 {
     *o = in != NULL ? *in : (wp_pool_options){ 0 };
@@ -32,7 +27,7 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = cpus > 0 ? (unsigned)cpus : 1;
     }
-    if (o->workers > MAX_WORKERS || o->queue_capacity > (1u << 30))
+    if (o->workers > MAX_WORKERS || o->queue_capacity > QUEUE_MAX_CAPACITY)
         return WP_EINVAL;
     if (o->max_message == 0)
         o->max_message = DEFAULT_MAX_MESSAGE;
@@ -40,7 +35,7 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
         return WP_EINVAL;
     if (o->start_timeout_ms == 0)
         o->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
-    if (o->max_message > ((size_t)1 << 40))
+    if (o->max_message > MAX_MESSAGE_LIMIT)
         return WP_EINVAL;
     return 0;
 }
@@ -119,7 +114,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         .init_ctx = p->opts.worker_init_ctx,
     };
     p->slots = calloc(p->opts.workers, sizeof *p->slots);
-    p->pfds = calloc(POLL_FIXED + POLL_PER_WORKER * (size_t)p->opts.workers, sizeof *p->pfds);
+    p->pfds = calloc(PFD_FIXED + PFD_PER_WORKER * (size_t)p->opts.workers, sizeof *p->pfds);
     p->rbuf = malloc(READ_BUF_BYTES);
     if (p->slots == NULL || p->pfds == NULL || p->rbuf == NULL) {
         pool_free(p);

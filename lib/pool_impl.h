@@ -39,11 +39,22 @@
 #define FAILURES_BEFORE_ESPAWN   3     /* consecutive start failures, no worker alive */
 #define HEALTHY_AFTER_MS         1000  /* a worker alive this long did start well */
 #define DEFAULT_START_TIMEOUT_MS 10000 /* READY must come within this */
-#define MSG_MAX                  192   /* a failure message the pool writes */
 #define KILL_HOW_MAX             96    /* why the pool killed a worker */
 #define FDS_PER_WORKER           3     /* task pipe, result pipe, pidfd */
 #define FDS_FIXED                16    /* wake eventfd, fork-server socket, a spawn reply's fds, slack */
 #define POLL_CAP_US              (60 * 1000000LL) /* longest single sleep: a safety net */
+#define RUN_SAMPLE_MAX_US        (60 * 1000000LL) /* a reported run time counts at most this
+                                                     much in the average (a task can write any
+                                                     number in its worker's answers) */
+#define MAX_MESSAGE_LIMIT        ((size_t)1 << 40) /* largest max_message accepted */
+
+/* The dispatcher's poll set (dispatch.c), rebuilt every turn: the queue's
+   eventfd, the fork server's socket when there is one, then per worker
+   its result pipe, its task pipe while frames wait to be written, and
+   (WP_START_FORK) its pidfd — so at most PFD_FIXED + PFD_PER_WORKER *
+   workers entries. */
+enum { PFD_WAKE = 0, PFD_FORKSERVER = 1, PFD_FIXED = 2 };
+#define PFD_PER_WORKER 3
 
 /*
  * Window sizing (docs/ARCHITECTURE.md, "The window"): a worker gets as many
@@ -56,8 +67,8 @@
 #define WINDOW_MIN       2
 #define HOL_US           1000
 #define HOL_KEEP         2     /* window entries left to a head past HOL_US: it and one behind */
-#define WINDOW_BYTES     (1 << 20) /* argument bytes a window holds before it takes no more
-                                      (what one pipe holds): big tasks spread over workers */
+#define WINDOW_BYTES     WORKER_PIPE_BYTES /* argument bytes a window holds before it takes
+                                      no more (what one pipe holds): big tasks spread over workers */
 #define RUN_AVG_SHIFT    3     /* running average: new = old + (sample - old) / 8 */
 #define READ_BUF_BYTES   (64 * 1024) /* result bytes the dispatcher reads at a time */
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
@@ -150,7 +161,7 @@ struct wp_pool {
     unsigned        poll_failures;       /* consecutive ppoll failures */
     int64_t         poll_retry_at;       /* after a ppoll failure: no worker starts before (ms) */
     bool            grace_spent;         /* past the grace, everything was cancelled */
-    char            spawn_error[MSG_MAX]; /* why the last start failed */
+    char            spawn_error[WP_MSG_MAX]; /* why the last start failed */
 
     _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
 

@@ -67,8 +67,8 @@ static unsigned round_up_pow2(unsigned v)
 int wp__queue_init(wp_queue *q, unsigned capacity)
 {
     if (capacity == 0)
-        capacity = 1024;
-    if (capacity > (1u << 30))
+        capacity = QUEUE_DEFAULT_CAPACITY;
+    if (capacity > QUEUE_MAX_CAPACITY)
         return WP_EINVAL;
     q->capacity = round_up_pow2(capacity);
     unsigned ring_size = q->capacity * 2;

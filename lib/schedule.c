@@ -147,7 +147,7 @@ static void check_deadline(wp_pool *p, slot *s, int64_t now_us)
         s->deadline_us = due; /* not started yet, or it started later */
         return;
     }
-    char msg[MSG_MAX];
+    char msg[WP_MSG_MAX];
     snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms", (long long)t->opts.timeout_ms);
     wp__stop_task(p, s, t, WP_ETIMEDOUT, msg);
 }

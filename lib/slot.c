@@ -96,9 +96,7 @@ void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *
 int64_t wp__backoff_ms(unsigned n)
 {
     assert(n >= 1);
-    unsigned shift = n - 1 < BACKOFF_DOUBLINGS_MAX ? n - 1 : BACKOFF_DOUBLINGS_MAX;
-    int64_t backoff = (int64_t)BACKOFF_FIRST_MS << shift;
-    return backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS;
+    return wp__backoff(BACKOFF_FIRST_MS, n - 1, BACKOFF_DOUBLINGS_MAX, BACKOFF_MAX_MS);
 }
 
 void wp__start_failed(wp_pool *p, slot *s, const char *why)
@@ -113,7 +111,7 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status)
     assert(s->state != SLOT_EMPTY);
     while (s->h.result_fd >= 0 && wp__slot_read(p, s))
         ; /* answers written just before it died */
-    char how[KILL_HOW_MAX], msg[MSG_MAX];
+    char how[KILL_HOW_MAX], msg[WP_MSG_MAX];
     int code = wp__describe_status(status, how, sizeof how);
     if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
@@ -167,7 +165,7 @@ void wp__slot_start(wp_pool *p, slot *s)
         p->fs_full = true; /* not a failed start: ask again once it drains */
         return;
     }
-    char why[MSG_MAX], err[MSG_MAX];
+    char why[WP_MSG_MAX], err[WP_MSG_MAX];
     snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(os_error, err, sizeof err));
     wp__start_failed(p, s, why);
 }
@@ -192,7 +190,7 @@ void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
        saying so, here (slot_reaped would name a status), as a crash of the
        task, not a start failure. */
     int pid = (int)s->h.pid;
-    char msg[MSG_MAX + KILL_HOW_MAX];
+    char msg[WP_MSG_MAX + KILL_HOW_MAX];
     snprintf(msg, sizeof msg, "worker %d ended but its exit status was lost: the program ignores "
              "SIGCHLD or reaps children itself (waitpid(-1)); WP_START_FORK cannot survive that, "
              "use WP_START_FORKSERVER", pid);

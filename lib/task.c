@@ -123,8 +123,8 @@ void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, 
         wp__future_requeue(&t->future)) {
         free(result);
         atomic_fetch_add(&p->n.retried, 1);
-        unsigned doublings = t->attempts - 1 < RETRY_DOUBLINGS_MAX ? t->attempts - 1 : RETRY_DOUBLINGS_MAX;
-        int64_t delay = (int64_t)t->opts.retry_delay_ms << doublings;
+        int64_t delay = wp__backoff(t->opts.retry_delay_ms, t->attempts - 1, RETRY_DOUBLINGS_MAX,
+                                    INT64_MAX);
         wp__held_push(p, t, wp__now_ms() + delay, false);
         return;
     }

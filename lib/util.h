@@ -27,6 +27,25 @@
 #define WP_INTERNAL __attribute__((visibility("hidden")))
 #define WP_UNUSED(x) ((void)(x))
 
+/* Bytes of a message the library writes for people (a future's message,
+   why a start failed, a system error's words): they are all one line. */
+#define WP_MSG_MAX 192
+
+/* A cache line, as Concurrency Kit's CK_MD_CACHELINE: fields that
+   different threads write sit at least this far apart, so that one
+   thread's writes do not keep taking the line from under another's. */
+#define WP_CACHELINE 64
+
+/* first doubled `doublings` times, but at most max_doublings times and
+   never past cap: the one exponential backoff (worker starts, a failing
+   ppoll, retry delays).  first >= 0; first << max_doublings must fit. */
+static inline int64_t wp__backoff(int64_t first, unsigned doublings, unsigned max_doublings,
+                                  int64_t cap)
+{
+    int64_t wait = first << (doublings < max_doublings ? doublings : max_doublings);
+    return wait < cap ? wait : cap;
+}
+
 /* Saturating time arithmetic: any time up to INT64_MAX means "that long",
    never an overflow.  Both take non-negative values. */
 static inline int64_t wp__sat_add(int64_t a, int64_t b)

@@ -286,7 +286,7 @@ void wp__slot_write(wp_pool *p, slot *s)
 
 static void protocol_error(wp_pool *p, slot *s, const char *why)
 {
-    char msg[MSG_MAX];
+    char msg[WP_MSG_MAX];
     snprintf(msg, sizeof msg, "worker %d broke the protocol: %s; the pool killed it",
              (int)s->h.pid, why);
     wp__slot_stop(p, s, true, WP_EPROTO, msg,
@@ -313,7 +313,7 @@ static void handle_answer(wp_pool *p, slot *s)
     }
     if (!skipped) {
         wp_future_retain(&t->future); /* across entry_remove */
-        int64_t sample = (int64_t)(h->fn < (uint64_t)POLL_CAP_US ? h->fn : (uint64_t)POLL_CAP_US);
+        int64_t sample = (int64_t)(h->fn < (uint64_t)RUN_SAMPLE_MAX_US ? h->fn : (uint64_t)RUN_SAMPLE_MAX_US);
         p->run_avg_us += (sample - p->run_avg_us) / (1 << RUN_AVG_SHIFT);
         s->tasks_done++;
         p->start_failures = 0;

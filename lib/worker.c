@@ -36,6 +36,8 @@ _Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel
 
 /* ------------------------------------------------------------ result buf */
 
+#define BUF_FIRST_CAP 256 /* bytes of a result's first allocation; then it doubles */
+
 int wp_buf_append(wp_buf *b, const void *data, size_t len)
 {
     if (b == NULL || (data == NULL && len > 0))
@@ -45,7 +47,7 @@ int wp_buf_append(wp_buf *b, const void *data, size_t len)
         return WP_E2BIG;
     }
     if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : BUF_FIRST_CAP;
         while (cap < b->len + len)
             cap = cap > b->max / 2 ? b->max : cap * 2;
         char *p = realloc(b->data, cap);
@@ -248,13 +250,13 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     /* One write per result, at once: a result held back while the next
        task runs would be lost if the pool killed that task's worker. */
     if (result.overflow) {
-        char msg[128];
+        char msg[WP_MSG_MAX];
         snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
         send_failure(w, task->task_id, WP_E2BIG, 0, msg, run_us);
     } else if (result.outcome != 0) { /* the library's own task failed (worker.h) */
         send_failure(w, task->task_id, result.outcome, 0, result.message, run_us);
     } else if (result.failed || rc != 0) {
-        char msg[64];
+        char msg[WP_MSG_MAX];
         if (!result.failed)
             snprintf(msg, sizeof msg, "task returned %d", rc);
         send_failure(w, task->task_id, WP_ETASK, result.failed ? result.code : rc,
@@ -341,8 +343,8 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
         return WP_ESPAWN;
     }
     /* Bigger pipes move large arguments in fewer wake-ups; best effort. */
-    (void)fcntl(to_worker[1], F_SETPIPE_SZ, 1 << 20);
-    (void)fcntl(from_worker[1], F_SETPIPE_SZ, 1 << 20);
+    (void)fcntl(to_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
+    (void)fcntl(from_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
 
     pid_t parent = getpid();
     pid_t pid = fork();

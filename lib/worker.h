@@ -65,6 +65,10 @@ enum {
  */
 #define WINDOW_MAX 32
 
+/* What each of a worker's pipes is asked to hold (F_SETPIPE_SZ, best
+   effort): large arguments move in fewer wake-ups. */
+#define WORKER_PIPE_BYTES (1 << 20)
+
 enum { CLAIM_OFFERED = 1, CLAIM_STARTED = 2, CLAIM_SKIPPED = 3 };
 #define CLAIM(id, state) (((uint64_t)(id) << 2) | (uint64_t)(state))
 
