@@ -48,6 +48,12 @@ static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
    without pidfd: see watch_owner). */
 #define OWNER_GONE_SIGNAL SIGUSR1
 
+#define CHILDREN_FIRST_CAP 16 /* workers in the first child table; then it doubles */
+
+/* The server's poll set: its socket, its signalfd, the owner's pidfd (-1,
+   ignored by poll, without one). */
+enum { SPFD_SOCK, SPFD_SIGNALS, SPFD_OWNER, SPFD_COUNT };
+
 typedef struct server {
     int    sock;
     pid_t  owner;
@@ -62,7 +68,7 @@ static bool reserve(server *s)
 {
     if (s->nchildren < s->cap)
         return true;
-    size_t cap = s->cap ? s->cap * 2 : 16;
+    size_t cap = s->cap ? s->cap * 2 : CHILDREN_FIRST_CAP;
     pid_t *p = realloc(s->children, cap * sizeof *p);
     if (p == NULL)
         return false;
@@ -244,17 +250,19 @@ static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owne
     __fpurge(stderr);
 
     for (;;) {
-        struct pollfd pfd[3] = { { .fd = sock, .events = POLLIN },
-                                 { .fd = sfd, .events = POLLIN },
-                                 { .fd = owner_fd, .events = POLLIN } }; /* -1: none */
-        if (poll(pfd, 3, -1) < 0) {
+        struct pollfd pfd[SPFD_COUNT] = {
+            [SPFD_SOCK] = { .fd = sock, .events = POLLIN },
+            [SPFD_SIGNALS] = { .fd = sfd, .events = POLLIN },
+            [SPFD_OWNER] = { .fd = owner_fd, .events = POLLIN },
+        };
+        if (poll(pfd, SPFD_COUNT, -1) < 0) {
             if (errno == EINTR)
                 continue;
             server_exit(&s);
         }
-        if (pfd[2].revents)
+        if (pfd[SPFD_OWNER].revents)
             server_exit(&s); /* the owner died */
-        if (pfd[1].revents) {
+        if (pfd[SPFD_SIGNALS].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
@@ -263,7 +271,7 @@ static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owne
             if (reap_ended(&s, true) > 0)
                 clear_strays(&s);
         }
-        if (pfd[0].revents) {
+        if (pfd[SPFD_SOCK].revents) {
             fs_msg m;
             int fds[FS_MAX_FDS], nfds;
             int got = recv_msg(sock, &m, fds, &nfds, MSG_DONTWAIT);

@@ -69,6 +69,8 @@ int wp__future_init(wp_future *f, const future_ops *ops)
     return 0;
 }
 
+/* The state changes only under f->mu; it is atomic for the readers that
+   take no lock (wp_future_state and the settled() checks). */
 static bool transition(wp_future *f, int from, int to)
 {
     pthread_mutex_lock(&f->mu);

@@ -2,14 +2,19 @@
 /*
  * pool_impl.h — what the parts of the pool share: the task record, the
  * worker slot with its window, the pool itself, and the functions one part
- * calls in another.  The parts:
+ * calls in another.  The parts (docs/ARCHITECTURE.md, "What each file
+ * owns"):
  *
- *   task.c      task records: settle, retry, the held list, the counters
- *   slot.c      a worker slot: its window of tasks, the pipe I/O, starting,
- *               stopping and reaping its worker
- *   dispatch.c  the dispatcher thread: scheduling, timers, cancels, the
- *               fork server's events, the poll loop
  *   pool.c      the public API: create, shutdown, destroy, stats, submit
+ *   task.c      task records: settle, retry, the held list, cancels, the
+ *               counters
+ *   window.c    a worker's window of tasks: sending, writing, reading
+ *               answers, taking back
+ *   slot.c      a worker slot's life: starting, stopping, killing and
+ *               reaping its worker
+ *   schedule.c  who gets which task, and the timers
+ *   dispatch.c  the dispatcher thread's poll loop, the fork server's
+ *               events, descriptors closed under the pool
  *
  * Everything here but the queue, the cancel stack, the counters and the
  * stop state belongs to the dispatcher thread alone, so it takes no lock
@@ -133,6 +138,16 @@ typedef struct slot {
     int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
 } slot;
 
+/*
+ * The counters behind wp_pool_get_stats.  Each is a seq_cst read-modify-
+ * write on its own, and a reader takes a snapshot of independent counts,
+ * not one consistent state.  What the header promises — a future's outcome
+ * is counted before the future is seen settled — comes from the settling
+ * thread's own order: task_settling (the count) runs before
+ * wp__future_settle's release store of the state, so whoever acquires the
+ * settled state sees the count.  submitted is written by producers, the
+ * rest by the dispatcher alone.
+ */
 typedef struct pool_counters {
     atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
     atomic_uint_fast64_t timed_out, crashed, retried, workers_started;
@@ -206,7 +221,7 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
 void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
 /* How many more tasks the slot takes now (its window's room). */
 unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
-/* Append t to the window (written by slot_write). */
+/* Append t to the window (written by wp__slot_write). */
 void wp__slot_send(wp_pool *p, slot *s, task *t) WP_INTERNAL;
 /* Write what the pipe takes of the window's unwritten frames. */
 void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;

@@ -17,6 +17,12 @@
  * briefly for our turn, then sleep on a futex on the ring's commit index,
  * which frees the CPU for the producer we wait for; a committer wakes the
  * sleepers only when there are any.  Then we commit with ck.
+ *
+ * Costs: a push is O(1) — a compare-and-swap on the count, ck's reserve and
+ * commit, one fence — and makes a system call only to wake a consumer that
+ * sleeps hungry or a producer that sleeps for its turn; a pop is O(1), and
+ * takes room_mu only when producers are blocked and half the room is free.
+ * Every ordering below says which other operation it pairs with.
  */
 #include "config.h"
 
@@ -54,7 +60,8 @@ void __tsan_release(void *addr);
 
 enum { CONSUMER_AWAKE, CONSUMER_ASLEEP, CONSUMER_HUNGRY };
 
-#define COMMIT_SPINS 64
+#define COMMIT_SPINS 64      /* turns to spin for our turn to commit before sleeping */
+#define TURN_NAP_NS  1000000 /* longest sleep for it: a safety net, every commit wakes */
 
 static unsigned round_up_pow2(unsigned v)
 {
@@ -105,6 +112,9 @@ void wp__queue_destroy(wp_queue *q)
     q->slots = NULL;
 }
 
+/* Count one more item in, if it fits.  The count is only a bound: the
+   item's own bytes are ordered by the ring, so the first load may be
+   relaxed (a stale value only costs one more turn of the CAS loop). */
 static bool reserve_room(wp_queue *q)
 {
     unsigned c = atomic_load_explicit(&q->count, memory_order_relaxed);
@@ -130,7 +140,16 @@ static void wake_hungry_consumer(wp_queue *q)
         write_wake_fd(q);
 }
 
-/* Wait for room; false if the queue closed meanwhile. */
+/*
+ * Wait for room; false if the queue closed meanwhile.  No lost wake-up:
+ * the producer counts itself in `blocked` (seq_cst) before it tries for
+ * room, and the consumer frees room (seq_cst fetch_sub) before it reads
+ * `blocked`, so in the single order of seq_cst operations either the
+ * producer's try sees the room, or the consumer sees the producer and
+ * broadcasts — under room_mu, which the producer holds from its count to
+ * its wait, so the broadcast cannot fall before the wait.  A close stores
+ * `closed`, then broadcasts under room_mu: the same argument.
+ */
 static bool wait_for_room(wp_queue *q)
 {
     bool ok = true;
@@ -159,7 +178,7 @@ static long futex(unsigned *addr, int op, unsigned val, const struct timespec *t
 static void wait_for_turn(wp_queue *q, unsigned ticket)
 {
     /* A safety net only: every commit wakes the sleepers. */
-    static const struct timespec nap = { 0, 1000000 };
+    static const struct timespec nap = { 0, TURN_NAP_NS };
     for (unsigned spins = 0;; spins++) {
         unsigned tail = ck_pr_load_uint(&q->ring.p_tail);
         if (tail == ticket)
@@ -189,6 +208,11 @@ static void ring_publish(wp_queue *q, void *item)
     HANDOFF_RELEASE(item);
     wait_for_turn(q, ticket);
     ck_ring_enqueue_commit_mpmc(&q->ring, ticket);
+    /* seq_cst: the commit's store to p_tail, then the load of the
+       sleepers' count — the mirror of a sleeper's count, then the
+       kernel's load of p_tail in FUTEX_WAIT: one of the two sees the
+       other, so a sleeper is never left waiting for a commit that
+       happened. */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&q->turn_waiters) > 0)
         futex(&q->ring.p_tail, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
@@ -215,6 +239,7 @@ int wp__queue_push(wp_queue *q, void *item, bool nowait)
     return rc;
 }
 
+/* The consumer alone. */
 void *wp__queue_pop(wp_queue *q)
 {
     void *item;
@@ -225,6 +250,7 @@ void *wp__queue_pop(wp_queue *q)
     /* Blocked producers wake when the queue has drained to half, not at
        every pop: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
+    /* seq_cst, then the load of blocked: see wait_for_room. */
     unsigned was = atomic_fetch_sub(&q->count, 1);
     assert(was > 0); /* every item in the ring was counted first */
     unsigned left = was - 1;
@@ -249,6 +275,11 @@ void wp__queue_close(wp_queue *q)
     pthread_mutex_unlock(&q->room_mu);
 }
 
+/* A push counts itself in `pushers` (seq_cst) before it looks at `closed`,
+   and out only after it has published: once closed is set and pushers is
+   seen at zero, no push is between the two, and any later one sees closed
+   and is refused.  Each push that leaves with closed set kicks the
+   consumer, so the consumer learns of the seal. */
 bool wp__queue_sealed(wp_queue *q)
 {
     return atomic_load(&q->closed) && atomic_load(&q->pushers) == 0;
@@ -266,6 +297,9 @@ bool wp__queue_may_sleep(wp_queue *q, bool hungry)
     return true;
 }
 
+/* The consumer's state is a plain seq_cst store: every other thread only
+   ever writes AWAKE there (a swap from HUNGRY, or a kick), so this store
+   of AWAKE cannot undo anything another thread meant. */
 void wp__queue_awake(wp_queue *q, bool drain)
 {
     atomic_store(&q->consumer, CONSUMER_AWAKE);

@@ -10,12 +10,12 @@
  *                                        v
  *                          STOPPING --reaped--> EMPTY (restart after backoff)
  *
- * Every change of state goes through slot_set_state, which asserts that it
- * is one of these and keeps the running/alive counters.  A worker the pool
- * stops on purpose ends its window at once; one that died keeps its window
- * until its exit status is known, so the running task's failure can name
- * the signal, and the pipe is drained first, so an answer written just
- * before the death still counts.
+ * Every change of state goes through wp__slot_set_state, which asserts
+ * that it is one of these and keeps the running/alive counters.  A worker
+ * the pool stops on purpose ends its window at once; one that died keeps
+ * its window until its exit status is known, so the running task's failure
+ * can name the signal, and the pipe is drained first, so an answer written
+ * just before the death still counts.
  */
 #include "config.h"
 

@@ -105,6 +105,10 @@ static bool retryable(int error)
     return error == WP_ECRASHED || error == WP_ETIMEDOUT || error == WP_ETASK;
 }
 
+/* closing and grace_deadline are read without stop_mu, so a reading
+   between a shutdown's two stores may see the new closing with the old
+   grace: then it says "not yet", and the kick that follows every
+   shutdown brings the dispatcher back to read both again. */
 bool wp__grace_over(wp_pool *p, int64_t now_ms)
 {
     int64_t grace = atomic_load(&p->grace_deadline);

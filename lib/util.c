@@ -49,7 +49,13 @@ int64_t wp__deadline_after(int64_t timeout_ms)
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)
 {
     ts->tv_sec = (time_t)(at_ms / 1000);
-    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
+    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L; /* ns per ms */
+}
+
+void wp__timespec_of_us(struct timespec *ts, int64_t us)
+{
+    ts->tv_sec = (time_t)(us / 1000000);
+    ts->tv_nsec = (long)(us % 1000000) * 1000L; /* ns per us */
 }
 
 int wp__cond_init_monotonic(pthread_cond_t *cv)
@@ -88,6 +94,9 @@ int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)
     return current;
 }
 
+/* callers is atomic only so that entering takes no lock (a shutdown from
+   a done-callback must answer WP_EBUSY, never wait); leaving and waiting
+   for zero happen under mu, which orders them with each other. */
 void wp__stop_enter(wp_stop *st)
 {
     atomic_fetch_add(&st->callers, 1);
@@ -159,6 +168,10 @@ int wp__fd_budget(unsigned more)
     return setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : WP_EINVAL;
 }
 
+/* Descriptors to try closing when neither close_range nor /proc can say
+   which are open (and sysconf cannot say how many there may be). */
+#define FALLBACK_OPEN_MAX 1024
+
 static int fd_is_kept(int fd, const int *keep, size_t nkeep)
 {
     for (size_t i = 0; i < nkeep; i++)
@@ -199,7 +212,7 @@ slow:
         DIR *d = opendir("/proc/self/fd");
         if (d == NULL) {
             long max = sysconf(_SC_OPEN_MAX);
-            for (int fd = lowfd; fd < (max > 0 ? max : 1024); fd++)
+            for (int fd = lowfd; fd < (max > 0 ? max : FALLBACK_OPEN_MAX); fd++)
                 if (!fd_is_kept(fd, keep, nkeep))
                     close(fd);
             return;
@@ -269,6 +282,7 @@ struct wp_pidfd_info {
 #define WP_PIDFD_INFO_EXIT   (UINT64_C(1) << 3)
 
 #define CHILDREN_CHUNK 512 /* bytes of a /proc children list read at a time */
+#define PID_DIGITS_MAX 11  /* "-2147483648": any int */
 #define STAT_HEAD      512 /* enough of /proc/<pid>/stat to reach the ppid */
 
 void wp__reset_signals(void)
@@ -360,7 +374,7 @@ void wp__kill_group(pid_t pid, int pidfd)
 
 int wp__each_child(wp_child_fn fn, void *ctx)
 {
-    char path[64];
+    char path[sizeof "/proc/self/task//children" + PID_DIGITS_MAX];
     snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -452,16 +466,19 @@ const char *wp__signal_name(int sig, char *buf, size_t size)
 int wp__describe_status(int status, char *buf, size_t size)
 {
     if (WIFSIGNALED(status)) {
-        char tmp[32];
+        char tmp[SIGNAL_NAME_MAX];
         int sig = WTERMSIG(status);
         snprintf(buf, size, "killed by %s", wp__signal_name(sig, tmp, sizeof tmp));
         return sig;
     }
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
     snprintf(buf, size, "exited with status %d", code);
-    return 256 + code;
+    return EXITED_CODE_BASE + code;
 }
 
+/* Relaxed: the value is the same for every thread of a process, so a
+   thread that reads a stale 0 only makes the getpid() call itself; the
+   atfork handler runs in the child's only thread, before anything else. */
 static atomic_int cached_pid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 

@@ -78,6 +78,8 @@ int64_t wp__deadline_after(int64_t timeout_ms) WP_INTERNAL;
 /* Fill a struct timespec for pthread_cond_timedwait on CLOCK_MONOTONIC. */
 struct timespec;
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms) WP_INTERNAL;
+/* A span of us >= 0 microseconds as a struct timespec (ppoll, nanosleep). */
+void wp__timespec_of_us(struct timespec *ts, int64_t us) WP_INTERNAL;
 
 /*
  * Locks.  Every condition variable's timed waits use CLOCK_MONOTONIC, so a
@@ -191,7 +193,10 @@ const char *wp__strerror(int err, char *buf, size_t size) WP_INTERNAL;
 const char *wp__signal_name(int sig, char *buf, size_t size) WP_INTERNAL;
 
 /* Describe a wait status for people: "killed by SIGSEGV", "exited with
-   status 3".  Returns the future code: the signal number, or 256 + status. */
+   status 3".  Returns the future code (wp_future_code in the header): the
+   signal number, or EXITED_CODE_BASE + the exit status. */
+#define EXITED_CODE_BASE 256 /* above every signal number */
+#define SIGNAL_NAME_MAX  32  /* room for "signal 64" and the like */
 int wp__describe_status(int status, char *buf, size_t size) WP_INTERNAL;
 
 /* getpid() without a system call: cached, and reset in every child by a

@@ -3,14 +3,14 @@
  * window.c — a worker slot's window: the tasks written to its worker and
  * not answered yet, oldest first (docs/ARCHITECTURE.md, "The window").
  *
- * The dispatcher appends tasks (slot_send), writes all their frames it can
- * in one writev (slot_write), reads every answer the pipe holds in one read
- * (slot_read), and takes back a task the worker has not started through
- * its claim word (worker.h): for a cancel, a deadline or a crash of the
- * task ahead, an idle worker stealing it, or a head that runs long.  A task
- * taken back whose frame is already (partly) written stays in the window
- * as a skipped entry until the worker answers "skipped"; one whose frame
- * was not written at all leaves at once.
+ * The dispatcher appends tasks (wp__slot_send), writes all their frames it
+ * can in one writev (wp__slot_write), reads every answer the pipe holds in
+ * one read (wp__slot_read), and takes back a task the worker has not
+ * started through its claim word (worker.h): for a cancel, a deadline or a
+ * crash of the task ahead, an idle worker stealing it, or a head that runs
+ * long.  A task taken back whose frame is already (partly) written stays
+ * in the window as a skipped entry until the worker answers "skipped"; one
+ * whose frame was not written at all leaves at once.
  *
  * The worker answers frames in order and writes each answer before it
  * starts the next task, so only the head can be running, and once a task
@@ -61,6 +61,9 @@ static void entry_remove(slot *s, unsigned i)
     } else {
         s->written--;
     }
+    /* Free: the worker is done with this word (it swapped or saw SKIPPED
+       before it answered, and the answer is read), and the next use of
+       the position stores OFFERED afresh. */
     atomic_store(&s->shared->claim[e->pos], 0);
     s->pos_used &= ~(1u << e->pos);
     assert(s->bytes >= e->hdr.length);
@@ -110,6 +113,9 @@ int64_t wp__slot_head_started(slot *s)
         return -1;
     const win_entry *e = &s->win[s->head];
     if (s->head_start_us < 0) {
+        /* The worker stores started_us, then swaps the claim (seq_cst, so
+           a release): a load that sees STARTED (an acquire) sees the
+           start time too. */
         if (atomic_load(&s->shared->claim[e->pos]) != CLAIM(e->hdr.task_id, CLAIM_STARTED))
             return -1;
         int64_t at = atomic_load(&s->shared->started_us[e->pos]), now = wp__now_us();
@@ -213,7 +219,11 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     wp__frame_header(&e->hdr, FRAME_TASK, t->id, t->arg_len);
     memcpy(&e->hdr.fn, &t->fn, sizeof t->fn);
     e->hdr.code = (int32_t)pos;
-    /* Offered before the frame can be read (seq_cst store). */
+    /* Offered before the frame can be read: this seq_cst store comes
+       before the writev that carries the frame, and the worker's read of
+       it before its compare-and-swap (a write(2) and the read(2) that
+       returns its bytes order memory as a release and an acquire would:
+       the kernel's pipe lock), so the worker's swap finds OFFERED. */
     atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
     s->count++;
     s->live++;

@@ -33,6 +33,9 @@
 #include "worker.h"
 
 _Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel as 64 bits");
+/* The claim words and start times are shared with the pool's process: an
+   atomic that needs a lock would need one in shared memory. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics are lock-free");
 
 /* ------------------------------------------------------------ result buf */
 
@@ -219,7 +222,9 @@ static bool claim_task(worker *w, const frame_header *task)
     unsigned pos = (unsigned)task->code;
     if (pos >= WINDOW_MAX)
         _exit(WORKER_EXIT_BAD_FRAME);
-    atomic_store(&w->shared->started_us[pos], wp__now_us()); /* before the swap publishes it */
+    /* The start time first: the swap (seq_cst) publishes it to a pool that
+       sees STARTED (wp__slot_head_started). */
+    atomic_store(&w->shared->started_us[pos], wp__now_us());
     return wp__claim(&w->shared->claim[pos], task->task_id, CLAIM_STARTED);
 }
 

@@ -78,7 +78,10 @@ typedef struct worker_shared {
 } worker_shared;
 
 /* Swap the claim word from CLAIM_OFFERED to `to` for task id: false if the
-   other side got there first. */
+   other side got there first.  seq_cst, so both a release (of what the
+   swapper wrote before: a start time) and an acquire.  The word is in
+   memory shared between processes: lock-free 64-bit atomics work across
+   them (a static assert in worker.c checks they are lock-free). */
 static inline bool wp__claim(atomic_uint_fast64_t *word, uint64_t id, int to)
 {
     uint_fast64_t offered = CLAIM(id, CLAIM_OFFERED);
