@@ -8,8 +8,8 @@
  *   pool.c      the public API: create, shutdown, destroy, stats, submit
  *   task.c      task records: settle, retry, the held list, cancels, the
  *               counters
- *   window.c    a worker's window of tasks: sending, writing, reading
- *               answers, taking back
+ *   window.c    a worker's window of tasks: sending, taking back
+ *   window_io.c its pipes: writing the window's frames, reading answers
  *   slot.c      a worker slot's life: starting, stopping, killing and
  *               reaping its worker
  *   schedule.c  who gets which task, and the timers
@@ -23,6 +23,7 @@
 #ifndef WP_POOL_IMPL_H
 #define WP_POOL_IMPL_H
 
+#include <assert.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -212,21 +213,22 @@ bool wp__grace_over(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Cancel requests (any thread) and their handling (dispatcher). */
 void wp__handle_cancels(wp_pool *p) WP_INTERNAL;
 
-/* ---------------------------------------------------------------- slot.c */
-void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to) WP_INTERNAL;
-void wp__slot_start(wp_pool *p, slot *s) WP_INTERNAL;
-void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
-                   const char *how) WP_INTERNAL;
-void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
-void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
+/* -------------------------------------------------------------- window.c */
+/* Entry i of s's window, oldest first (i < s->count).  O(1). */
+static inline win_entry *wp__entry_at(slot *s, unsigned i)
+{
+    assert(i < s->count);
+    return &s->win[(s->head + i) % WINDOW_MAX];
+}
+/* The entry's frame is all written: its task no longer needs its argument
+   for it. */
+void wp__entry_wire_done(win_entry *e) WP_INTERNAL;
+/* The worker answered the head: it leaves the window, the next is head. */
+void wp__window_answered(slot *s) WP_INTERNAL;
 /* How many more tasks the slot takes now (its window's room). */
 unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
 /* Append t to the window (written by wp__slot_write). */
 void wp__slot_send(wp_pool *p, slot *s, task *t) WP_INTERNAL;
-/* Write what the pipe takes of the window's unwritten frames. */
-void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
-/* Read and handle what the worker sent; true if a frame was handled. */
-bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
 /* End t (in s's window) with error, disturbing no other task. */
 void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
 /* End t with error only if its worker has not started it (a shield):
@@ -250,6 +252,20 @@ uint64_t wp__slot_stealable_id(slot *s) WP_INTERNAL;
 /* The newest live task a shutdown may cancel (not a shielded running
    head), or NULL. */
 task *wp__slot_cancellable(slot *s) WP_INTERNAL;
+
+/* ----------------------------------------------------------- window_io.c */
+/* Write what the pipe takes of the window's unwritten frames. */
+void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
+/* Read and handle what the worker sent; true if a frame was handled. */
+bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
+
+/* ---------------------------------------------------------------- slot.c */
+void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to) WP_INTERNAL;
+void wp__slot_start(wp_pool *p, slot *s) WP_INTERNAL;
+void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
+                   const char *how) WP_INTERNAL;
+void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
+void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
 void wp__start_failed(wp_pool *p, slot *s, const char *why) WP_INTERNAL;
 /* The wait after the n-th failure in a row (n >= 1): BACKOFF_FIRST_MS,
    doubling, at most BACKOFF_MAX_MS. */
