@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * util.h — small helpers every part of the library shares: the monotonic
- * clock, locks and condition variables, descriptor flags, pidfd wrappers,
- * reaping and killing processes.  Nothing here knows about pools or tasks.
+ * util.h — the small internal header every part of the library shares:
+ * the monotonic clock, locks and condition variables, descriptors, the pid
+ * cache (util.c), and processes — pidfds, reaping, killing groups, listing
+ * children (process.c).  Nothing here knows about pools or tasks.
  *
  * The library's one error convention, for every internal function as for
  * the API (as libuv's, whose internal functions return UV__ERR(errno)): a
@@ -134,6 +135,11 @@ int wp__fd_budget(unsigned more) WP_INTERNAL;
    right after fork. */
 void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep) WP_INTERNAL;
 
+/* strerror(err) into buf, thread-safe (strerror_r); returns buf. */
+const char *wp__strerror(int err, char *buf, size_t size) WP_INTERNAL;
+
+/* ----------------------------------------------- process.c: processes */
+
 /* pidfd_open(2): the pidfd, or WP_ENOFUNC when there is none to be had (a
    kernel before 5.3, or no descriptor left): the caller goes without. */
 int wp__pidfd_open(pid_t pid) WP_INTERNAL;
@@ -184,9 +190,6 @@ typedef bool (*wp_child_fn)(pid_t child, void *ctx);
 int wp__each_child(wp_child_fn fn, void *ctx) WP_INTERNAL;
 /* The same by reading every /proc/<pid>/stat for its parent's pid. */
 int wp__each_child_by_stat(wp_child_fn fn, void *ctx) WP_INTERNAL;
-
-/* strerror(err) into buf, thread-safe (strerror_r); returns buf. */
-const char *wp__strerror(int err, char *buf, size_t size) WP_INTERNAL;
 
 /* "SIGSEGV" for SIGSEGV, "signal 42" for what has no name; static storage
    for known signals, buf otherwise. */
