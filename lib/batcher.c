@@ -207,13 +207,13 @@ int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms)
 {
     if (b == NULL)
         return WP_EINVAL;
-    wp__stop_enter(&b->stop);
-    if (wp__batcher_of_thread() == b || wp__pool_must_not_wait(b->pool)) {
-        wp__stop_leave(&b->mu, &b->room_cv, &b->stop);
-        return WP_EBUSY;
-    }
-    int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
-    pthread_mutex_lock(&b->mu);
+    wp__stop_enter(&b->stop); /* first: destroy waits for it before it frees */
+    int64_t deadline;
+    bool on_own_thread = wp__batcher_of_thread() == b;
+    int rc = wp__stop_begin(&b->mu, &b->room_cv, &b->stop,
+                            on_own_thread || wp__pool_must_not_wait(b->pool), grace_ms, &deadline);
+    if (rc < 0)
+        return rc;
     b->grace_deadline = wp__grace_deadline(!b->closing, b->grace_deadline, deadline);
     b->closing = true;
     pthread_cond_signal(&b->work_cv);
@@ -224,11 +224,8 @@ int wp_batcher_shutdown(wp_batcher *b, int64_t grace_ms)
 
 void wp_batcher_destroy(wp_batcher *b)
 {
-    if (b == NULL || wp_batcher_shutdown(b, -1) != 0)
-        return;
-    /* Shutdowns other threads began may still be on their way out. */
-    wp__await_callers(&b->mu, &b->room_cv, &b->stop);
-    batcher_free(b);
+    if (b != NULL && wp__stop_may_free(wp_batcher_shutdown(b, -1), &b->mu, &b->room_cv, &b->stop))
+        batcher_free(b);
 }
 
 int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out)

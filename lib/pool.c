@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * pool.c — the pool's public API (include/workerpool.h): create, shutdown,
- * destroy, stats and submit.  Everything that happens after a task is
- * queued is the dispatcher's (dispatch.c, schedule.c, window.c, slot.c,
- * task.c; the map is docs/ARCHITECTURE.md).
+ * destroy and submit (the stats are task.c's, beside the counters).
+ * Everything that happens after a task is queued is the dispatcher's
+ * (dispatch.c, schedule.c, window.c, window_io.c, slot.c, task.c; the map
+ * is docs/ARCHITECTURE.md).
  */
 #include "config.h"
 
@@ -164,13 +165,12 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 {
     if (pool == NULL)
         return WP_EINVAL;
-    wp__stop_enter(&pool->stop);
-    if (wp__pool_must_not_wait(pool)) {
-        wp__stop_leave(&pool->stop_mu, &pool->stop_cv, &pool->stop);
-        return WP_EBUSY;
-    }
-    int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
-    pthread_mutex_lock(&pool->stop_mu);
+    wp__stop_enter(&pool->stop); /* first: destroy waits for it before it frees */
+    int64_t deadline;
+    int rc = wp__stop_begin(&pool->stop_mu, &pool->stop_cv, &pool->stop,
+                            wp__pool_must_not_wait(pool), grace_ms, &deadline);
+    if (rc < 0)
+        return rc;
     atomic_store(&pool->grace_deadline,
                  wp__grace_deadline(!atomic_load(&pool->closing),
                                     atomic_load(&pool->grace_deadline), deadline));
@@ -183,32 +183,9 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 
 void wp_pool_destroy(wp_pool *pool)
 {
-    if (pool == NULL || wp_pool_shutdown(pool, -1) != 0)
-        return;
-    /* Shutdowns other threads began may still be on their way out. */
-    wp__await_callers(&pool->stop_mu, &pool->stop_cv, &pool->stop);
-    pool_free(pool);
-}
-
-int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
-{
-    if (pool == NULL || out == NULL)
-        return WP_EINVAL;
-    const pool_counters *n = &pool->n;
-    *out = (wp_pool_stats){
-        .submitted = atomic_load(&n->submitted),
-        .succeeded = atomic_load(&n->succeeded),
-        .failed = atomic_load(&n->failed),
-        .cancelled = atomic_load(&n->cancelled),
-        .timed_out = atomic_load(&n->timed_out),
-        .crashed = atomic_load(&n->crashed),
-        .retried = atomic_load(&n->retried),
-        .workers_started = atomic_load(&n->workers_started),
-        .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
-        .running = atomic_load(&n->running),
-        .workers_alive = atomic_load(&n->alive),
-    };
-    return 0;
+    if (pool != NULL &&
+        wp__stop_may_free(wp_pool_shutdown(pool, -1), &pool->stop_mu, &pool->stop_cv, &pool->stop))
+        pool_free(pool);
 }
 
 int wp__task_options_check(const wp_task_options *o)

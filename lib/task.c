@@ -3,11 +3,11 @@
  * task.c — a task's life outside the worker: its record and future,
  * settling and retries, the held list (tasks out of the queue and not in a
  * window: retry delays, tasks taken back), the cancel stack, and the
- * outcome counters behind wp_pool_get_stats.
+ * outcome counters behind wp_pool_get_stats (which is here too).
  *
  * All of it runs on the dispatcher thread, except task_cancel (any thread:
- * it only pushes onto the lock-free cancel stack) and the counters
- * (atomics).
+ * it only pushes onto the lock-free cancel stack), wp_pool_get_stats and
+ * the counters (atomics).
  */
 #include "config.h"
 
@@ -50,6 +50,29 @@ static void task_settling(wp_future *f, int state, int error)
 const future_ops wp__task_ops = {
     .cancel = task_cancel, .free = task_free, .settling = task_settling,
 };
+
+/* Any thread: a snapshot of the counters (pool_impl.h says what it
+   promises).  O(1), no lock. */
+int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
+{
+    if (pool == NULL || out == NULL)
+        return WP_EINVAL;
+    const pool_counters *n = &pool->n;
+    *out = (wp_pool_stats){
+        .submitted = atomic_load(&n->submitted),
+        .succeeded = atomic_load(&n->succeeded),
+        .failed = atomic_load(&n->failed),
+        .cancelled = atomic_load(&n->cancelled),
+        .timed_out = atomic_load(&n->timed_out),
+        .crashed = atomic_load(&n->crashed),
+        .retried = atomic_load(&n->retried),
+        .workers_started = atomic_load(&n->workers_started),
+        .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
+        .running = atomic_load(&n->running),
+        .workers_alive = atomic_load(&n->alive),
+    };
+    return 0;
+}
 
 void wp__task_drop_arg(task *t)
 {

@@ -109,6 +109,18 @@ void wp__stop_leave(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
     pthread_mutex_unlock(mu);
 }
 
+int wp__stop_begin(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, bool must_not_wait,
+                   int64_t grace_ms, int64_t *deadline)
+{
+    if (must_not_wait) {
+        wp__stop_leave(mu, cv, st);
+        return WP_EBUSY;
+    }
+    *deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
+    pthread_mutex_lock(mu);
+    return 0;
+}
+
 void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, pthread_t thread)
 {
     while (!st->stopped)
@@ -121,12 +133,16 @@ void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, pthrea
     wp__stop_leave(mu, cv, st);
 }
 
-void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
+bool wp__stop_may_free(int shutdown_rc, pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
 {
+    if (shutdown_rc != 0)
+        return false;
+    /* Shutdowns other threads began may still be on their way out. */
     pthread_mutex_lock(mu);
     while (atomic_load(&st->callers) > 0)
         pthread_cond_wait(cv, mu);
     pthread_mutex_unlock(mu);
+    return true;
 }
 
 int wp__fd_set_nonblock(int fd)

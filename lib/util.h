@@ -114,13 +114,22 @@ typedef struct wp_stop {
 void wp__stop_enter(wp_stop *st) WP_INTERNAL;
 /* A shutdown call that leaves early (locks and unlocks mu). */
 void wp__stop_leave(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_INTERNAL;
+/* A shutdown call's second step, after wp__stop_enter: WP_EBUSY (having
+   left) when the caller must not wait (a done-callback, task code); else
+   0 with mu locked and *deadline the grace's end for grace_ms (-1, none,
+   for any negative grace_ms). */
+int  wp__stop_begin(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, bool must_not_wait,
+                    int64_t grace_ms, int64_t *deadline) WP_INTERNAL;
 /* With mu held: wait on cv until st->stopped; the first caller to get there
    joins thread; then leave as wp__stop_leave.  Returns with mu unlocked. */
 void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st,
                     pthread_t thread) WP_INTERNAL;
-/* Wait until no shutdown call is in progress (locks and unlocks mu):
-   after this, the owner may be freed. */
-void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st) WP_INTERNAL;
+/* A destroy, after its own shutdown call returned shutdown_rc: false if
+   that refused (WP_EBUSY: the owner must not go); else wait until no
+   other shutdown call is in progress (locks and unlocks mu) and return
+   true: the owner may be freed now. */
+bool wp__stop_may_free(int shutdown_rc, pthread_mutex_t *mu, pthread_cond_t *cv,
+                       wp_stop *st) WP_INTERNAL;
 
 /* 0, or WP_EINVAL (fd is not an open descriptor: fcntl's one failure). */
 int wp__fd_set_nonblock(int fd) WP_INTERNAL;
