@@ -77,6 +77,9 @@ static bool reserve(server *s)
     return true;
 }
 
+/* The child table is an unordered array: forget and known are O(workers),
+   a scan of at most MAX_WORKERS pids, once per exit or kill request —
+   nothing next to the fork or the reap that comes with each. */
 static bool forget(server *s, pid_t pid)
 {
     for (size_t i = 0; i < s->nchildren; i++)
