@@ -132,11 +132,15 @@ static void write_wake_fd(wp_queue *q)
 }
 
 /* Only the producer that finds the consumer asleep and hungry pays for the
-   write, so a busy dispatcher costs producers nothing. */
+   write, so a busy dispatcher costs producers nothing.  It looks before it
+   swaps: a compare-and-swap takes the consumer's cache line for writing
+   even when it fails, and the consumer is awake at almost every push.
+   The look is a seq_cst load, as the swap's read was (see wp__queue_push). */
 static void wake_hungry_consumer(wp_queue *q)
 {
     int was = CONSUMER_HUNGRY;
-    if (atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
+    if (atomic_load(&q->consumer) == CONSUMER_HUNGRY &&
+        atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
         write_wake_fd(q);
 }
 
