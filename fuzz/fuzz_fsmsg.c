@@ -85,19 +85,20 @@ static void fuzz_raw(fuzz_input *in)
     fs_msg_fds fds;
     int rc = wp__fs_msg_decode(data, len, flags, control, controllen, &m, &fds);
 
-    FUZZ_CHECK(rc == 0 || rc == -EBADMSG || rc == -EMFILE || rc == -EPROTO);
+    FUZZ_CHECK(rc == 0 || rc == WP_EPROTO);
+    FUZZ_CHECK(fds.error == 0 || fds.error == EMFILE || fds.error == EPROTO);
     check_listed(&fds, control, controllen);
     bool whole_data = len == sizeof m && !(flags & MSG_TRUNC);
-    FUZZ_CHECK((rc == -EBADMSG) == !whole_data);
-    if (rc == -EBADMSG) {
+    FUZZ_CHECK((rc == WP_EPROTO) == !whole_data);
+    if (rc == WP_EPROTO) {
         fs_msg zero;
         memset(&zero, 0, sizeof zero);
         FUZZ_CHECK(memcmp(&m, &zero, sizeof m) == 0);
     } else {
         FUZZ_CHECK(memcmp(&m, data, sizeof m) == 0);
     }
-    FUZZ_CHECK((rc == -EMFILE) == (whole_data && (flags & MSG_CTRUNC)));
-    if (rc == 0) {
+    FUZZ_CHECK((fds.error == EMFILE) == ((flags & MSG_CTRUNC) != 0));
+    if (rc == 0 && fds.error == 0) {
         FUZZ_CHECK(m.nfds <= FS_MAX_FDS && fds.n == m.nfds);
         FUZZ_CHECK(controllen <= FS_MSG_CONTROL_SIZE);
         FUZZ_CHECK(fds.n == 0 || controllen >= CMSG_LEN(sizeof(int) * fds.n));
@@ -110,7 +111,7 @@ static void fuzz_raw(fuzz_input *in)
         fs_msg m2;
         fs_msg_fds fds2;
         FUZZ_CHECK(wp__fs_msg_decode(data, len, flags, aligned.buf, controllen, &m2, &fds2) == rc);
-        FUZZ_CHECK(memcmp(&m, &m2, sizeof m) == 0 && same_fds(&fds, &fds2));
+        FUZZ_CHECK(memcmp(&m, &m2, sizeof m) == 0 && same_fds(&fds, &fds2) && fds.error == fds2.error);
     }
     free(dblock);
     free(cblock);
@@ -145,7 +146,7 @@ static void fuzz_round_trip(fuzz_input *in)
     fs_msg got;
     fs_msg_fds fds;
     int rc = wp__fs_msg_decode(&sent, sizeof sent, flags, ctl.buf, controllen, &got, &fds);
-    FUZZ_CHECK(rc == (flags ? -EMFILE : 0));
+    FUZZ_CHECK(rc == 0 && fds.error == (flags ? EMFILE : 0));
     FUZZ_CHECK(memcmp(&got, &sent, sizeof got) == 0);
     FUZZ_CHECK(got.nfds == k);
     FUZZ_CHECK(fds.n == arrived);

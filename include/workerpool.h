@@ -72,24 +72,34 @@ WP_EXTERN const char *wp_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
-/* Error and outcome codes.  Distinct, stable, negative. */
-enum {
-    WP_EINVAL    = -1,  /* a bad argument */
-    WP_ENOMEM    = -2,  /* out of memory */
-    WP_EAGAIN    = -3,  /* queue full and the caller asked not to block */
-    WP_ETIMEDOUT = -4,  /* a wait ran out of time; or a task ran past its deadline */
-    WP_ECANCELED = -5,  /* the task was cancelled */
-    WP_ESHUTDOWN = -6,  /* the pool or batcher no longer accepts work */
-    WP_ECRASHED  = -7,  /* the worker died while running the task */
-    WP_ETASK     = -8,  /* the task function reported failure */
-    WP_E2BIG     = -9,  /* an argument or result is larger than max_message */
-    WP_EPROTO    = -10, /* a worker broke the wire protocol */
-    WP_ESPAWN    = -11, /* workers could not be started */
-    WP_ENOFUNC   = -12, /* the function is not callable in the worker */
-    WP_EBUSY     = -13  /* the operation cannot happen now */
-};
+/*
+ * Error and outcome codes: distinct, stable, negative (names and values never
+ * change).  One table, WP_ERRNO_MAP, lists each code once as
+ * XX(name, value, description); the enum below and the words wp_strerror()
+ * returns are both made from it, so they cannot disagree.  A program can
+ * expand it too, e.g. to name every code in a log.
+ */
+#define WP_ERRNO_MAP(XX)                                                             \
+    XX(EINVAL,    -1,  "invalid argument")                                           \
+    XX(ENOMEM,    -2,  "out of memory")                                              \
+    XX(EAGAIN,    -3,  "would block: the queue is full, or nothing is ready yet")    \
+    XX(ETIMEDOUT, -4,  "timed out: a wait ran out, or a task ran past its deadline") \
+    XX(ECANCELED, -5,  "cancelled")                                                  \
+    XX(ESHUTDOWN, -6,  "the pool or batcher no longer accepts work")                 \
+    XX(ECRASHED,  -7,  "the worker died while running the task")                     \
+    XX(ETASK,     -8,  "the task function reported failure")                         \
+    XX(E2BIG,     -9,  "an argument or result is larger than max_message")           \
+    XX(EPROTO,    -10, "the wire protocol between pool and worker was broken")       \
+    XX(ESPAWN,    -11, "workers or threads could not be started")                    \
+    XX(ENOFUNC,   -12, "the function is not callable in the worker")                 \
+    XX(EBUSY,     -13, "busy: the operation cannot happen now")
 
-/* A short English description of a WP_E* code (or 0); never NULL. */
+#define WP_ERRNO_ENUM_(name, value, description) WP_##name = (value),
+enum { WP_ERRNO_MAP(WP_ERRNO_ENUM_) };
+#undef WP_ERRNO_ENUM_
+
+/* The description of a WP_E* code from WP_ERRNO_MAP, "success" for 0,
+   "unknown error" for anything else; static storage, never NULL. */
 WP_EXTERN const char *wp_strerror(int code);
 
 /* ----------------------------------------------------- tasks and results */

@@ -39,8 +39,7 @@ struct wp_cq {
 
 static void cq_free(wp_cq *cq)
 {
-    pthread_mutex_destroy(&cq->mu);
-    pthread_cond_destroy(&cq->cv);
+    wp__lock_destroy(&cq->mu, &cq->cv);
     free(cq->ring);
     free(cq);
 }
@@ -61,11 +60,10 @@ int wp_cq_create(wp_cq **out)
     wp_cq *cq = calloc(1, sizeof *cq);
     if (cq == NULL)
         return WP_ENOMEM;
-    if (pthread_mutex_init(&cq->mu, NULL) != 0) {
+    if (wp__lock_init(&cq->mu, &cq->cv) < 0) {
         free(cq);
         return WP_ENOMEM;
     }
-    wp__cond_init_monotonic(&cq->cv);
     cq->refs = 1;
     *out = cq;
     return 0;

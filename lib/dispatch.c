@@ -8,10 +8,13 @@
  * Also what comes from outside the pool's own pipes: the fork server's
  * events, descriptors the program closed under the pool, and a ppoll that
  * fails (a lowered RLIMIT_NOFILE).  Loops scan every slot: O(workers) per
- * turn.
+ * turn, as in schedule.c, and for the same reason it is fine: at most
+ * MAX_WORKERS slots, a few loads each, next to the ppoll and the reads and
+ * writes of a turn, which poll() itself makes O(descriptors) anyway.
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +26,8 @@
 
 /* ----------------------------------------------------------- fork server */
 
+/* One event of the fork server's.  O(workers) for an exit (found by pid:
+   a worker's slot may have been reused since), O(1) otherwise. */
 static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
 {
     if (ev->kind == FS_EXITED) {
@@ -35,13 +40,14 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
         return;
     slot *s = &p->slots[ev->slot];
     if (ev->kind == FS_SPAWN_FAILED) {
-        char why[MSG_MAX], err[MSG_MAX];
+        char why[WP_MSG_MAX], err[WP_MSG_MAX];
         snprintf(why, sizeof why, "fork server cannot start a worker: %s",
-                 wp__strerror(ev->error, err, sizeof err));
+                 wp__strerror(ev->os_error, err, sizeof err));
         wp__slot_set_state(p, s, SLOT_EMPTY);
         wp__start_failed(p, s, why);
         return;
     }
+    assert(ev->kind == FS_SPAWNED);
     if (s->state != SLOT_STARTING && s->state != SLOT_STOPPING) {
         close(ev->handle.task_fd);
         close(ev->handle.result_fd);
@@ -55,7 +61,7 @@ static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
 }
 
 /* The fork server died: its workers die with it, and nothing reports
-   their status any more. */
+   their status any more.  O(workers), once. */
 static void forkserver_lost(wp_pool *p)
 {
     p->fs_gone = true;
@@ -81,17 +87,13 @@ void wp__read_forkserver(wp_pool *p)
 
 /* ---------------------------------------------------------------- polling */
 
-/* The poll set: [0] the queue's eventfd, [1] the fork server's socket
-   (when there is one), then per slot its result pipe, its task pipe while
-   frames wait to be written, and (WP_START_FORK) its pidfd. */
-enum { PFD_WAKE = 0, PFD_FORKSERVER = 1 };
-
 static int add_pfd(wp_pool *p, int *n, int fd, short events)
 {
     p->pfds[*n] = (struct pollfd){ .fd = fd, .events = events };
     return (*n)++;
 }
 
+/* The poll set (pool_impl.h, PFD_*): how many entries.  O(workers). */
 static int build_poll_set(wp_pool *p)
 {
     int n = 0;
@@ -122,7 +124,7 @@ static bool closed_under_us(const wp_pool *p, int pi)
  * has already reused for something else cannot be told apart: then the
  * pool reads and writes what is there, as any library would.
  */
-static void forget_closed_fds(wp_pool *p)
+static void forget_closed_fds(wp_pool *p) /* O(workers) */
 {
     if (p->pfds[PFD_WAKE].revents & POLLNVAL)
         wp__queue_renew_wake(&p->queue);
@@ -154,6 +156,7 @@ static void forget_closed_fds(wp_pool *p)
     }
 }
 
+/* Every descriptor poll said is ready.  O(workers). */
 static void handle_io(wp_pool *p)
 {
     forget_closed_fds(p);
@@ -179,11 +182,11 @@ static void handle_io(wp_pool *p)
  * (their tasks fail WP_ESPAWN, saying why), fails waiting tasks the same
  * way (spawn_broken), and tries again with workers after a backoff.  A
  * second failure in a row means even the small set fails: sleep the
- * backoff here rather than spin.
+ * backoff here rather than spin.  O(workers).
  */
 static void poll_failed(wp_pool *p, int err, int nfds)
 {
-    char msg[MSG_MAX], ebuf[MSG_MAX];
+    char msg[WP_MSG_MAX], ebuf[WP_MSG_MAX];
     snprintf(msg, sizeof msg, "the pool cannot wait for its workers: ppoll of %d descriptors: %s "
              "(RLIMIT_NOFILE below that?)", nfds, wp__strerror(err, ebuf, sizeof ebuf));
     snprintf(p->spawn_error, sizeof p->spawn_error, "%s", msg);
@@ -199,7 +202,8 @@ static void poll_failed(wp_pool *p, int err, int nfds)
     int64_t backoff = wp__backoff_ms(p->poll_failures + 1);
     p->poll_retry_at = wp__now_ms() + backoff;
     if (p->poll_failures++ > 0) {
-        struct timespec pause = { (time_t)(backoff / 1000), (long)(backoff % 1000) * 1000000L };
+        struct timespec pause;
+        wp__timespec_of_us(&pause, wp__ms_to_us(backoff));
         nanosleep(&pause, NULL);
     }
 }
@@ -232,9 +236,12 @@ void *wp__dispatcher_main(void *arg)
             int64_t left = next - wp__now_us();
             timeout_us = left <= 0 ? 0 : left > POLL_CAP_US ? POLL_CAP_US : left;
         }
+        /* A cancel pushed after this load kicks the queue (task_cancel):
+           the sleep ends at once. */
         if (!wp__queue_may_sleep(&p->queue, want) || atomic_load(&p->cancels) != NULL)
             timeout_us = 0;
-        struct timespec ts = { (time_t)(timeout_us / 1000000), (long)(timeout_us % 1000000) * 1000 };
+        struct timespec ts;
+        wp__timespec_of_us(&ts, timeout_us < 0 ? 0 : timeout_us);
         if (ppoll(p->pfds, (nfds_t)n, timeout_us < 0 ? NULL : &ts, NULL) < 0) {
             int err = errno;
             memset(p->pfds, 0, sizeof *p->pfds * (size_t)n);

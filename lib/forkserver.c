@@ -34,7 +34,7 @@ enum { OP_SPAWN = 1, OP_KILL, OP_SPAWNED, OP_SPAWN_FAILED, OP_EXITED };
    cut off, are closed and the message is acted on alone. */
 static int send_msg(int sock, const fs_msg *m, const int *fds, int nfds, int flags)
 {
-    return wp__fs_msg_send(sock, m, fds, nfds, flags);
+    return wp__fs_msg_send(sock, m, fds, nfds, flags, NULL);
 }
 
 static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
@@ -47,6 +47,12 @@ static int recv_msg(int sock, fs_msg *m, int *fds, int *nfds, int flags)
 /* Sent by the kernel when the thread that forked the server ends (only
    without pidfd: see watch_owner). */
 #define OWNER_GONE_SIGNAL SIGUSR1
+
+#define CHILDREN_FIRST_CAP 16 /* workers in the first child table; then it doubles */
+
+/* The server's poll set: its socket, its signalfd, the owner's pidfd (-1,
+   ignored by poll, without one). */
+enum { SPFD_SOCK, SPFD_SIGNALS, SPFD_OWNER, SPFD_COUNT };
 
 typedef struct server {
     int    sock;
@@ -62,7 +68,7 @@ static bool reserve(server *s)
 {
     if (s->nchildren < s->cap)
         return true;
-    size_t cap = s->cap ? s->cap * 2 : 16;
+    size_t cap = s->cap ? s->cap * 2 : CHILDREN_FIRST_CAP;
     pid_t *p = realloc(s->children, cap * sizeof *p);
     if (p == NULL)
         return false;
@@ -71,6 +77,9 @@ static bool reserve(server *s)
     return true;
 }
 
+/* The child table is an unordered array: forget and known are O(workers),
+   a scan of at most MAX_WORKERS pids, once per exit or kill request —
+   nothing next to the fork or the reap that comes with each. */
 static bool forget(server *s, pid_t pid)
 {
     for (size_t i = 0; i < s->nchildren; i++)
@@ -93,13 +102,20 @@ static void serve_spawn(server *s, uint32_t slot)
 {
     worker_handle h;
     fs_msg reply = { .op = OP_SPAWNED, .slot = slot };
-    int rc = slot >= s->cfg->slots ? -EINVAL
-             : !reserve(s)         ? -ENOMEM
-                                   : wp__worker_spawn(s->cfg, slot, &h);
+    int rc, os_error = 0; /* the reply carries the errno value, for the pool's message */
+    if (slot >= s->cfg->slots) {
+        rc = WP_EINVAL;
+        os_error = EINVAL;
+    } else if (!reserve(s)) {
+        rc = WP_ENOMEM;
+        os_error = ENOMEM;
+    } else {
+        rc = wp__worker_spawn(s->cfg, slot, &h, &os_error);
+    }
     if (rc < 0) {
         reply.op = OP_SPAWN_FAILED;
-        reply.value = -rc;
-        send_msg(s->sock, &reply, NULL, 0, 0);
+        reply.value = os_error;
+        send_msg(s->sock, &reply, NULL, 0, 0); /* lost only with the pool: nobody to tell */
         return;
     }
     s->children[s->nchildren++] = h.pid;
@@ -203,7 +219,7 @@ static int watch_owner(pid_t owner)
         (void)prctl(PR_SET_PDEATHSIG, OWNER_GONE_SIGNAL);
     if (getppid() != owner)
         _exit(0);
-    return fd;
+    return fd >= 0 ? fd : -1;
 }
 
 static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owner)
@@ -237,17 +253,19 @@ static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owne
     __fpurge(stderr);
 
     for (;;) {
-        struct pollfd pfd[3] = { { .fd = sock, .events = POLLIN },
-                                 { .fd = sfd, .events = POLLIN },
-                                 { .fd = owner_fd, .events = POLLIN } }; /* -1: none */
-        if (poll(pfd, 3, -1) < 0) {
+        struct pollfd pfd[SPFD_COUNT] = {
+            [SPFD_SOCK] = { .fd = sock, .events = POLLIN },
+            [SPFD_SIGNALS] = { .fd = sfd, .events = POLLIN },
+            [SPFD_OWNER] = { .fd = owner_fd, .events = POLLIN },
+        };
+        if (poll(pfd, SPFD_COUNT, -1) < 0) {
             if (errno == EINTR)
                 continue;
             server_exit(&s);
         }
-        if (pfd[2].revents)
+        if (pfd[SPFD_OWNER].revents)
             server_exit(&s); /* the owner died */
-        if (pfd[1].revents) {
+        if (pfd[SPFD_SIGNALS].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
@@ -256,7 +274,7 @@ static _Noreturn void server_main(int sock, const worker_config *cfg, pid_t owne
             if (reap_ended(&s, true) > 0)
                 clear_strays(&s);
         }
-        if (pfd[0].revents) {
+        if (pfd[SPFD_SOCK].revents) {
             fs_msg m;
             int fds[FS_MAX_FDS], nfds;
             int got = recv_msg(sock, &m, fds, &nfds, MSG_DONTWAIT);
@@ -280,35 +298,42 @@ int wp__forkserver_start(forkserver *fs, const worker_config *cfg)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return -errno;
+        return WP_ESPAWN;
     pid_t owner = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
         server_main(sv[1], cfg, owner);
     }
-    int e = errno;
     close(sv[1]);
     if (pid < 0) {
         close(sv[0]);
-        return -e;
+        return WP_ESPAWN;
     }
-    wp__fd_set_nonblock(sv[0]);
+    (void)wp__fd_set_nonblock(sv[0]); /* cannot fail: socketpair just made it */
     fs->pid = pid;
     fs->sock = sv[0];
     return 0;
 }
 
-int wp__forkserver_spawn(forkserver *fs, uint32_t slot)
+/* A request to the server, never blocking: 0, WP_EAGAIN (the socket is
+   full) or WP_ESPAWN (it failed: *os_error, if not NULL). */
+static int request(forkserver *fs, const fs_msg *m, int *os_error)
+{
+    int rc = wp__fs_msg_send(fs->sock, m, NULL, 0, MSG_DONTWAIT, os_error);
+    return rc == 0 || rc == WP_EAGAIN ? rc : WP_ESPAWN;
+}
+
+int wp__forkserver_spawn(forkserver *fs, uint32_t slot, int *os_error)
 {
     fs_msg m = { .op = OP_SPAWN, .slot = slot };
-    return send_msg(fs->sock, &m, NULL, 0, MSG_DONTWAIT) == 0 ? 0 : -errno;
+    return request(fs, &m, os_error);
 }
 
 int wp__forkserver_kill(forkserver *fs, pid_t pid)
 {
     fs_msg m = { .op = OP_KILL, .pid = pid };
-    return send_msg(fs->sock, &m, NULL, 0, MSG_DONTWAIT) == 0 ? 0 : -errno;
+    return request(fs, &m, NULL);
 }
 
 int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
@@ -316,8 +341,10 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
     fs_msg m;
     int fds[FS_MAX_FDS], nfds, fd_error;
     int got = wp__fs_msg_recv(fs->sock, &m, fds, &nfds, &fd_error, MSG_DONTWAIT);
-    if (got <= 0)
-        return got;
+    if (got < 0)
+        return WP_ESPAWN; /* the socket failed or closed: the server is gone */
+    if (got == 0)
+        return 0;
     memset(ev, 0, sizeof *ev);
     ev->slot = m.slot;
     ev->handle.pid = m.pid;
@@ -328,7 +355,7 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
             /* The worker exists, but without its pipes it is no use: it
                sees end-of-file and exits, and its exit is reported. */
             ev->kind = FS_SPAWN_FAILED;
-            ev->error = fd_error != 0 ? fd_error : EPROTO;
+            ev->os_error = fd_error != 0 ? fd_error : EPROTO;
             break;
         }
         ev->kind = FS_SPAWNED;
@@ -338,15 +365,15 @@ int wp__forkserver_next(forkserver *fs, forkserver_event *ev)
         return 1;
     case OP_SPAWN_FAILED:
         ev->kind = FS_SPAWN_FAILED;
-        ev->error = m.value;
+        ev->os_error = m.value;
         break;
     case OP_EXITED:
         ev->kind = FS_EXITED;
         ev->status = m.value;
         break;
-    default:
+    default: /* a server of another build, or a corrupt message */
         ev->kind = FS_SPAWN_FAILED;
-        ev->error = EPROTO;
+        ev->os_error = EPROTO;
     }
     while (nfds > 0)
         close(fds[--nfds]);

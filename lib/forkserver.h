@@ -29,25 +29,29 @@ typedef struct forkserver {
 
 enum forkserver_event_kind {
     FS_SPAWNED = 1,     /* slot's worker is forked: handle is filled */
-    FS_SPAWN_FAILED,    /* slot's worker could not be forked: error = errno */
+    FS_SPAWN_FAILED,    /* slot's worker could not be forked: os_error says why */
     FS_EXITED           /* pid was reaped: status */
 };
 
 typedef struct forkserver_event {
     enum forkserver_event_kind kind;
     uint32_t      slot;
-    int           error;
-    int           status;
-    worker_handle handle;  /* FS_SPAWNED; FS_EXITED: only pid */
+    int           os_error;  /* FS_SPAWN_FAILED: an errno value, for the message */
+    int           status;    /* FS_EXITED: the wait status */
+    worker_handle handle;    /* FS_SPAWNED; FS_EXITED: only pid */
 } forkserver_event;
 
-/* Fork the server.  0 or -errno. */
+/* Fork the server.  0, or WP_ESPAWN (socketpair() or fork() failed). */
 int  wp__forkserver_start(forkserver *fs, const worker_config *cfg) WP_INTERNAL;
-/* Ask for a worker for slot.  0, or -errno (EAGAIN: try again later). */
-int  wp__forkserver_spawn(forkserver *fs, uint32_t slot) WP_INTERNAL;
-/* Ask it to SIGKILL pid if it has not reaped it yet. */
+/* Ask for a worker for slot.  0; WP_EAGAIN, the socket is full: ask again
+   once it drains (POLLOUT); or WP_ESPAWN, the socket failed (the server is
+   gone), *os_error saying how. */
+int  wp__forkserver_spawn(forkserver *fs, uint32_t slot, int *os_error) WP_INTERNAL;
+/* Ask it to SIGKILL pid if it has not reaped it yet: 0, WP_EAGAIN or
+   WP_ESPAWN as wp__forkserver_spawn. */
 int  wp__forkserver_kill(forkserver *fs, pid_t pid) WP_INTERNAL;
-/* Next event: 1 got one, 0 none right now, -1 the server is gone. */
+/* Next event: 1 got one (*ev), 0 none right now, WP_ESPAWN the server is
+   gone (no worker can be started through it any more). */
 int  wp__forkserver_next(forkserver *fs, forkserver_event *ev) WP_INTERNAL;
 /* Close the socket (the server kills what is left and exits) and reap it. */
 void wp__forkserver_stop(forkserver *fs) WP_INTERNAL;

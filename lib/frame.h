@@ -7,9 +7,9 @@
  * order (both ends are the same binary).  This module only builds and
  * validates frames; it does no I/O, so it can be fuzzed directly.  The
  * reader is incremental: the caller asks where the next bytes go
- * (frame_reader_space), reads into that space however it likes, and reports
- * how many arrived (frame_reader_advance).  Every length is checked against
- * max_message before anything is allocated.
+ * (wp__frame_reader_space), reads into that space however it likes, and
+ * reports how many arrived (wp__frame_reader_advance).  Every length is
+ * checked against max_message before anything is allocated.
  */
 #ifndef WP_FRAME_H
 #define WP_FRAME_H

@@ -36,29 +36,29 @@ size_t wp__fs_msg_encode(fs_msg *m, const int *fds, unsigned nfds, fs_msg_contro
 }
 
 /* List the descriptors of every well-formed SCM_RIGHTS record, in order,
-   stopping at the first malformed one (-EPROTO). */
-static int collect_fds(const unsigned char *control, size_t controllen, fs_msg_fds *fds)
+   stopping at the first malformed one (false).  O(controllen). */
+static bool collect_fds(const unsigned char *control, size_t controllen, fs_msg_fds *fds)
 {
     fds->n = 0;
     if (controllen > FS_MSG_CONTROL_SIZE)
-        return -EPROTO; /* never what recvmsg() gives back for our buffer */
+        return false; /* never what recvmsg() gives back for our buffer */
     size_t off = 0;
     while (off < controllen) {
         struct cmsghdr h;
         if (controllen - off < sizeof h)
-            return -EPROTO; /* a piece of a record */
+            return false; /* a piece of a record */
         memcpy(&h, control + off, sizeof h);
         if (h.cmsg_len < CMSG_LEN(0) || h.cmsg_len > controllen - off)
-            return -EPROTO;
+            return false;
         if (h.cmsg_level != SOL_SOCKET || h.cmsg_type != SCM_RIGHTS)
-            return -EPROTO;
+            return false;
         if ((h.cmsg_len - CMSG_LEN(0)) % sizeof(int) != 0)
-            return -EPROTO;
+            return false;
         for (size_t at = off + CMSG_LEN(0); at < off + h.cmsg_len; at += sizeof(int)) {
             int fd;
             memcpy(&fd, control + at, sizeof fd);
             if (fd < 0)
-                return -EPROTO;
+                return false;
             /* Each record costs a header, so the buffer's size bounds the count. */
             assert(fds->n < FS_MSG_FD_ROOM);
             fds->fd[fds->n++] = fd;
@@ -67,30 +67,30 @@ static int collect_fds(const unsigned char *control, size_t controllen, fs_msg_f
         size_t step = CMSG_ALIGN(h.cmsg_len);
         off += step < controllen - off ? step : controllen - off;
     }
-    return 0;
+    return true;
 }
 
 int wp__fs_msg_decode(const void *data, size_t len, int msg_flags, const void *control,
                       size_t controllen, fs_msg *m, fs_msg_fds *fds)
 {
-    int rc = collect_fds(control, controllen, fds);
-    if (len != sizeof *m || (msg_flags & MSG_TRUNC)) {
+    bool well_formed = collect_fds(control, controllen, fds);
+    bool whole = len == sizeof *m && !(msg_flags & MSG_TRUNC);
+    if (whole)
+        memcpy(m, data, sizeof *m);
+    else
         memset(m, 0, sizeof *m);
-        return -EBADMSG;
-    }
-    memcpy(m, data, sizeof *m);
     if (msg_flags & MSG_CTRUNC)
-        return -EMFILE;
-    if (rc < 0)
-        return rc;
-    if (m->nfds > FS_MAX_FDS || fds->n != m->nfds)
-        return -EPROTO;
-    return 0;
+        fds->error = EMFILE;
+    else if (!well_formed || m->nfds > FS_MAX_FDS || fds->n != m->nfds)
+        fds->error = EPROTO;
+    else
+        fds->error = 0;
+    return whole ? 0 : WP_EPROTO;
 }
 
 /* ---------------------------------------------------------- socket calls */
 
-int wp__fs_msg_send(int sock, const fs_msg *m, const int *fds, int nfds, int flags)
+int wp__fs_msg_send(int sock, const fs_msg *m, const int *fds, int nfds, int flags, int *os_error)
 {
     assert(nfds >= 0 && nfds <= FS_MAX_FDS);
     fs_msg out = *m;
@@ -106,9 +106,10 @@ int wp__fs_msg_send(int sock, const fs_msg *m, const int *fds, int nfds, int fla
     while (n < 0 && errno == EINTR);
     if (n == (ssize_t)sizeof out)
         return 0;
-    if (n >= 0)
-        errno = EMSGSIZE; /* a datagram socket sends all or nothing */
-    return -1;
+    int err = n >= 0 ? EMSGSIZE : errno; /* a datagram socket sends all or nothing */
+    if (os_error != NULL)
+        *os_error = err;
+    return err == EAGAIN || err == EWOULDBLOCK ? WP_EAGAIN : WP_ESHUTDOWN;
 }
 
 static void close_fds(const fs_msg_fds *fds)
@@ -132,18 +133,18 @@ int wp__fs_msg_recv(int sock, fs_msg *m, int *fds, int *nfds, int *fd_error, int
         n = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n < 0) /* nothing was received: there is nothing to look at */
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : WP_ESHUTDOWN;
 
     fs_msg_fds got;
     int rc = wp__fs_msg_decode(data, (size_t)n, mh.msg_flags, ctl.buf, mh.msg_controllen, m, &got);
-    if (rc == -EBADMSG) { /* end of file (n == 0) or not one of ours */
+    if (rc < 0) { /* end of file (n == 0) or not one of ours */
         close_fds(&got);
-        return -1;
+        return n == 0 ? WP_ESHUTDOWN : rc;
     }
-    if (rc < 0) {
+    if (got.error != 0) {
         close_fds(&got);
         if (fd_error != NULL)
-            *fd_error = -rc;
+            *fd_error = got.error;
         return 1;
     }
     assert(got.n <= FS_MAX_FDS);

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +19,11 @@
 
 #include "future.h"
 
-struct future_callback {
+typedef struct future_callback {
+    wp_list    node;  /* in f->callbacks until it runs */
     wp_done_fn fn;
-    void *ctx;
-    struct future_callback *next;
-};
+    void      *ctx;
+} future_callback;
 
 typedef struct future_waiter {
     pthread_mutex_t mu;
@@ -31,10 +32,10 @@ typedef struct future_waiter {
     size_t          target;   /* wake once settled reaches it; 0 = not set yet */
 } future_waiter;
 
-struct future_waiter_link {
-    future_waiter *waiter;
-    struct future_waiter_link *next, **pprev;
-};
+typedef struct future_waiter_link {
+    wp_list        node;    /* in f->waiters while linked */
+    future_waiter *waiter;  /* NULL: its future had settled already */
+} future_waiter_link;
 
 /* Wait on cv until deadline_ms (-1 = none); false once it has passed. */
 static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ms)
@@ -48,10 +49,12 @@ static bool cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t dea
     return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
 }
 
-void wp__future_init(wp_future *f, const future_ops *ops)
+int wp__future_init(wp_future *f, const future_ops *ops)
 {
-    pthread_mutex_init(&f->mu, NULL);
-    wp__cond_init_monotonic(&f->cv);
+    assert(ops != NULL && ops->cancel != NULL && ops->free != NULL);
+    int rc = wp__lock_init(&f->mu, &f->cv);
+    if (rc < 0)
+        return rc;
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, WP_PENDING);
     f->cancel_requested = false;
@@ -60,12 +63,14 @@ void wp__future_init(wp_future *f, const future_ops *ops)
     f->message = NULL;
     f->result = NULL;
     f->result_len = 0;
-    f->callbacks = NULL;
-    f->callbacks_tail = &f->callbacks;
-    f->waiters = NULL;
+    wp__list_init(&f->callbacks);
+    wp__list_init(&f->waiters);
     f->ops = ops;
+    return 0;
 }
 
+/* The state changes only under f->mu; it is atomic for the readers that
+   take no lock (wp_future_state and the settled() checks). */
 static bool transition(wp_future *f, int from, int to)
 {
     pthread_mutex_lock(&f->mu);
@@ -86,10 +91,11 @@ bool wp__future_requeue(wp_future *f)
     return transition(f, WP_RUNNING, WP_PENDING);
 }
 
+/* Under f->mu (lock order: future, then waiter).  O(waiters). */
 static void wake_waiters(wp_future *f)
 {
-    for (struct future_waiter_link *l = f->waiters; l != NULL; l = l->next) {
-        future_waiter *w = l->waiter;
+    WP_LIST_FOREACH(node, &f->waiters) {
+        future_waiter *w = WP_LIST_ENTRY(node, future_waiter_link, node)->waiter;
         pthread_mutex_lock(&w->mu);
         if (++w->settled == w->target)
             pthread_cond_signal(&w->cv);
@@ -97,24 +103,32 @@ static void wake_waiters(wp_future *f)
     }
 }
 
-static void run_callbacks(wp_future *f, struct future_callback *cb)
+static void run_callback(wp_future *f, future_callback *cb)
 {
-    while (cb != NULL) {
-        struct future_callback *next = cb->next;
-        cb->fn(f, cb->ctx);
-        free(cb);
-        cb = next;
+    cb->fn(f, cb->ctx);
+    free(cb);
+}
+
+/* With no lock held: run and free every callback of a list taken out of
+   f->callbacks at settle time, in order. */
+static void run_callbacks(wp_future *f, wp_list *cbs)
+{
+    wp_list *node;
+    while ((node = wp__list_first(cbs)) != NULL) {
+        wp__list_remove(node);
+        run_callback(f, WP_LIST_ENTRY(node, future_callback, node));
     }
 }
 
 int wp__future_settle(wp_future *f, int error, int code, const char *message,
                       void *result, size_t result_len)
 {
+    assert(error <= 0); /* 0 or a WP_E* outcome */
     pthread_mutex_lock(&f->mu);
     if (wp__future_is_settled(atomic_load(&f->state))) {
         pthread_mutex_unlock(&f->mu);
         free(result);
-        return -1;
+        return WP_EINVAL;
     }
     if (f->cancel_requested && error != WP_ECANCELED) {
         error = WP_ECANCELED;
@@ -134,15 +148,15 @@ int wp__future_settle(wp_future *f, int error, int code, const char *message,
     }
     if (f->ops->settling != NULL)
         f->ops->settling(f, state, error);
-    struct future_callback *cbs = f->callbacks;
-    f->callbacks = NULL;
-    f->callbacks_tail = &f->callbacks;
+    wp_list cbs; /* run below, outside f->mu */
+    wp__list_init(&cbs);
+    wp__list_move_all(&f->callbacks, &cbs);
     /* Release: every field above is visible to whoever sees the state. */
     atomic_store_explicit(&f->state, state, memory_order_release);
     pthread_cond_broadcast(&f->cv);
     wake_waiters(f);
     pthread_mutex_unlock(&f->mu);
-    run_callbacks(f, cbs);
+    run_callbacks(f, &cbs);
     return state;
 }
 
@@ -225,38 +239,44 @@ int wp_future_on_done(wp_future *f, wp_done_fn fn, void *ctx)
 {
     if (f == NULL || fn == NULL)
         return WP_EINVAL;
-    struct future_callback *cb = malloc(sizeof *cb);
+    future_callback *cb = malloc(sizeof *cb);
     if (cb == NULL)
         return WP_ENOMEM;
+    wp__list_init(&cb->node);
     cb->fn = fn;
     cb->ctx = ctx;
-    cb->next = NULL;
     pthread_mutex_lock(&f->mu);
     bool now = settled(f);
-    if (!now) {
-        *f->callbacks_tail = cb;
-        f->callbacks_tail = &cb->next;
-    }
+    if (!now)
+        wp__list_push_back(&f->callbacks, &cb->node);
     pthread_mutex_unlock(&f->mu);
     if (now)
-        run_callbacks(f, cb);
+        run_callback(f, cb);
     return 0;
 }
 
 void wp_future_retain(wp_future *f)
 {
+    /* Relaxed: the caller holds a reference already, so the count cannot
+       reach zero meanwhile, and the new reference publishes nothing. */
     if (f != NULL)
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
 void wp_future_release(wp_future *f)
 {
-    if (f == NULL || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    if (f == NULL)
+        return;
+    /* acq_rel: this thread's writes happen before the free, and the
+       freeing thread sees every other holder's writes (the last release
+       acquires what each earlier one released). */
+    int was = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+    assert(was > 0); /* a release without a reference */
+    if (was != 1)
         return;
     free(f->result);
     free(f->message);
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
+    wp__lock_destroy(&f->mu, &f->cv);
     f->ops->free(f);
 }
 
@@ -283,32 +303,29 @@ static bool lowest_settled(wp_future *const *fs, size_t n, size_t *index)
     return false;
 }
 
-static void unlink_waiter(wp_future *f, struct future_waiter_link *l)
+static void unlink_waiter(wp_future *f, future_waiter_link *l)
 {
     pthread_mutex_lock(&f->mu);
-    *l->pprev = l->next;
-    if (l->next != NULL)
-        l->next->pprev = l->pprev;
+    assert(wp__list_linked(&l->node));
+    wp__list_remove(&l->node);
     pthread_mutex_unlock(&f->mu);
 }
 
 /* Link w into every unsettled future of fs (links[i] for fs[i]; settled
-   ones are marked by a NULL waiter).  Returns how many are unsettled. */
+   ones are marked by a NULL waiter).  Returns how many are unsettled.
+   O(n), one lock of each future. */
 static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
-                          struct future_waiter_link *links)
+                          future_waiter_link *links)
 {
     size_t unsettled = 0;
     for (size_t i = 0; i < n; i++) {
         wp_future *f = fs[i];
+        wp__list_init(&links[i].node);
         links[i].waiter = NULL;
         pthread_mutex_lock(&f->mu);
         if (!settled(f)) {
             links[i].waiter = w;
-            links[i].next = f->waiters;
-            links[i].pprev = &f->waiters;
-            if (f->waiters != NULL)
-                f->waiters->pprev = &links[i].next;
-            f->waiters = &links[i];
+            wp__list_push_back(&f->waiters, &links[i].node);
             unsettled++;
         }
         pthread_mutex_unlock(&f->mu);
@@ -321,12 +338,14 @@ static size_t link_waiter(wp_future *const *fs, size_t n, future_waiter *w,
 static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64_t timeout_ms)
 {
     int64_t deadline = wp__deadline_after(timeout_ms);
-    struct future_waiter_link *links = malloc(n * sizeof *links);
+    future_waiter_link *links = malloc(n * sizeof *links);
     if (links == NULL)
         return WP_ENOMEM;
     future_waiter w = { .settled = 0, .target = 0 };
-    pthread_mutex_init(&w.mu, NULL);
-    wp__cond_init_monotonic(&w.cv);
+    if (wp__lock_init(&w.mu, &w.cv) < 0) {
+        free(links);
+        return WP_ENOMEM;
+    }
     /* Not under w.mu: settling takes the future's mutex, then w.mu. */
     size_t already = n - link_waiter(fs, n, &w, links);
     pthread_mutex_lock(&w.mu);
@@ -338,8 +357,7 @@ static int wait_for_settles(wp_future *const *fs, size_t n, size_t needed, int64
     for (size_t i = 0; i < n; i++)
         if (links[i].waiter != NULL)
             unlink_waiter(fs[i], &links[i]);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    wp__lock_destroy(&w.mu, &w.cv);
     free(links);
     return done ? 0 : WP_ETIMEDOUT;
 }

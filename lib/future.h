@@ -16,10 +16,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "list.h"
 #include "util.h"
-
-struct future_callback;
-struct future_waiter_link;
 
 typedef struct future_ops {
     /* Called under f->mu while f is unsettled and no cancel was requested
@@ -43,13 +41,14 @@ struct wp_future {
     char           *message;
     void           *result;
     size_t          result_len;
-    struct future_callback    *callbacks, **callbacks_tail;
-    struct future_waiter_link *waiters;
+    wp_list         callbacks;  /* done-callbacks to run, in registration order */
+    wp_list         waiters;    /* links of wp_wait_any / wp_wait_all callers */
     const future_ops *ops;
 };
 
-/* One reference, held by the caller of init. */
-void wp__future_init(wp_future *f, const future_ops *ops) WP_INTERNAL;
+/* One reference, held by the caller of init.  0, or WP_ENOMEM (its lock
+   could not be made: nothing to release). */
+int  wp__future_init(wp_future *f, const future_ops *ops) WP_INTERNAL;
 
 static inline bool wp__future_is_settled(int state)
 {
@@ -64,8 +63,9 @@ bool wp__future_requeue(wp_future *f) WP_INTERNAL;
 /* Settle once.  error 0 = succeeded with result (ownership taken, may be
    NULL); WP_ECANCELED = cancelled; anything else = failed with code and
    message (copied; NULL = ""). A cancel request turns any outcome into
-   WP_ECANCELED.  Returns the state it settled in, or -1 if it had already
-   settled (result is then freed). */
+   WP_ECANCELED.  Returns the state it settled in, or WP_EINVAL if it had
+   already settled (result is then freed), as wp_future_cancel says of a
+   settled future. */
 int  wp__future_settle(wp_future *f, int error, int code, const char *message,
                        void *result, size_t result_len) WP_INTERNAL;
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * pool.c — the pool's public API (include/workerpool.h): create, shutdown,
- * destroy, stats and submit.  Everything that happens after a task is
- * queued is the dispatcher's (dispatch.c, schedule.c, window.c, slot.c,
- * task.c; the map is docs/ARCHITECTURE.md).
+ * destroy and submit (the stats are task.c's, beside the counters).
+ * Everything that happens after a task is queued is the dispatcher's
+ * (dispatch.c, schedule.c, window.c, window_io.c, slot.c, task.c; the map
+ * is docs/ARCHITECTURE.md).
  */
 #include "config.h"
 
@@ -17,11 +18,6 @@
 
 #include "pool_impl.h"
 
-/* The poll set: the queue's eventfd and the fork server's socket, then per
-   worker its two pipes and its pidfd (dispatch.c). */
-#define POLL_FIXED      2
-#define POLL_PER_WORKER 3
-
 static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
 {
     *o = in != NULL ? *in : (wp_pool_options){ 0 };
@@ -32,7 +28,7 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = cpus > 0 ? (unsigned)cpus : 1;
     }
-    if (o->workers > MAX_WORKERS || o->queue_capacity > (1u << 30))
+    if (o->workers > MAX_WORKERS || o->queue_capacity > QUEUE_MAX_CAPACITY)
         return WP_EINVAL;
     if (o->max_message == 0)
         o->max_message = DEFAULT_MAX_MESSAGE;
@@ -40,7 +36,7 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
         return WP_EINVAL;
     if (o->start_timeout_ms == 0)
         o->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
-    if (o->max_message > ((size_t)1 << 40))
+    if (o->max_message > MAX_MESSAGE_LIMIT)
         return WP_EINVAL;
     return 0;
 }
@@ -51,8 +47,7 @@ static void pool_free(wp_pool *p)
         for (unsigned i = 0; i < p->opts.workers; i++)
             wp__frame_reader_reset(&p->slots[i].in);
     wp__queue_destroy(&p->queue);
-    pthread_mutex_destroy(&p->stop_mu);
-    pthread_cond_destroy(&p->stop_cv);
+    wp__lock_destroy(&p->stop_mu, &p->stop_cv);
     if (p->shared != NULL)
         munmap(p->shared, sizeof *p->shared * p->opts.workers);
     free(p->slots);
@@ -89,17 +84,17 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         return rc;
     }
     rc = wp__queue_init(&p->queue, p->opts.queue_capacity);
+    if (rc == 0 && (rc = wp__lock_init(&p->stop_mu, &p->stop_cv)) < 0)
+        wp__queue_destroy(&p->queue);
     if (rc < 0) {
         free(p);
         return rc;
     }
-    pthread_mutex_init(&p->stop_mu, NULL);
-    pthread_cond_init(&p->stop_cv, NULL);
     atomic_init(&p->cancels, NULL);
     atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
-    p->held_tail = &p->held;
+    wp__list_init(&p->held);
     p->run_avg_us = WINDOW_BUDGET_US; /* start with short windows: tasks may be long */
     p->owner = wp__getpid();
     /* Shared with every worker; mapped before the fork server is forked. */
@@ -120,7 +115,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         .init_ctx = p->opts.worker_init_ctx,
     };
     p->slots = calloc(p->opts.workers, sizeof *p->slots);
-    p->pfds = calloc(POLL_FIXED + POLL_PER_WORKER * (size_t)p->opts.workers, sizeof *p->pfds);
+    p->pfds = calloc(PFD_FIXED + PFD_PER_WORKER * (size_t)p->opts.workers, sizeof *p->pfds);
     p->rbuf = malloc(READ_BUF_BYTES);
     if (p->slots == NULL || p->pfds == NULL || p->rbuf == NULL) {
         pool_free(p);
@@ -170,13 +165,12 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 {
     if (pool == NULL)
         return WP_EINVAL;
-    wp__stop_enter(&pool->stop);
-    if (wp__pool_must_not_wait(pool)) {
-        wp__stop_leave(&pool->stop_mu, &pool->stop_cv, &pool->stop);
-        return WP_EBUSY;
-    }
-    int64_t deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
-    pthread_mutex_lock(&pool->stop_mu);
+    wp__stop_enter(&pool->stop); /* first: destroy waits for it before it frees */
+    int64_t deadline;
+    int rc = wp__stop_begin(&pool->stop_mu, &pool->stop_cv, &pool->stop,
+                            wp__pool_must_not_wait(pool), grace_ms, &deadline);
+    if (rc < 0)
+        return rc;
     atomic_store(&pool->grace_deadline,
                  wp__grace_deadline(!atomic_load(&pool->closing),
                                     atomic_load(&pool->grace_deadline), deadline));
@@ -189,32 +183,9 @@ int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms)
 
 void wp_pool_destroy(wp_pool *pool)
 {
-    if (pool == NULL || wp_pool_shutdown(pool, -1) != 0)
-        return;
-    /* Shutdowns other threads began may still be on their way out. */
-    wp__await_callers(&pool->stop_mu, &pool->stop_cv, &pool->stop);
-    pool_free(pool);
-}
-
-int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
-{
-    if (pool == NULL || out == NULL)
-        return WP_EINVAL;
-    const pool_counters *n = &pool->n;
-    *out = (wp_pool_stats){
-        .submitted = atomic_load(&n->submitted),
-        .succeeded = atomic_load(&n->succeeded),
-        .failed = atomic_load(&n->failed),
-        .cancelled = atomic_load(&n->cancelled),
-        .timed_out = atomic_load(&n->timed_out),
-        .crashed = atomic_load(&n->crashed),
-        .retried = atomic_load(&n->retried),
-        .workers_started = atomic_load(&n->workers_started),
-        .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
-        .running = atomic_load(&n->running),
-        .workers_alive = atomic_load(&n->alive),
-    };
-    return 0;
+    if (pool != NULL &&
+        wp__stop_may_free(wp_pool_shutdown(pool, -1), &pool->stop_mu, &pool->stop_cv, &pool->stop))
+        pool_free(pool);
 }
 
 int wp__task_options_check(const wp_task_options *o)
@@ -252,7 +223,13 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     t->opts = (task_options){ .timeout_ms = opts->timeout_ms, .retries = opts->retries,
                               .retry_delay_ms = opts->retry_delay_ms, .flags = opts->flags };
     t->slot = -1;
-    wp__future_init(&t->future, &wp__task_ops);
+    wp__list_init(&t->held_node);
+    if (wp__future_init(&t->future, &wp__task_ops) < 0) {
+        if (!inline_arg)
+            free(t->arg);
+        free(t);
+        return WP_ENOMEM;
+    }
     if (out != NULL)
         wp_future_retain(&t->future);
 

@@ -2,14 +2,19 @@
 /*
  * pool_impl.h — what the parts of the pool share: the task record, the
  * worker slot with its window, the pool itself, and the functions one part
- * calls in another.  The parts:
+ * calls in another.  The parts (docs/ARCHITECTURE.md, "What each file
+ * owns"):
  *
- *   task.c      task records: settle, retry, the held list, the counters
- *   slot.c      a worker slot: its window of tasks, the pipe I/O, starting,
- *               stopping and reaping its worker
- *   dispatch.c  the dispatcher thread: scheduling, timers, cancels, the
- *               fork server's events, the poll loop
  *   pool.c      the public API: create, shutdown, destroy, stats, submit
+ *   task.c      task records: settle, retry, the held list, cancels, the
+ *               counters
+ *   window.c    a worker's window of tasks: sending, taking back
+ *   window_io.c its pipes: writing the window's frames, reading answers
+ *   slot.c      a worker slot's life: starting, stopping, killing and
+ *               reaping its worker
+ *   schedule.c  who gets which task, and the timers
+ *   dispatch.c  the dispatcher thread's poll loop, the fork server's
+ *               events, descriptors closed under the pool
  *
  * Everything here but the queue, the cancel stack, the counters and the
  * stop state belongs to the dispatcher thread alone, so it takes no lock
@@ -18,6 +23,7 @@
 #ifndef WP_POOL_IMPL_H
 #define WP_POOL_IMPL_H
 
+#include <assert.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +33,7 @@
 #include "forkserver.h"
 #include "frame.h"
 #include "future.h"
+#include "list.h"
 #include "pool.h"
 #include "queue.h"
 #include "worker.h"
@@ -38,11 +45,22 @@
 #define FAILURES_BEFORE_ESPAWN   3     /* consecutive start failures, no worker alive */
 #define HEALTHY_AFTER_MS         1000  /* a worker alive this long did start well */
 #define DEFAULT_START_TIMEOUT_MS 10000 /* READY must come within this */
-#define MSG_MAX                  192   /* a failure message the pool writes */
 #define KILL_HOW_MAX             96    /* why the pool killed a worker */
 #define FDS_PER_WORKER           3     /* task pipe, result pipe, pidfd */
 #define FDS_FIXED                16    /* wake eventfd, fork-server socket, a spawn reply's fds, slack */
 #define POLL_CAP_US              (60 * 1000000LL) /* longest single sleep: a safety net */
+#define RUN_SAMPLE_MAX_US        (60 * 1000000LL) /* a reported run time counts at most this
+                                                     much in the average (a task can write any
+                                                     number in its worker's answers) */
+#define MAX_MESSAGE_LIMIT        ((size_t)1 << 40) /* largest max_message accepted */
+
+/* The dispatcher's poll set (dispatch.c), rebuilt every turn: the queue's
+   eventfd, the fork server's socket when there is one, then per worker
+   its result pipe, its task pipe while frames wait to be written, and
+   (WP_START_FORK) its pidfd — so at most PFD_FIXED + PFD_PER_WORKER *
+   workers entries. */
+enum { PFD_WAKE = 0, PFD_FORKSERVER = 1, PFD_FIXED = 2 };
+#define PFD_PER_WORKER 3
 
 /*
  * Window sizing (docs/ARCHITECTURE.md, "The window"): a worker gets as many
@@ -55,8 +73,8 @@
 #define WINDOW_MIN       2
 #define HOL_US           1000
 #define HOL_KEEP         2     /* window entries left to a head past HOL_US: it and one behind */
-#define WINDOW_BYTES     (1 << 20) /* argument bytes a window holds before it takes no more
-                                      (what one pipe holds): big tasks spread over workers */
+#define WINDOW_BYTES     WORKER_PIPE_BYTES /* argument bytes a window holds before it takes
+                                      no more (what one pipe holds): big tasks spread over workers */
 #define RUN_AVG_SHIFT    3     /* running average: new = old + (sample - old) / 8 */
 #define READ_BUF_BYTES   (64 * 1024) /* result bytes the dispatcher reads at a time */
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
@@ -83,8 +101,8 @@ typedef struct task {
     unsigned        wires;        /* window entries whose frame of it is not fully written */
     bool            arg_inline;   /* arg lives in this record (small ones): never freed alone */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
-    struct task    *next;         /* in the held list */
-    struct task    *cancel_next;  /* in the cancel stack */
+    wp_list         held_node;    /* in pool->held, or on no list */
+    struct task    *cancel_next;  /* in the cancel stack (not a wp_list: see task_cancel) */
 } task;
 
 /* One frame sent to a worker and not answered yet. */
@@ -121,6 +139,16 @@ typedef struct slot {
     int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
 } slot;
 
+/*
+ * The counters behind wp_pool_get_stats.  Each is a seq_cst read-modify-
+ * write on its own, and a reader takes a snapshot of independent counts,
+ * not one consistent state.  What the header promises — a future's outcome
+ * is counted before the future is seen settled — comes from the settling
+ * thread's own order: task_settling (the count) runs before
+ * wp__future_settle's release store of the state, so whoever acquires the
+ * settled state sees the count.  submitted is written by producers, the
+ * rest by the dispatcher alone.
+ */
 typedef struct pool_counters {
     atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
     atomic_uint_fast64_t timed_out, crashed, retried, workers_started;
@@ -142,14 +170,14 @@ struct wp_pool {
     slot           *slots;
     struct pollfd  *pfds;
     char           *rbuf;                /* READ_BUF_BYTES: results read at a time */
-    task           *held, **held_tail;   /* out of the queue, not in a window */
+    wp_list         held;                /* tasks out of the queue, not in a window, in line order */
     uint64_t        last_id;
     int64_t         run_avg_us;          /* running average of task run times */
     unsigned        start_failures;      /* consecutive */
     unsigned        poll_failures;       /* consecutive ppoll failures */
     int64_t         poll_retry_at;       /* after a ppoll failure: no worker starts before (ms) */
     bool            grace_spent;         /* past the grace, everything was cancelled */
-    char            spawn_error[MSG_MAX]; /* why the last start failed */
+    char            spawn_error[WP_MSG_MAX]; /* why the last start failed */
 
     _Atomic(task *) cancels;             /* lock-free stack of cancel requests */
 
@@ -176,7 +204,8 @@ void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, 
 /* Hold t out of the queue until due_ms; in front when it was already on its
    way to a worker and must not lose its place. */
 void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front) WP_INTERNAL;
-void wp__held_unlink(wp_pool *p, task **link) WP_INTERNAL;
+/* Take t, which is held, out of the held list. */
+void wp__held_remove(wp_pool *p, task *t) WP_INTERNAL;
 /* A held task due by now, or the next one from the queue, or NULL. */
 task *wp__next_task(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Shutting down, and the grace it allowed has run out. */
@@ -184,21 +213,22 @@ bool wp__grace_over(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Cancel requests (any thread) and their handling (dispatcher). */
 void wp__handle_cancels(wp_pool *p) WP_INTERNAL;
 
-/* ---------------------------------------------------------------- slot.c */
-void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to) WP_INTERNAL;
-void wp__slot_start(wp_pool *p, slot *s) WP_INTERNAL;
-void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
-                   const char *how) WP_INTERNAL;
-void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
-void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
+/* -------------------------------------------------------------- window.c */
+/* Entry i of s's window, oldest first (i < s->count).  O(1). */
+static inline win_entry *wp__entry_at(slot *s, unsigned i)
+{
+    assert(i < s->count);
+    return &s->win[(s->head + i) % WINDOW_MAX];
+}
+/* The entry's frame is all written: its task no longer needs its argument
+   for it. */
+void wp__entry_wire_done(win_entry *e) WP_INTERNAL;
+/* The worker answered the head: it leaves the window, the next is head. */
+void wp__window_answered(slot *s) WP_INTERNAL;
 /* How many more tasks the slot takes now (its window's room). */
 unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
-/* Append t to the window (written by slot_write). */
+/* Append t to the window (written by wp__slot_write). */
 void wp__slot_send(wp_pool *p, slot *s, task *t) WP_INTERNAL;
-/* Write what the pipe takes of the window's unwritten frames. */
-void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
-/* Read and handle what the worker sent; true if a frame was handled. */
-bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
 /* End t (in s's window) with error, disturbing no other task. */
 void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
 /* End t with error only if its worker has not started it (a shield):
@@ -222,6 +252,20 @@ uint64_t wp__slot_stealable_id(slot *s) WP_INTERNAL;
 /* The newest live task a shutdown may cancel (not a shielded running
    head), or NULL. */
 task *wp__slot_cancellable(slot *s) WP_INTERNAL;
+
+/* ----------------------------------------------------------- window_io.c */
+/* Write what the pipe takes of the window's unwritten frames. */
+void wp__slot_write(wp_pool *p, slot *s) WP_INTERNAL;
+/* Read and handle what the worker sent; true if a frame was handled. */
+bool wp__slot_read(wp_pool *p, slot *s) WP_INTERNAL;
+
+/* ---------------------------------------------------------------- slot.c */
+void wp__slot_set_state(wp_pool *p, slot *s, enum slot_state to) WP_INTERNAL;
+void wp__slot_start(wp_pool *p, slot *s) WP_INTERNAL;
+void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
+                   const char *how) WP_INTERNAL;
+void wp__slot_reaped(wp_pool *p, slot *s, int status) WP_INTERNAL;
+void wp__slot_waitpid(wp_pool *p, slot *s, bool block) WP_INTERNAL;
 void wp__start_failed(wp_pool *p, slot *s, const char *why) WP_INTERNAL;
 /* The wait after the n-th failure in a row (n >= 1): BACKOFF_FIRST_MS,
    doubling, at most BACKOFF_MAX_MS. */

@@ -17,9 +17,16 @@
  * briefly for our turn, then sleep on a futex on the ring's commit index,
  * which frees the CPU for the producer we wait for; a committer wakes the
  * sleepers only when there are any.  Then we commit with ck.
+ *
+ * Costs: a push is O(1) — a compare-and-swap on the count, ck's reserve and
+ * commit, one fence — and makes a system call only to wake a consumer that
+ * sleeps hungry or a producer that sleeps for its turn; a pop is O(1), and
+ * takes room_mu only when producers are blocked and half the room is free.
+ * Every ordering below says which other operation it pairs with.
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <limits.h>
@@ -53,7 +60,8 @@ void __tsan_release(void *addr);
 
 enum { CONSUMER_AWAKE, CONSUMER_ASLEEP, CONSUMER_HUNGRY };
 
-#define COMMIT_SPINS 64
+#define COMMIT_SPINS 64      /* turns to spin for our turn to commit before sleeping */
+#define TURN_NAP_NS  1000000 /* longest sleep for it: a safety net, every commit wakes */
 
 static unsigned round_up_pow2(unsigned v)
 {
@@ -66,8 +74,8 @@ static unsigned round_up_pow2(unsigned v)
 int wp__queue_init(wp_queue *q, unsigned capacity)
 {
     if (capacity == 0)
-        capacity = 1024;
-    if (capacity > (1u << 30))
+        capacity = QUEUE_DEFAULT_CAPACITY;
+    if (capacity > QUEUE_MAX_CAPACITY)
         return WP_EINVAL;
     q->capacity = round_up_pow2(capacity);
     unsigned ring_size = q->capacity * 2;
@@ -81,8 +89,11 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->blocked, 0);
     atomic_init(&q->turn_waiters, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
-    wp__cond_init_monotonic(&q->room_cv);
-    pthread_mutex_init(&q->room_mu, NULL);
+    if (wp__lock_init(&q->room_mu, &q->room_cv) < 0) {
+        free(q->slots);
+        q->slots = NULL;
+        return WP_ENOMEM;
+    }
     atomic_init(&q->wake_fd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q->wake_fd < 0) {
         wp__queue_destroy(q);
@@ -96,12 +107,14 @@ void wp__queue_destroy(wp_queue *q)
     if (q->wake_fd >= 0)
         close(q->wake_fd);
     q->wake_fd = -1;
-    pthread_mutex_destroy(&q->room_mu);
-    pthread_cond_destroy(&q->room_cv);
+    wp__lock_destroy(&q->room_mu, &q->room_cv);
     free(q->slots);
     q->slots = NULL;
 }
 
+/* Count one more item in, if it fits.  The count is only a bound: the
+   item's own bytes are ordered by the ring, so the first load may be
+   relaxed (a stale value only costs one more turn of the CAS loop). */
 static bool reserve_room(wp_queue *q)
 {
     unsigned c = atomic_load_explicit(&q->count, memory_order_relaxed);
@@ -119,15 +132,28 @@ static void write_wake_fd(wp_queue *q)
 }
 
 /* Only the producer that finds the consumer asleep and hungry pays for the
-   write, so a busy dispatcher costs producers nothing. */
+   write, so a busy dispatcher costs producers nothing.  It looks before it
+   swaps: a compare-and-swap takes the consumer's cache line for writing
+   even when it fails, and the consumer is awake at almost every push.
+   The look is a seq_cst load, as the swap's read was (see wp__queue_push). */
 static void wake_hungry_consumer(wp_queue *q)
 {
     int was = CONSUMER_HUNGRY;
-    if (atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
+    if (atomic_load(&q->consumer) == CONSUMER_HUNGRY &&
+        atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
         write_wake_fd(q);
 }
 
-/* Wait for room; false if the queue closed meanwhile. */
+/*
+ * Wait for room; false if the queue closed meanwhile.  No lost wake-up:
+ * the producer counts itself in `blocked` (seq_cst) before it tries for
+ * room, and the consumer frees room (seq_cst fetch_sub) before it reads
+ * `blocked`, so in the single order of seq_cst operations either the
+ * producer's try sees the room, or the consumer sees the producer and
+ * broadcasts — under room_mu, which the producer holds from its count to
+ * its wait, so the broadcast cannot fall before the wait.  A close stores
+ * `closed`, then broadcasts under room_mu: the same argument.
+ */
 static bool wait_for_room(wp_queue *q)
 {
     bool ok = true;
@@ -156,7 +182,7 @@ static long futex(unsigned *addr, int op, unsigned val, const struct timespec *t
 static void wait_for_turn(wp_queue *q, unsigned ticket)
 {
     /* A safety net only: every commit wakes the sleepers. */
-    static const struct timespec nap = { 0, 1000000 };
+    static const struct timespec nap = { 0, TURN_NAP_NS };
     for (unsigned spins = 0;; spins++) {
         unsigned tail = ck_pr_load_uint(&q->ring.p_tail);
         if (tail == ticket)
@@ -177,6 +203,7 @@ static void ring_publish(wp_queue *q, void *item)
 {
     unsigned ticket = 0;
     void **slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->slots, &ticket);
+    assert(slot != NULL);
     /* Cannot fail: the count keeps the ring at most half full.  The slot
        was last read by a consumer that ck's own fences (invisible to
        ThreadSanitizer) ordered before this reservation: say so. */
@@ -185,6 +212,11 @@ static void ring_publish(wp_queue *q, void *item)
     HANDOFF_RELEASE(item);
     wait_for_turn(q, ticket);
     ck_ring_enqueue_commit_mpmc(&q->ring, ticket);
+    /* seq_cst: the commit's store to p_tail, then the load of the
+       sleepers' count — the mirror of a sleeper's count, then the
+       kernel's load of p_tail in FUTEX_WAIT: one of the two sees the
+       other, so a sleeper is never left waiting for a commit that
+       happened. */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&q->turn_waiters) > 0)
         futex(&q->ring.p_tail, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
@@ -192,6 +224,7 @@ static void ring_publish(wp_queue *q, void *item)
 
 int wp__queue_push(wp_queue *q, void *item, bool nowait)
 {
+    assert(item != NULL); /* NULL is what an empty pop answers */
     int rc = 0;
     atomic_fetch_add(&q->pushers, 1);
     if (atomic_load(&q->closed))
@@ -210,6 +243,7 @@ int wp__queue_push(wp_queue *q, void *item, bool nowait)
     return rc;
 }
 
+/* The consumer alone. */
 void *wp__queue_pop(wp_queue *q)
 {
     void *item;
@@ -220,7 +254,10 @@ void *wp__queue_pop(wp_queue *q)
     /* Blocked producers wake when the queue has drained to half, not at
        every pop: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
-    unsigned left = atomic_fetch_sub(&q->count, 1) - 1;
+    /* seq_cst, then the load of blocked: see wait_for_room. */
+    unsigned was = atomic_fetch_sub(&q->count, 1);
+    assert(was > 0); /* every item in the ring was counted first */
+    unsigned left = was - 1;
     if (left <= q->capacity / 2 && atomic_load(&q->blocked) > 0) {
         pthread_mutex_lock(&q->room_mu);
         pthread_cond_broadcast(&q->room_cv);
@@ -242,6 +279,11 @@ void wp__queue_close(wp_queue *q)
     pthread_mutex_unlock(&q->room_mu);
 }
 
+/* A push counts itself in `pushers` (seq_cst) before it looks at `closed`,
+   and out only after it has published: once closed is set and pushers is
+   seen at zero, no push is between the two, and any later one sees closed
+   and is refused.  Each push that leaves with closed set kicks the
+   consumer, so the consumer learns of the seal. */
 bool wp__queue_sealed(wp_queue *q)
 {
     return atomic_load(&q->closed) && atomic_load(&q->pushers) == 0;
@@ -259,6 +301,9 @@ bool wp__queue_may_sleep(wp_queue *q, bool hungry)
     return true;
 }
 
+/* The consumer's state is a plain seq_cst store: every other thread only
+   ever writes AWAKE there (a swap from HUNGRY, or a kick), so this store
+   of AWAKE cannot undo anything another thread meant. */
 void wp__queue_awake(wp_queue *q, bool drain)
 {
     atomic_store(&q->consumer, CONSUMER_AWAKE);

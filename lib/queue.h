@@ -20,22 +20,40 @@
 
 #include "util.h"
 
+/*
+ * Laid out as ck_ring_t is: what producers write at every push and what
+ * the consumer writes at every turn sit on cache lines of their own
+ * (WP_CACHELINE apart), away from what every thread only reads, so a
+ * producer's push does not take the line the consumer is about to read,
+ * and the other way round.  (count is written by both sides: a push
+ * reserves, a pop frees; the ring pads its own indices.)
+ */
 typedef struct wp_queue {
+    /* Read by every push and pop; written at init, close and renew only. */
     ck_ring_t         ring;
     ck_ring_buffer_t *slots;
-    unsigned          capacity;   /* most items it holds */
-    atomic_uint       count;      /* items reserved or in the ring */
-    atomic_uint       pushers;    /* producers inside queue_push */
-    atomic_bool       closed;     /* no new pushes */
-    atomic_uint       blocked;    /* producers waiting for room */
-    atomic_uint       turn_waiters; /* producers asleep waiting to commit */
-    pthread_mutex_t   room_mu;
+    unsigned          capacity;     /* most items it holds */
+    atomic_bool       closed;       /* no new pushes */
+    atomic_int        wake_fd;      /* eventfd in the consumer's poll set (renewed if closed under us) */
+    pthread_mutex_t   room_mu;      /* taken only by producers waiting for room and their wakers */
     pthread_cond_t    room_cv;
-    atomic_int        consumer;   /* CONSUMER_AWAKE / _ASLEEP / _HUNGRY */
-    atomic_int        wake_fd;    /* eventfd in the consumer's poll set (renewed if closed under us) */
+    char              pad_producers[WP_CACHELINE];
+    /* Written by producers at every push. */
+    atomic_uint       count;        /* items reserved or in the ring (a pop frees one) */
+    atomic_uint       pushers;      /* producers inside wp__queue_push */
+    atomic_uint       blocked;      /* producers waiting for room */
+    atomic_uint       turn_waiters; /* producers asleep waiting to commit */
+    char              pad_consumer[WP_CACHELINE];
+    /* Written by the consumer at every turn (and by the producer that wakes it). */
+    atomic_int        consumer;     /* CONSUMER_AWAKE / _ASLEEP / _HUNGRY */
 } wp_queue;
 
-/* capacity: 0 means 1024; rounded up to a power of two. */
+#define QUEUE_DEFAULT_CAPACITY 1024
+#define QUEUE_MAX_CAPACITY     (1u << 30) /* the ring holds twice as many: must fit unsigned */
+
+/* capacity: 0 means QUEUE_DEFAULT_CAPACITY; rounded up to a power of two;
+   0, WP_EINVAL (over QUEUE_MAX_CAPACITY), WP_ENOMEM or WP_ESPAWN (no
+   eventfd). */
 int   wp__queue_init(wp_queue *q, unsigned capacity) WP_INTERNAL;
 void  wp__queue_destroy(wp_queue *q) WP_INTERNAL;
 
@@ -47,13 +65,14 @@ unsigned wp__queue_count(wp_queue *q) WP_INTERNAL;
 
 /* Refuse new pushes and wake blocked producers (they get WP_ESHUTDOWN). */
 void  wp__queue_close(wp_queue *q) WP_INTERNAL;
-/* Closed, and no producer is still inside queue_push: nothing more comes. */
+/* Closed, and no producer is still inside wp__queue_push: nothing more comes. */
 bool  wp__queue_sealed(wp_queue *q) WP_INTERNAL;
 
 /* Consumer side of the wake-up protocol.  Before blocking in poll(), call
-   queue_may_sleep(q, hungry): false means work arrived, do not block.  After
-   poll() returns, call queue_awake(q, wake_fd_was_readable).  queue_kick() wakes a sleeping
-   consumer for any reason (cancel, shutdown), hungry or not. */
+   wp__queue_may_sleep(q, hungry): false means work arrived, do not block.
+   After poll() returns, call wp__queue_awake(q, wake_fd_was_readable).
+   wp__queue_kick() wakes a sleeping consumer for any reason (cancel,
+   shutdown), hungry or not. */
 bool  wp__queue_may_sleep(wp_queue *q, bool hungry) WP_INTERNAL;
 void  wp__queue_awake(wp_queue *q, bool drain) WP_INTERNAL;
 void  wp__queue_kick(wp_queue *q) WP_INTERNAL;

@@ -8,8 +8,14 @@
  * one task each, then every window is topped up round-robin, one task per
  * worker per round, so a few tasks spread over the workers and many
  * stream; an idle worker with nothing to take steals the oldest task not
- * yet started behind another worker.  Loops here scan every slot: O(workers)
- * per turn (at most 1024), small next to the system calls of a turn.
+ * yet started behind another worker.
+ *
+ * Costs: the loops here scan every slot, O(workers) each, a few of them per
+ * turn.  That is fine: workers are at most MAX_WORKERS (1024), each check
+ * is a few loads of the slot, and a turn that has anything to do makes
+ * system calls (a read, a writev) that cost more than the whole scan.  A
+ * task given or taken back is O(1) but for a steal, O(workers) to find the
+ * oldest.
  */
 #include "config.h"
 
@@ -23,7 +29,8 @@ bool wp__spawn_broken(const wp_pool *p)
            atomic_load(&p->n.alive) == 0;
 }
 
-/* The oldest task waiting behind a busy worker, taken back, or NULL. */
+/* The oldest task waiting behind a busy worker, taken back, or NULL.
+   O(workers). */
 static task *steal_oldest(wp_pool *p)
 {
     slot *from = NULL;
@@ -49,7 +56,8 @@ static void give(wp_pool *p, slot *s, task *t)
 }
 
 /* One round over the slots: idle ones only, or all with room.  False once
-   nothing more is waiting. */
+   nothing more is waiting.  O(workers) per round, and a round gives at
+   least one task or ends the dispatch: O(workers × tasks given). */
 static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t now_us,
                            bool *gave)
 {
@@ -90,9 +98,10 @@ void wp__dispatch(wp_pool *p)
     }
 }
 
+/* Nothing queued, held or live in a window.  O(workers). */
 static bool drained(wp_pool *p)
 {
-    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || p->held != NULL)
+    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || !wp__list_empty(&p->held))
         return false;
     for (unsigned i = 0; i < p->opts.workers; i++)
         if (p->slots[i].live > 0)
@@ -113,7 +122,7 @@ bool wp__finished(wp_pool *p)
 /* Past the shutdown grace: cancel everything but shielded running tasks
    (a shield means cancel cannot stop it; shutdown waits for it, bounded
    by its own deadline).  Runs every turn after the grace; it finds
-   nothing left to do after the first. */
+   nothing left to do after the first.  O(workers + tasks cancelled). */
 static void cancel_everything(wp_pool *p)
 {
     static const char gone[] = "the pool shut down before the task finished";
@@ -147,11 +156,12 @@ static void check_deadline(wp_pool *p, slot *s, int64_t now_us)
         s->deadline_us = due; /* not started yet, or it started later */
         return;
     }
-    char msg[MSG_MAX];
+    char msg[WP_MSG_MAX];
     snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms", (long long)t->opts.timeout_ms);
     wp__stop_task(p, s, t, WP_ETIMEDOUT, msg);
 }
 
+/* Every slot's timers, every turn: O(workers). */
 void wp__handle_timers(wp_pool *p)
 {
     int64_t now_us = wp__now_us(), now = now_us / 1000;
@@ -189,6 +199,7 @@ static int64_t min_deadline(int64_t a, int64_t b)
     return a < 0 ? b : b < 0 ? a : a < b ? a : b;
 }
 
+/* O(workers + held). */
 int64_t wp__next_timer_us(wp_pool *p, bool hungry)
 {
     int64_t next = -1;
@@ -214,13 +225,15 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
-    for (task *t = p->held; t != NULL && hungry; t = t->next)
-        next = min_deadline(next, t->due_ms * 1000);
+    if (hungry) /* O(held): short, see wp__next_task */
+        WP_LIST_FOREACH(node, &p->held)
+            next = min_deadline(next, WP_LIST_ENTRY(node, task, held_node)->due_ms * 1000);
     if (p->poll_retry_at > 0)
         next = min_deadline(next, p->poll_retry_at * 1000);
     return next;
 }
 
+/* O(workers) at worst, but it stops at the first slot with room. */
 bool wp__hungry(const wp_pool *p)
 {
     if (wp__spawn_broken(p))

@@ -10,12 +10,12 @@
  *                                        v
  *                          STOPPING --reaped--> EMPTY (restart after backoff)
  *
- * Every change of state goes through slot_set_state, which asserts that it
- * is one of these and keeps the running/alive counters.  A worker the pool
- * stops on purpose ends its window at once; one that died keeps its window
- * until its exit status is known, so the running task's failure can name
- * the signal, and the pipe is drained first, so an answer written just
- * before the death still counts.
+ * Every change of state goes through wp__slot_set_state, which asserts
+ * that it is one of these and keeps the running/alive counters.  A worker
+ * the pool stops on purpose ends its window at once; one that died keeps
+ * its window until its exit status is known, so the running task's failure
+ * can name the signal, and the pipe is drained first, so an answer written
+ * just before the death still counts.
  */
 #include "config.h"
 
@@ -96,9 +96,7 @@ void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *
 int64_t wp__backoff_ms(unsigned n)
 {
     assert(n >= 1);
-    unsigned shift = n - 1 < BACKOFF_DOUBLINGS_MAX ? n - 1 : BACKOFF_DOUBLINGS_MAX;
-    int64_t backoff = (int64_t)BACKOFF_FIRST_MS << shift;
-    return backoff < BACKOFF_MAX_MS ? backoff : BACKOFF_MAX_MS;
+    return wp__backoff(BACKOFF_FIRST_MS, n - 1, BACKOFF_DOUBLINGS_MAX, BACKOFF_MAX_MS);
 }
 
 void wp__start_failed(wp_pool *p, slot *s, const char *why)
@@ -110,9 +108,10 @@ void wp__start_failed(wp_pool *p, slot *s, const char *why)
 
 void wp__slot_reaped(wp_pool *p, slot *s, int status)
 {
+    assert(s->state != SLOT_EMPTY);
     while (s->h.result_fd >= 0 && wp__slot_read(p, s))
         ; /* answers written just before it died */
-    char how[KILL_HOW_MAX], msg[MSG_MAX];
+    char how[KILL_HOW_MAX], msg[WP_MSG_MAX];
     int code = wp__describe_status(status, how, sizeof how);
     if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
@@ -146,45 +145,52 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status)
 
 void wp__slot_start(wp_pool *p, slot *s)
 {
+    assert(s->state == SLOT_EMPTY && s->h.pid == 0 && s->count == 0 && s->pos_used == 0);
     s->ready_at = 0;
     s->tasks_done = 0;
     s->deliberate = false;
     s->kill_how[0] = '\0';
     s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
     s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
-    int rc;
+    int rc, os_error = EPIPE; /* the fork server is gone */
     if (p->use_forkserver)
-        rc = p->fs_gone ? -EPIPE : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots));
+        rc = p->fs_gone ? WP_ESPAWN : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots), &os_error);
     else
-        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h);
+        rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h, &os_error);
     if (rc == 0) {
         wp__slot_set_state(p, s, SLOT_STARTING);
         return;
     }
-    if (rc == -EAGAIN && p->use_forkserver) {
+    if (rc == WP_EAGAIN) { /* the fork server's socket is full */
         p->fs_full = true; /* not a failed start: ask again once it drains */
         return;
     }
-    char why[MSG_MAX], err[MSG_MAX];
-    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(-rc, err, sizeof err));
+    char why[WP_MSG_MAX], err[WP_MSG_MAX];
+    snprintf(why, sizeof why, "cannot start a worker: %s", wp__strerror(os_error, err, sizeof err));
     wp__start_failed(p, s, why);
 }
 
 void wp__slot_waitpid(wp_pool *p, slot *s, bool block)
 {
+    assert(s->h.pid > 0 && s->state != SLOT_EMPTY);
     /* It has ended or been killed: what its task forked goes too, before
        the reap frees its pid (the group's id). */
     wp__kill_group(s->h.pid, s->h.pidfd);
-    int status, r = wp__reap(s->h.pid, s->h.pidfd, block, &status);
-    if (r > 0)
+    int status;
+    switch (wp__reap(s->h.pid, s->h.pidfd, block, &status)) {
+    case REAP_DONE:
         wp__slot_reaped(p, s, status);
-    if (r >= 0)
         return;
+    case REAP_NOT_YET:
+        return;
+    case REAP_LOST:
+        break;
+    }
     /* The program reaped it, and the kernel kept no status: its task fails
        saying so, here (slot_reaped would name a status), as a crash of the
        task, not a start failure. */
     int pid = (int)s->h.pid;
-    char msg[MSG_MAX + KILL_HOW_MAX];
+    char msg[WP_MSG_MAX + KILL_HOW_MAX];
     snprintf(msg, sizeof msg, "worker %d ended but its exit status was lost: the program ignores "
              "SIGCHLD or reaps children itself (waitpid(-1)); WP_START_FORK cannot survive that, "
              "use WP_START_FORKSERVER", pid);

@@ -3,11 +3,11 @@
  * task.c — a task's life outside the worker: its record and future,
  * settling and retries, the held list (tasks out of the queue and not in a
  * window: retry delays, tasks taken back), the cancel stack, and the
- * outcome counters behind wp_pool_get_stats.
+ * outcome counters behind wp_pool_get_stats (which is here too).
  *
  * All of it runs on the dispatcher thread, except task_cancel (any thread:
- * it only pushes onto the lock-free cancel stack) and the counters
- * (atomics).
+ * it only pushes onto the lock-free cancel stack), wp_pool_get_stats and
+ * the counters (atomics).
  */
 #include "config.h"
 
@@ -51,6 +51,29 @@ const future_ops wp__task_ops = {
     .cancel = task_cancel, .free = task_free, .settling = task_settling,
 };
 
+/* Any thread: a snapshot of the counters (pool_impl.h says what it
+   promises).  O(1), no lock. */
+int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
+{
+    if (pool == NULL || out == NULL)
+        return WP_EINVAL;
+    const pool_counters *n = &pool->n;
+    *out = (wp_pool_stats){
+        .submitted = atomic_load(&n->submitted),
+        .succeeded = atomic_load(&n->succeeded),
+        .failed = atomic_load(&n->failed),
+        .cancelled = atomic_load(&n->cancelled),
+        .timed_out = atomic_load(&n->timed_out),
+        .crashed = atomic_load(&n->crashed),
+        .retried = atomic_load(&n->retried),
+        .workers_started = atomic_load(&n->workers_started),
+        .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
+        .running = atomic_load(&n->running),
+        .workers_alive = atomic_load(&n->alive),
+    };
+    return 0;
+}
+
 void wp__task_drop_arg(task *t)
 {
     if (t->wires == 0 && !t->arg_inline) {
@@ -61,6 +84,7 @@ void wp__task_drop_arg(task *t)
 
 void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
 {
+    assert(t->slot < 0 && !wp__list_linked(&t->held_node)); /* out of every place */
     wp__task_drop_arg(t); /* unless the rest of a frame of it is still being written */
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
@@ -68,39 +92,34 @@ void wp__task_settle(task *t, int error, int code, const char *msg, void *result
 
 void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front)
 {
+    assert(!wp__list_linked(&t->held_node)); /* in one place at a time */
     t->due_ms = due_ms;
     t->slot = -1;
-    if (in_front) {
-        t->next = p->held;
-        p->held = t;
-        if (p->held_tail == &p->held)
-            p->held_tail = &t->next;
-    } else {
-        t->next = NULL;
-        *p->held_tail = t;
-        p->held_tail = &t->next;
-    }
+    if (in_front)
+        wp__list_push_front(&p->held, &t->held_node);
+    else
+        wp__list_push_back(&p->held, &t->held_node);
     atomic_fetch_add(&p->n.held, 1);
 }
 
-void wp__held_unlink(wp_pool *p, task **link)
+void wp__held_remove(wp_pool *p, task *t)
 {
-    task *t = *link;
-    *link = t->next;
-    if (p->held_tail == &t->next)
-        p->held_tail = link;
+    assert(wp__list_linked(&t->held_node) && t->slot < 0);
+    wp__list_remove(&t->held_node);
     atomic_fetch_sub(&p->n.held, 1);
 }
 
-/* O(held): the held list is short (retries waiting, tasks taken back). */
+/* O(held): the held list is short (retries waiting, tasks taken back from
+   windows), and its first task is due in the common case. */
 task *wp__next_task(wp_pool *p, int64_t now_ms)
 {
-    for (task **link = &p->held; *link != NULL; link = &(*link)->next)
-        if ((*link)->due_ms <= now_ms) {
-            task *t = *link;
-            wp__held_unlink(p, link);
+    WP_LIST_FOREACH(node, &p->held) {
+        task *t = WP_LIST_ENTRY(node, task, held_node);
+        if (t->due_ms <= now_ms) {
+            wp__held_remove(p, t);
             return t;
         }
+    }
     return wp__queue_pop(&p->queue);
 }
 
@@ -109,6 +128,10 @@ static bool retryable(int error)
     return error == WP_ECRASHED || error == WP_ETIMEDOUT || error == WP_ETASK;
 }
 
+/* closing and grace_deadline are read without stop_mu, so a reading
+   between a shutdown's two stores may see the new closing with the old
+   grace: then it says "not yet", and the kick that follows every
+   shutdown brings the dispatcher back to read both again. */
 bool wp__grace_over(wp_pool *p, int64_t now_ms)
 {
     int64_t grace = atomic_load(&p->grace_deadline);
@@ -121,20 +144,34 @@ bool wp__grace_over(wp_pool *p, int64_t now_ms)
 void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, void *result,
                      size_t len)
 {
+    assert(error <= 0 && !wp__list_linked(&t->held_node));
     t->slot = -1;
     if (retryable(error) && t->attempts <= t->opts.retries && !wp__grace_over(p, wp__now_ms()) &&
         wp__future_requeue(&t->future)) {
         free(result);
         atomic_fetch_add(&p->n.retried, 1);
-        unsigned doublings = t->attempts - 1 < RETRY_DOUBLINGS_MAX ? t->attempts - 1 : RETRY_DOUBLINGS_MAX;
-        int64_t delay = (int64_t)t->opts.retry_delay_ms << doublings;
+        int64_t delay = wp__backoff(t->opts.retry_delay_ms, t->attempts - 1, RETRY_DOUBLINGS_MAX,
+                                    INT64_MAX);
         wp__held_push(p, t, wp__now_ms() + delay, false);
         return;
     }
     wp__task_settle(t, error, code, msg, result, len);
 }
 
-/* Any thread, under f->mu: push a cancel request for the dispatcher. */
+/*
+ * Any thread, under f->mu: push a cancel request for the dispatcher.
+ *
+ * The cancel stack is not a wp_list: it is pushed from any thread with no
+ * lock (a done-callback on the dispatcher may cancel, and the dispatcher
+ * must never wait for a program thread), and the dispatcher takes it whole
+ * with one exchange (wp__handle_cancels).  A singly linked stack is the one
+ * list that can be pushed with a compare-and-swap; since nothing ever pops
+ * a single entry, a node is never taken out and pushed again while a push
+ * is in flight, so there is no ABA problem.  Each task is pushed at most
+ * once (cancel_requested, under f->mu) and holds a reference until handled.
+ * Ordering: the successful CAS is a release (seq_cst here), so t->cancel_next
+ * and the reference are visible to the dispatcher's acquiring exchange.
+ */
 static int task_cancel(wp_future *f)
 {
     task *t = (task *)f;
@@ -143,27 +180,25 @@ static int task_cancel(wp_future *f)
     wp_future_retain(f);
     task *head = atomic_load(&t->pool->cancels);
     do
-        t->cancel_next = head;
+        t->cancel_next = head; /* a failed CAS reloads head: link again */
     while (!atomic_compare_exchange_weak(&t->pool->cancels, &head, t));
     wp__queue_kick(&t->pool->queue);
     return 0;
 }
 
-/* O(held) per request: a queued task is settled now and dropped when it
-   comes out of the queue; one in a window is taken back or its worker
-   stopped. */
+/* O(1) per request: a queued task is settled now and dropped when it
+   comes out of the queue; a held one leaves the held list; one in a window
+   is taken back or its worker stopped. */
 void wp__handle_cancels(wp_pool *p)
 {
     task *t = atomic_exchange(&p->cancels, NULL);
     while (t != NULL) {
         task *next = t->cancel_next;
-        task **held = &p->held;
-        while (*held != NULL && *held != t)
-            held = &(*held)->next;
         if (t->slot >= 0) {
+            assert((unsigned)t->slot < p->opts.workers && !wp__list_linked(&t->held_node));
             wp__stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
-        } else if (*held != NULL) {
-            wp__held_unlink(p, held);
+        } else if (wp__list_linked(&t->held_node)) {
+            wp__held_remove(p, t);
             wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
         } else { /* still in the queue: settle now, drop when it comes out */
             wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * util.c — clock, descriptor and process helpers shared by the pool, the
- * fork server and the worker (signals reset, reaping, killing a process
- * group, listing children), plus wp_strerror().  Kept free of pool state so
- * the worker and fork server can use it after fork.
+ * util.c — helpers shared by the pool, the fork server and the worker: the
+ * clock, locks, the stop state of a thread's owner, descriptors (budget,
+ * flags, closing all but some after fork), the pid cache, and the words of
+ * errors (wp_strerror, wp__strerror).  Processes — signals, pidfds,
+ * reaping, killing groups, listing children — are process.c's.  Kept free
+ * of pool state so the worker and fork server can use it after fork.
  */
 #include "config.h"
 
@@ -11,18 +13,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,16 +46,42 @@ int64_t wp__deadline_after(int64_t timeout_ms)
 void wp__timespec_at_ms(struct timespec *ts, int64_t at_ms)
 {
     ts->tv_sec = (time_t)(at_ms / 1000);
-    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
+    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L; /* ns per ms */
 }
 
-void wp__cond_init_monotonic(pthread_cond_t *cv)
+void wp__timespec_of_us(struct timespec *ts, int64_t us)
+{
+    ts->tv_sec = (time_t)(us / 1000000);
+    ts->tv_nsec = (long)(us % 1000000) * 1000L; /* ns per us */
+}
+
+int wp__cond_init_monotonic(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
+    if (pthread_condattr_init(&ca) != 0)
+        return WP_ENOMEM;
+    int set = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    assert(set == 0); /* EINVAL only for a clock the system lacks */
+    WP_UNUSED(set);
+    int rc = pthread_cond_init(cv, &ca) == 0 ? 0 : WP_ENOMEM;
     pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+int wp__lock_init(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+    if (pthread_mutex_init(mu, NULL) != 0)
+        return WP_ENOMEM;
+    int rc = wp__cond_init_monotonic(cv);
+    if (rc < 0)
+        pthread_mutex_destroy(mu);
+    return rc;
+}
+
+void wp__lock_destroy(pthread_mutex_t *mu, pthread_cond_t *cv)
+{
+    pthread_mutex_destroy(mu);
+    pthread_cond_destroy(cv);
 }
 
 int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)
@@ -68,6 +91,9 @@ int64_t wp__grace_deadline(bool first, int64_t current, int64_t asked)
     return current;
 }
 
+/* callers is atomic only so that entering takes no lock (a shutdown from
+   a done-callback must answer WP_EBUSY, never wait); leaving and waiting
+   for zero happen under mu, which orders them with each other. */
 void wp__stop_enter(wp_stop *st)
 {
     atomic_fetch_add(&st->callers, 1);
@@ -83,6 +109,18 @@ void wp__stop_leave(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
     pthread_mutex_unlock(mu);
 }
 
+int wp__stop_begin(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, bool must_not_wait,
+                   int64_t grace_ms, int64_t *deadline)
+{
+    if (must_not_wait) {
+        wp__stop_leave(mu, cv, st);
+        return WP_EBUSY;
+    }
+    *deadline = wp__deadline_after(grace_ms < 0 ? -1 : grace_ms);
+    pthread_mutex_lock(mu);
+    return 0;
+}
+
 void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, pthread_t thread)
 {
     while (!st->stopped)
@@ -95,19 +133,23 @@ void wp__await_stop(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st, pthrea
     wp__stop_leave(mu, cv, st);
 }
 
-void wp__await_callers(pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
+bool wp__stop_may_free(int shutdown_rc, pthread_mutex_t *mu, pthread_cond_t *cv, wp_stop *st)
 {
+    if (shutdown_rc != 0)
+        return false;
+    /* Shutdowns other threads began may still be on their way out. */
     pthread_mutex_lock(mu);
     while (atomic_load(&st->callers) > 0)
         pthread_cond_wait(cv, mu);
     pthread_mutex_unlock(mu);
+    return true;
 }
 
 int wp__fd_set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
+        return WP_EINVAL;
     return 0;
 }
 
@@ -139,6 +181,10 @@ int wp__fd_budget(unsigned more)
     return setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : WP_EINVAL;
 }
 
+/* Descriptors to try closing when neither close_range nor /proc can say
+   which are open (and sysconf cannot say how many there may be). */
+#define FALLBACK_OPEN_MAX 1024
+
 static int fd_is_kept(int fd, const int *keep, size_t nkeep)
 {
     for (size_t i = 0; i < nkeep; i++)
@@ -147,14 +193,14 @@ static int fd_is_kept(int fd, const int *keep, size_t nkeep)
     return 0;
 }
 
-static int close_range_sys(unsigned lo, unsigned hi)
+/* close_range(2): false where the kernel (before 5.9) or its headers lack it. */
+static bool close_range_sys(unsigned lo, unsigned hi)
 {
 #ifdef SYS_close_range
-    return (int)syscall(SYS_close_range, lo, hi, 0);
+    return syscall(SYS_close_range, lo, hi, 0) == 0;
 #else
     WP_UNUSED(lo); WP_UNUSED(hi);
-    errno = ENOSYS;
-    return -1;
+    return false;
 #endif
 }
 
@@ -168,7 +214,7 @@ void wp__close_fds_except(int lowfd, const int *keep, size_t nkeep)
             if (keep[i] >= lo && (next < 0 || keep[i] < next))
                 next = keep[i];
         unsigned hi = next < 0 ? ~0u : (unsigned)next - 1;
-        if (next != lo && close_range_sys((unsigned)lo, hi) < 0)
+        if (next != lo && !close_range_sys((unsigned)lo, hi))
             goto slow;
         if (next < 0)
             return;
@@ -179,7 +225,7 @@ slow:
         DIR *d = opendir("/proc/self/fd");
         if (d == NULL) {
             long max = sysconf(_SC_OPEN_MAX);
-            for (int fd = lowfd; fd < (max > 0 ? max : 1024); fd++)
+            for (int fd = lowfd; fd < (max > 0 ? max : FALLBACK_OPEN_MAX); fd++)
                 if (!fd_is_kept(fd, keep, nkeep))
                     close(fd);
             return;
@@ -193,245 +239,6 @@ slow:
         }
         closedir(d);
     }
-}
-
-int wp__pidfd_open(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-    WP_UNUSED(pid);
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-bool wp__pidfd_exited(int pidfd)
-{
-    struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
-}
-
-int wp__pidfd_kill(int pidfd, int sig)
-{
-#ifdef SYS_pidfd_send_signal
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-#else
-    WP_UNUSED(pidfd); WP_UNUSED(sig);
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-/* ------------------------------------------------------------ processes */
-
-/* Kernel interfaces newer than many C libraries' headers. */
-#define WP_P_PIDFD 3 /* idtype_t P_PIDFD for waitid (Linux 5.4) */
-#define WP_PIDFD_SIGNAL_PROCESS_GROUP (1u << 2) /* pidfd_send_signal flag (6.9) */
-/* PIDFD_GET_INFO (Linux 6.13) with its first, fixed-size struct, and the
-   PIDFD_INFO_EXIT request (6.15): the status of a process already reaped. */
-struct wp_pidfd_info {
-    uint64_t mask;
-    uint64_t cgroupid;
-    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-    int32_t  exit_code;
-};
-#define WP_PIDFS_IOCTL_MAGIC 0xFF
-#define WP_PIDFD_GET_INFO    _IOWR(WP_PIDFS_IOCTL_MAGIC, 11, struct wp_pidfd_info)
-#define WP_PIDFD_INFO_EXIT   (UINT64_C(1) << 3)
-
-#define CHILDREN_CHUNK 512 /* bytes of a /proc children list read at a time */
-#define STAT_HEAD      512 /* enough of /proc/<pid>/stat to reach the ppid */
-
-void wp__reset_signals(void)
-{
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    /* SIGKILL, SIGSTOP and the C library's own signals refuse: fine. */
-    for (int sig = 1; sig < NSIG; sig++)
-        (void)sigaction(sig, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static int pidfd_signal(int pidfd, int sig, unsigned flags)
-{
-#ifdef SYS_pidfd_send_signal
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags);
-#else
-    WP_UNUSED(pidfd); WP_UNUSED(sig); WP_UNUSED(flags);
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-/* What waitid() said, as waitpid() would have encoded it. */
-static int wait_status_of(const siginfo_t *si)
-{
-    if (si->si_code == CLD_EXITED)
-        return W_EXITCODE(si->si_status, 0);
-    return W_EXITCODE(0, si->si_status) | (si->si_code == CLD_DUMPED ? WCOREFLAG : 0);
-}
-
-/* The status the kernel kept for the holders of a pidfd whose process is
-   reaped: 1 and *status; 0 not recorded yet (it is being reaped); -1 this
-   kernel keeps none. */
-static int pidfd_exit_status(int pidfd, int *status)
-{
-    struct wp_pidfd_info info;
-    memset(&info, 0, sizeof info);
-    info.mask = WP_PIDFD_INFO_EXIT;
-    if (ioctl(pidfd, WP_PIDFD_GET_INFO, &info) < 0)
-        return -1;
-    if ((info.mask & WP_PIDFD_INFO_EXIT) == 0)
-        return 0;
-    *status = info.exit_code;
-    return 1;
-}
-
-int wp__reap(pid_t pid, int pidfd, bool block, int *status)
-{
-    bool by_pidfd = pidfd >= 0;
-    for (;;) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        int flags = WEXITED | (block ? 0 : WNOHANG);
-        int r = by_pidfd ? waitid((idtype_t)WP_P_PIDFD, (id_t)pidfd, &si, flags)
-                         : waitid(P_PID, (id_t)pid, &si, flags);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EINVAL && by_pidfd) {
-            by_pidfd = false; /* a kernel with pidfds but no P_PIDFD (5.3) */
-            continue;
-        }
-        if (r == 0 && si.si_pid == 0)
-            return 0;
-        if (r == 0) {
-            *status = wait_status_of(&si);
-            return 1;
-        }
-        int kept = pidfd >= 0 ? pidfd_exit_status(pidfd, status) : -1;
-        if (kept != 0)
-            return kept;
-        sched_yield(); /* let whoever reaps it finish */
-        if (!block)
-            return 0;
-    }
-}
-
-void wp__kill_group(pid_t pid, int pidfd)
-{
-    if (pidfd < 0) {
-        kill(pid, SIGKILL);
-        kill(-pid, SIGKILL);
-        return;
-    }
-    wp__pidfd_kill(pidfd, SIGKILL);
-    if (pidfd_signal(pidfd, SIGKILL, WP_PIDFD_SIGNAL_PROCESS_GROUP) == 0 || errno != EINVAL)
-        return; /* done, or the group is empty */
-    /* An older kernel: the group by number, only while nobody has reaped
-       pid (so nobody else can have its number as a group id). */
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    if (waitid((idtype_t)WP_P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ||
-        errno == EINVAL)
-        kill(-pid, SIGKILL);
-}
-
-int wp__each_child(wp_child_fn fn, void *ctx)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return wp__each_child_by_stat(fn, ctx);
-    /* Space-separated pids, parsed as they come (no allocation). */
-    char buf[CHILDREN_CHUNK];
-    long pid = 0;
-    bool digits = false;
-    int n = 0;
-    ssize_t got;
-    while ((got = read(fd, buf, sizeof buf)) > 0 || (got < 0 && errno == EINTR))
-        for (ssize_t i = 0; i < got; i++) {
-            if (buf[i] >= '0' && buf[i] <= '9') {
-                pid = pid * 10 + (buf[i] - '0');
-                digits = true;
-            } else if (digits) {
-                n += fn((pid_t)pid, ctx);
-                pid = 0;
-                digits = false;
-            }
-        }
-    if (digits)
-        n += fn((pid_t)pid, ctx);
-    close(fd);
-    return n;
-}
-
-int wp__each_child_by_stat(wp_child_fn fn, void *ctx)
-{
-    DIR *d = opendir("/proc");
-    if (d == NULL)
-        return -1;
-    int self = (int)getpid(), n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '1' || e->d_name[0] > '9')
-            continue;
-        char path[sizeof "/proc//stat" + sizeof e->d_name], buf[STAT_HEAD];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        const char *p = strrchr(buf, ')'); /* the command name may hold anything */
-        int ppid;
-        char state;
-        if (p != NULL && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == self)
-            n += fn((pid_t)atoi(e->d_name), ctx);
-    }
-    closedir(d);
-    return n;
-}
-
-int wp__read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (n == 0) {
-            errno = 0;
-            return -1;
-        } else if (errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int wp__write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n >= 0) {
-            p += n;
-            len -= (size_t)n;
-        } else if (errno != EINTR) {
-            return -1;
-        }
-    }
-    return 0;
 }
 
 const char *wp__strerror(int err, char *buf, size_t size)
@@ -448,36 +255,9 @@ const char *wp__strerror(int err, char *buf, size_t size)
     return buf;
 }
 
-const char *wp__signal_name(int sig, char *buf, size_t size)
-{
-    static const struct { int sig; const char *name; } names[] = {
-        { SIGHUP, "SIGHUP" },   { SIGINT, "SIGINT" },   { SIGQUIT, "SIGQUIT" },
-        { SIGILL, "SIGILL" },   { SIGTRAP, "SIGTRAP" }, { SIGABRT, "SIGABRT" },
-        { SIGBUS, "SIGBUS" },   { SIGFPE, "SIGFPE" },   { SIGKILL, "SIGKILL" },
-        { SIGUSR1, "SIGUSR1" }, { SIGSEGV, "SIGSEGV" }, { SIGUSR2, "SIGUSR2" },
-        { SIGPIPE, "SIGPIPE" }, { SIGALRM, "SIGALRM" }, { SIGTERM, "SIGTERM" },
-        { SIGXCPU, "SIGXCPU" }, { SIGXFSZ, "SIGXFSZ" }, { SIGSYS, "SIGSYS" },
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (names[i].sig == sig)
-            return names[i].name;
-    snprintf(buf, size, "signal %d", sig);
-    return buf;
-}
-
-int wp__describe_status(int status, char *buf, size_t size)
-{
-    if (WIFSIGNALED(status)) {
-        char tmp[32];
-        int sig = WTERMSIG(status);
-        snprintf(buf, size, "killed by %s", wp__signal_name(sig, tmp, sizeof tmp));
-        return sig;
-    }
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
-    snprintf(buf, size, "exited with status %d", code);
-    return 256 + code;
-}
-
+/* Relaxed: the value is the same for every thread of a process, so a
+   thread that reads a stale 0 only makes the getpid() call itself; the
+   atfork handler runs in the child's only thread, before anything else. */
 static atomic_int cached_pid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -505,20 +285,14 @@ pid_t wp__getpid(void)
 const char *wp_strerror(int code)
 {
     switch (code) {
-    case 0:            return "success";
-    case WP_EINVAL:    return "invalid argument";
-    case WP_ENOMEM:    return "out of memory";
-    case WP_EAGAIN:    return "queue full (would block)";
-    case WP_ETIMEDOUT: return "timed out";
-    case WP_ECANCELED: return "cancelled";
-    case WP_ESHUTDOWN: return "pool or batcher is shut down";
-    case WP_ECRASHED:  return "worker crashed";
-    case WP_ETASK:     return "task failed";
-    case WP_E2BIG:     return "message larger than max_message";
-    case WP_EPROTO:    return "worker broke the wire protocol";
-    case WP_ESPAWN:    return "workers could not be started";
-    case WP_ENOFUNC:   return "function not callable in the worker";
-    case WP_EBUSY:     return "busy (cannot do that now)";
-    default:           return "unknown error";
+    case 0:
+        return "success";
+#define WP_STRERROR_CASE_(name, value, description) \
+    case WP_##name:                                 \
+        return description;
+    WP_ERRNO_MAP(WP_STRERROR_CASE_)
+#undef WP_STRERROR_CASE_
+    default:
+        return "unknown error";
     }
 }

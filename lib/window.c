@@ -3,14 +3,13 @@
  * window.c — a worker slot's window: the tasks written to its worker and
  * not answered yet, oldest first (docs/ARCHITECTURE.md, "The window").
  *
- * The dispatcher appends tasks (slot_send), writes all their frames it can
- * in one writev (slot_write), reads every answer the pipe holds in one read
- * (slot_read), and takes back a task the worker has not started through
- * its claim word (worker.h): for a cancel, a deadline or a crash of the
- * task ahead, an idle worker stealing it, or a head that runs long.  A task
- * taken back whose frame is already (partly) written stays in the window
- * as a skipped entry until the worker answers "skipped"; one whose frame
- * was not written at all leaves at once.
+ * The dispatcher appends tasks (wp__slot_send; window_io.c writes their
+ * frames and reads the answers), and takes back a task the worker has not
+ * started through its claim word (worker.h): for a cancel, a deadline or a
+ * crash of the task ahead, an idle worker stealing it, or a head that runs
+ * long.  A task taken back whose frame is already (partly) written stays
+ * in the window as a skipped entry until the worker answers "skipped"; one
+ * whose frame was not written at all leaves at once.
  *
  * The worker answers frames in order and writes each answer before it
  * starts the next task, so only the head can be running, and once a task
@@ -19,28 +18,12 @@
 #include "config.h"
 
 #include <assert.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "pool_impl.h"
 
-static win_entry *entry_at(slot *s, unsigned i)
-{
-    assert(i < s->count);
-    return &s->win[(s->head + i) % WINDOW_MAX];
-}
-
-static size_t frame_bytes(const win_entry *e)
-{
-    return sizeof e->hdr + (size_t)e->hdr.length;
-}
-
-/* The entry's task no longer needs its argument for this frame. */
-static void entry_wire_done(win_entry *e)
+void wp__entry_wire_done(win_entry *e)
 {
     task *t = e->t;
     assert(t->wires > 0);
@@ -53,14 +36,17 @@ static void entry_wire_done(win_entry *e)
    entry taken back from the middle: later entries move down. */
 static void entry_remove(slot *s, unsigned i)
 {
-    win_entry *e = entry_at(s, i);
+    win_entry *e = wp__entry_at(s, i);
     if (i >= s->written) { /* its frame was not fully written */
         /* Never half a frame to a live worker: it would misread the rest. */
         assert(i > s->written || s->out_done == 0 || s->h.task_fd < 0);
-        entry_wire_done(e);
+        wp__entry_wire_done(e);
     } else {
         s->written--;
     }
+    /* Free: the worker is done with this word (it swapped or saw SKIPPED
+       before it answered, and the answer is read), and the next use of
+       the position stores OFFERED afresh. */
     atomic_store(&s->shared->claim[e->pos], 0);
     s->pos_used &= ~(1u << e->pos);
     assert(s->bytes >= e->hdr.length);
@@ -72,7 +58,7 @@ static void entry_remove(slot *s, unsigned i)
         s->head = (s->head + 1) % WINDOW_MAX;
     } else {
         for (unsigned k = i; k + 1 < s->count; k++)
-            *entry_at(s, k) = *entry_at(s, k + 1);
+            *wp__entry_at(s, k) = *wp__entry_at(s, k + 1);
     }
     s->count--;
     wp_future_release(&t->future);
@@ -93,12 +79,18 @@ static void head_changed(slot *s)
     s->deadline_us = -1;
     if (s->count == 0)
         return;
-    win_entry *e = entry_at(s, 0);
+    win_entry *e = wp__entry_at(s, 0);
     if (e->skipped)
         return;
     if (e->t->opts.timeout_ms > 0)
         s->deadline_us = wp__sat_add(s->head_at_us, wp__ms_to_us(e->t->opts.timeout_ms));
     wp__future_start(&e->t->future); /* false: a cancel is on its way */
+}
+
+void wp__window_answered(slot *s)
+{
+    entry_remove(s, 0);
+    head_changed(s);
 }
 
 /* Read once per head, and kept within [0, now]: a task can write the
@@ -110,6 +102,9 @@ int64_t wp__slot_head_started(slot *s)
         return -1;
     const win_entry *e = &s->win[s->head];
     if (s->head_start_us < 0) {
+        /* The worker stores started_us, then swaps the claim (seq_cst, so
+           a release): a load that sees STARTED (an acquire) sees the
+           start time too. */
         if (atomic_load(&s->shared->claim[e->pos]) != CLAIM(e->hdr.task_id, CLAIM_STARTED))
             return -1;
         int64_t at = atomic_load(&s->shared->started_us[e->pos]), now = wp__now_us();
@@ -133,7 +128,7 @@ static void unstart(task *t)
  */
 static task *take_back(slot *s, unsigned i)
 {
-    win_entry *e = entry_at(s, i);
+    win_entry *e = wp__entry_at(s, i);
     assert(!e->skipped);
     if (!wp__claim(&s->shared->claim[e->pos], e->hdr.task_id, CLAIM_SKIPPED))
         return NULL;
@@ -158,7 +153,7 @@ static task *take_back(slot *s, unsigned i)
 static int entry_of(slot *s, const task *t)
 {
     for (unsigned i = 0; i < s->count; i++) {
-        const win_entry *e = entry_at(s, i);
+        const win_entry *e = wp__entry_at(s, i);
         if (e->t == t && !e->skipped)
             return (int)i;
     }
@@ -197,7 +192,10 @@ unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us)
 
 void wp__slot_send(wp_pool *p, slot *s, task *t)
 {
+    assert(s->state == SLOT_IDLE || s->state == SLOT_BUSY);
     assert(s->count < WINDOW_MAX && s->pos_used != UINT32_MAX);
+    /* The task is in no other place: not held, in no window. */
+    assert(t->slot < 0 && !wp__list_linked(&t->held_node));
     unsigned pos = (unsigned)__builtin_ctz(~s->pos_used);
     s->pos_used |= 1u << pos;
     t->id = ++p->last_id;
@@ -210,7 +208,11 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     wp__frame_header(&e->hdr, FRAME_TASK, t->id, t->arg_len);
     memcpy(&e->hdr.fn, &t->fn, sizeof t->fn);
     e->hdr.code = (int32_t)pos;
-    /* Offered before the frame can be read (seq_cst store). */
+    /* Offered before the frame can be read: this seq_cst store comes
+       before the writev that carries the frame, and the worker's read of
+       it before its compare-and-swap (a write(2) and the read(2) that
+       returns its bytes order memory as a release and an acquire would:
+       the kernel's pipe lock), so the worker's swap finds OFFERED. */
     atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
     s->count++;
     s->live++;
@@ -221,212 +223,9 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     }
 }
 
-/* A worker's pipe broke: if it is still alive the pool's SIGKILL is what
-   ends it, and its death is reported so ("" when it was dead already: its
-   own status tells).  Thread-unsafe static buffer: dispatcher only. */
-static const char *lost_how(const slot *s, const char *why)
-{
-    static char how[KILL_HOW_MAX];
-    if (s->h.pidfd >= 0 && wp__pidfd_exited(s->h.pidfd))
-        return "";
-    snprintf(how, sizeof how, "was killed by the pool (SIGKILL): %s", why);
-    return how;
-}
-
-/* Build the iovecs for the unwritten frames, from the first unwritten
-   byte; returns how many. */
-static int write_iovs(slot *s, struct iovec *iov)
-{
-    int n = 0;
-    size_t skip = s->out_done;
-    for (unsigned i = s->written; i < s->count && n + 2 <= WRITE_IOVS; i++) {
-        win_entry *e = entry_at(s, i);
-        if (skip < sizeof e->hdr)
-            iov[n++] = (struct iovec){ (char *)&e->hdr + skip, sizeof e->hdr - skip };
-        size_t arg_off = skip > sizeof e->hdr ? skip - sizeof e->hdr : 0;
-        if (e->hdr.length > arg_off)
-            iov[n++] = (struct iovec){ (char *)e->t->arg + arg_off, (size_t)e->hdr.length - arg_off };
-        skip = 0;
-    }
-    return n;
-}
-
-void wp__slot_write(wp_pool *p, slot *s)
-{
-    while (s->written < s->count && s->h.task_fd >= 0) {
-        struct iovec iov[WRITE_IOVS];
-        int n = write_iovs(s, iov);
-        ssize_t put = writev(s->h.task_fd, iov, n);
-        if (put < 0 && errno == EINTR)
-            continue;
-        if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (put < 0) { /* it died, or will: the reap says how */
-            wp__slot_stop(p, s, false, 0, NULL, lost_how(s, "its task pipe broke"));
-            return;
-        }
-        size_t left = (size_t)put;
-        while (left > 0) {
-            win_entry *e = entry_at(s, s->written);
-            size_t rest = frame_bytes(e) - s->out_done;
-            if (left < rest) {
-                s->out_done += left;
-                break;
-            }
-            left -= rest;
-            s->out_done = 0;
-            s->written++;
-            entry_wire_done(e);
-        }
-    }
-}
-
-static void protocol_error(wp_pool *p, slot *s, const char *why)
-{
-    char msg[MSG_MAX];
-    snprintf(msg, sizeof msg, "worker %d broke the protocol: %s; the pool killed it",
-             (int)s->h.pid, why);
-    wp__slot_stop(p, s, true, WP_EPROTO, msg,
-                  "was killed by the pool (SIGKILL): it broke the protocol");
-}
-
-/* The worker answered the head's frame. */
-static void handle_answer(wp_pool *p, slot *s)
-{
-    const frame_header *h = &s->in.hdr;
-    win_entry *e = entry_at(s, 0);
-    task *t = e->t;
-    bool skipped = e->skipped;
-    bool failure = h->type == FRAME_FAILURE;
-    bool ok = skipped ? failure && h->error == WP_ECANCELED
-                      : !failure || h->error == WP_ETASK || h->error == WP_E2BIG ||
-                            h->error == WP_ENOFUNC;
-    if (s->written == 0) { /* a task can write to its worker's pipe */
-        protocol_error(p, s, "answered a task before it had all of its frame");
-        return;
-    }
-    if (!ok) {
-        protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
-        return;
-    }
-    if (!skipped) {
-        wp_future_retain(&t->future); /* across entry_remove */
-        int64_t sample = (int64_t)(h->fn < (uint64_t)POLL_CAP_US ? h->fn : (uint64_t)POLL_CAP_US);
-        p->run_avg_us += (sample - p->run_avg_us) / (1 << RUN_AVG_SHIFT);
-        s->tasks_done++;
-        p->start_failures = 0;
-    }
-    entry_remove(s, 0);
-    head_changed(s);
-    if (!skipped) {
-        size_t len = (size_t)h->length;
-        char *payload = wp__frame_reader_take(&s->in);
-        if (h->type == FRAME_RESULT) {
-            wp__task_finish(p, t, 0, 0, NULL, payload, len);
-        } else {
-            wp__task_finish(p, t, h->error, h->code, payload != NULL ? payload : "", NULL, 0);
-            free(payload);
-        }
-        wp_future_release(&t->future);
-    }
-    if (s->state == SLOT_BUSY && s->count == 0) {
-        unsigned max = p->opts.max_tasks_per_worker;
-        if (max > 0 && s->tasks_done >= max)
-            wp__slot_stop(p, s, true, 0, NULL, "was retired"); /* it exits by itself anyway */
-        else
-            wp__slot_set_state(p, s, SLOT_IDLE);
-    }
-}
-
-static frame_expect slot_expects(const wp_pool *p, slot *s)
-{
-    frame_expect ex = { .types = 0, .task_id = 0, .max_message = p->opts.max_message };
-    if (s->state == SLOT_STARTING)
-        ex.types = FRAME_BIT(FRAME_READY);
-    else if (s->count > 0) {
-        ex.types = FRAME_BIT(FRAME_RESULT) | FRAME_BIT(FRAME_FAILURE);
-        ex.task_id = entry_at(s, 0)->hdr.task_id;
-    }
-    return ex;
-}
-
-/* Feed n bytes the worker sent into the frame reader; false if the slot
-   stopped meanwhile (a protocol error). */
-static bool feed(wp_pool *p, slot *s, const char *buf, size_t n)
-{
-    while (n > 0) {
-        if (s->state == SLOT_STOPPING && s->count == 0)
-            return true; /* nobody waits for it: drain */
-        frame_expect ex = slot_expects(p, s);
-        size_t want;
-        void *space = wp__frame_reader_space(&s->in, &want);
-        size_t take = n < want ? n : want;
-        memcpy(space, buf, take);
-        buf += take;
-        n -= take;
-        int rc = wp__frame_reader_advance(&s->in, take, &ex);
-        if (rc == FRAME_DONE) {
-            if (s->in.hdr.type == FRAME_READY) {
-                s->ready_at = wp__now_ms();
-                atomic_fetch_add(&p->n.workers_started, 1);
-                wp__slot_set_state(p, s, SLOT_IDLE);
-            } else {
-                handle_answer(p, s);
-            }
-            wp__frame_reader_reset(&s->in);
-            if (s->state == SLOT_STOPPING && s->deliberate)
-                return false;
-        } else if (rc < 0) {
-            protocol_error(p, s, rc == WP_E2BIG ? "result larger than max_message" : s->in.why);
-            wp__frame_reader_reset(&s->in);
-            return false;
-        }
-    }
-    return true;
-}
-
-/*
- * Read everything the worker has sent (one read for many answers; a big
- * payload straight into its place) and handle each frame.  True if at
- * least one frame was handled.
- */
-bool wp__slot_read(wp_pool *p, slot *s)
-{
-    uint64_t done_before = s->tasks_done + atomic_load(&p->n.workers_started);
-    unsigned count_before = s->count;
-    for (;;) {
-        size_t want;
-        void *space = wp__frame_reader_space(&s->in, &want);
-        bool direct = want >= READ_BUF_BYTES;
-        ssize_t n = read(s->h.result_fd, direct ? space : p->rbuf, direct ? want : READ_BUF_BYTES);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n <= 0) { /* end of file: the worker is gone or going */
-            close(s->h.result_fd);
-            s->h.result_fd = -1;
-            wp__slot_stop(p, s, false, 0, NULL, lost_how(s, "its result pipe closed"));
-            break;
-        }
-        if (direct) {
-            frame_expect ex = slot_expects(p, s);
-            int rc = wp__frame_reader_advance(&s->in, (size_t)n, &ex);
-            if (rc == FRAME_DONE || rc < 0) { /* the end of a payload cannot be an error */
-                assert(rc == FRAME_DONE);
-                handle_answer(p, s);
-                wp__frame_reader_reset(&s->in);
-            }
-        } else if (!feed(p, s, p->rbuf, (size_t)n) || (size_t)n < READ_BUF_BYTES) {
-            break;
-        }
-    }
-    return s->tasks_done + atomic_load(&p->n.workers_started) != done_before ||
-           s->count != count_before;
-}
-
 void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
 {
+    assert(t->slot == (int)(s - p->slots)); /* t is s's to stop */
     int i = entry_of(s, t);
     if (i < 0)
         return;
@@ -441,7 +240,7 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
        the read finds none, the claim words lie (a task can write them):
        the worker is killed all the same. */
     for (unsigned k = s->count; k-- > (unsigned)i + 1;) {
-        if (entry_at(s, k)->skipped)
+        if (wp__entry_at(s, k)->skipped)
             continue;
         task *n = take_back(s, k);
         if (n == NULL)
@@ -465,7 +264,7 @@ bool wp__slot_take_back_task(wp_pool *p, slot *s, task *t, int error, const char
 task *wp__slot_steal(slot *s)
 {
     for (unsigned i = 1; i < s->count; i++)
-        if (!entry_at(s, i)->skipped)
+        if (!wp__entry_at(s, i)->skipped)
             return take_back(s, i); /* the oldest not started, or none */
     return NULL;
 }
@@ -480,7 +279,7 @@ void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us)
     /* Newest first, each in front: the line keeps their order.  The first
        behind the head stays (an idle worker may steal it). */
     for (unsigned i = s->count; i-- > HOL_KEEP;) {
-        if (entry_at(s, i)->skipped)
+        if (wp__entry_at(s, i)->skipped)
             continue;
         task *t = take_back(s, i);
         if (t != NULL)
@@ -504,7 +303,7 @@ void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *ms
     }
     while (s->count > 0) {
         unsigned i = s->count - 1;
-        win_entry *e = entry_at(s, i);
+        win_entry *e = wp__entry_at(s, i);
         if (e->skipped) {
             entry_remove(s, i);
             continue;
@@ -530,23 +329,23 @@ void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *ms
 
 task *wp__slot_head_task(slot *s)
 {
-    if (s->count == 0 || entry_at(s, 0)->skipped)
+    if (s->count == 0 || wp__entry_at(s, 0)->skipped)
         return NULL;
-    return entry_at(s, 0)->t;
+    return wp__entry_at(s, 0)->t;
 }
 
 uint64_t wp__slot_stealable_id(slot *s)
 {
     for (unsigned i = 1; i < s->count; i++)
-        if (!entry_at(s, i)->skipped)
-            return entry_at(s, i)->hdr.task_id;
+        if (!wp__entry_at(s, i)->skipped)
+            return wp__entry_at(s, i)->hdr.task_id;
     return UINT64_MAX;
 }
 
 task *wp__slot_cancellable(slot *s)
 {
     for (unsigned i = s->count; i-- > 0;) {
-        win_entry *e = entry_at(s, i);
+        win_entry *e = wp__entry_at(s, i);
         if (e->skipped)
             continue;
         if (i == 0 && (e->t->opts.flags & WP_TASK_SHIELD) && wp__slot_head_started(s) >= 0)

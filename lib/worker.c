@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -32,8 +33,13 @@
 #include "worker.h"
 
 _Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel as 64 bits");
+/* The claim words and start times are shared with the pool's process: an
+   atomic that needs a lock would need one in shared memory. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics are lock-free");
 
 /* ------------------------------------------------------------ result buf */
+
+#define BUF_FIRST_CAP 256 /* bytes of a result's first allocation; then it doubles */
 
 int wp_buf_append(wp_buf *b, const void *data, size_t len)
 {
@@ -44,7 +50,7 @@ int wp_buf_append(wp_buf *b, const void *data, size_t len)
         return WP_E2BIG;
     }
     if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : BUF_FIRST_CAP;
         while (cap < b->len + len)
             cap = cap > b->max / 2 ? b->max : cap * 2;
         char *p = realloc(b->data, cap);
@@ -59,14 +65,26 @@ int wp_buf_append(wp_buf *b, const void *data, size_t len)
     return 0;
 }
 
-int wp_buf_fail(wp_buf *b, int code, const char *message)
+static void buf_failed(wp_buf *b, int code, int outcome, const char *message)
 {
-    if (b == NULL)
-        return code;
     b->failed = true;
     b->code = code;
+    b->outcome = outcome;
     snprintf(b->message, sizeof b->message, "%s", message != NULL ? message : "");
+}
+
+int wp_buf_fail(wp_buf *b, int code, const char *message)
+{
+    if (b != NULL)
+        buf_failed(b, code, 0, message);
     return code;
+}
+
+int wp__buf_fail_outcome(wp_buf *b, int outcome, const char *message)
+{
+    assert(outcome < 0 && wp__worker_outcome(outcome) && outcome != WP_ETASK);
+    buf_failed(b, 0, outcome, message);
+    return outcome;
 }
 
 /* ------------------------------------------------------------ worker loop */
@@ -204,7 +222,9 @@ static bool claim_task(worker *w, const frame_header *task)
     unsigned pos = (unsigned)task->code;
     if (pos >= WINDOW_MAX)
         _exit(WORKER_EXIT_BAD_FRAME);
-    atomic_store(&w->shared->started_us[pos], wp__now_us()); /* before the swap publishes it */
+    /* The start time first: the swap (seq_cst) publishes it to a pool that
+       sees STARTED (wp__slot_head_started). */
+    atomic_store(&w->shared->started_us[pos], wp__now_us());
     return wp__claim(&w->shared->claim[pos], task->task_id, CLAIM_STARTED);
 }
 
@@ -235,11 +255,13 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     /* One write per result, at once: a result held back while the next
        task runs would be lost if the pool killed that task's worker. */
     if (result.overflow) {
-        char msg[128];
+        char msg[WP_MSG_MAX];
         snprintf(msg, sizeof msg, "result larger than max_message (%zu bytes)", w->cfg->max_message);
         send_failure(w, task->task_id, WP_E2BIG, 0, msg, run_us);
+    } else if (result.outcome != 0) { /* the library's own task failed (worker.h) */
+        send_failure(w, task->task_id, result.outcome, 0, result.message, run_us);
     } else if (result.failed || rc != 0) {
-        char msg[64];
+        char msg[WP_MSG_MAX];
         if (!result.failed)
             snprintf(msg, sizeof msg, "task returned %d", rc);
         send_failure(w, task->task_id, WP_ETASK, result.failed ? result.code : rc,
@@ -312,20 +334,22 @@ static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid
     worker_main(cfg, slot, task_fd, result_fd);
 }
 
-int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out)
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out, int *os_error)
 {
     int to_worker[2], from_worker[2];
-    if (pipe2(to_worker, O_CLOEXEC) < 0)
-        return -errno;
+    if (pipe2(to_worker, O_CLOEXEC) < 0) {
+        *os_error = errno;
+        return WP_ESPAWN;
+    }
     if (pipe2(from_worker, O_CLOEXEC) < 0) {
-        int e = errno;
+        *os_error = errno;
         close(to_worker[0]);
         close(to_worker[1]);
-        return -e;
+        return WP_ESPAWN;
     }
     /* Bigger pipes move large arguments in fewer wake-ups; best effort. */
-    (void)fcntl(to_worker[1], F_SETPIPE_SZ, 1 << 20);
-    (void)fcntl(from_worker[1], F_SETPIPE_SZ, 1 << 20);
+    (void)fcntl(to_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
+    (void)fcntl(from_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
 
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -337,14 +361,17 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
     if (pid < 0) {
         close(to_worker[1]);
         close(from_worker[0]);
-        return -e;
+        *os_error = e;
+        return WP_ESPAWN;
     }
     (void)setpgid(pid, pid);
-    wp__fd_set_nonblock(to_worker[1]);
-    wp__fd_set_nonblock(from_worker[0]);
+    /* Cannot fail: both are descriptors this call just made. */
+    (void)wp__fd_set_nonblock(to_worker[1]);
+    (void)wp__fd_set_nonblock(from_worker[0]);
     out->pid = pid;
     out->task_fd = to_worker[1];
     out->result_fd = from_worker[0];
-    out->pidfd = wp__pidfd_open(pid);
+    int pidfd = wp__pidfd_open(pid);
+    out->pidfd = pidfd >= 0 ? pidfd : -1; /* without one: by pid (worker.h) */
     return 0;
 }

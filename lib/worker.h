@@ -23,10 +23,25 @@ struct wp_buf {
     size_t len, cap;
     size_t max;       /* max_message */
     bool   overflow;  /* an append would have crossed max */
-    bool   failed;    /* wp_buf_fail was called */
-    int    code;
+    bool   failed;    /* wp_buf_fail or wp__buf_fail_outcome was called */
+    int    code;      /* wp_buf_fail: the task's own code */
+    int    outcome;   /* wp__buf_fail_outcome: a WP_E* code, 0 = none */
     char   message[WP_BUF_MESSAGE_MAX];
 };
+
+/* For the library's own task functions (the batcher's trampoline): fail
+   with a library outcome — the future fails with `outcome` (WP_EPROTO,
+   WP_ENOMEM), not WP_ETASK with a code of the task's, so it cannot be
+   taken for the user function's own failure.  Returns outcome. */
+int wp__buf_fail_outcome(wp_buf *b, int outcome, const char *message) WP_INTERNAL;
+
+/* The FAILURE outcomes a worker may send (docs/ARCHITECTURE.md, "Wire
+   format"), besides WP_ECANCELED for a task it skipped. */
+static inline bool wp__worker_outcome(int error)
+{
+    return error == WP_ETASK || error == WP_E2BIG || error == WP_ENOFUNC ||
+           error == WP_EPROTO || error == WP_ENOMEM;
+}
 
 /* Exit statuses a worker uses on its own, so the pool can say why. */
 enum {
@@ -50,6 +65,10 @@ enum {
  */
 #define WINDOW_MAX 32
 
+/* What each of a worker's pipes is asked to hold (F_SETPIPE_SZ, best
+   effort): large arguments move in fewer wake-ups. */
+#define WORKER_PIPE_BYTES (1 << 20)
+
 enum { CLAIM_OFFERED = 1, CLAIM_STARTED = 2, CLAIM_SKIPPED = 3 };
 #define CLAIM(id, state) (((uint64_t)(id) << 2) | (uint64_t)(state))
 
@@ -59,7 +78,10 @@ typedef struct worker_shared {
 } worker_shared;
 
 /* Swap the claim word from CLAIM_OFFERED to `to` for task id: false if the
-   other side got there first. */
+   other side got there first.  seq_cst, so both a release (of what the
+   swapper wrote before: a start time) and an acquire.  The word is in
+   memory shared between processes: lock-free 64-bit atomics work across
+   them (a static assert in worker.c checks they are lock-free). */
 static inline bool wp__claim(atomic_uint_fast64_t *word, uint64_t id, int to)
 {
     uint_fast64_t offered = CLAIM(id, CLAIM_OFFERED);
@@ -122,8 +144,9 @@ typedef struct worker_handle {
  *   its pipe, which a process its task forked can hold open.
  */
 
-/* Fork the worker for slot.  0, or -errno if pipes or fork failed.  In the
-   child this never returns. */
-int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out) WP_INTERNAL;
+/* Fork the worker for slot.  0, or WP_ESPAWN with *os_error the errno value
+   of the pipe2() or fork() that failed.  In the child this never returns. */
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out,
+                     int *os_error) WP_INTERNAL;
 
 #endif

@@ -56,9 +56,12 @@ static struct cmsghdr *record(encoded *e)
     return CMSG_FIRSTHDR(&mh);
 }
 
+/* The decoder's verdict in one number: its code, else what it found wrong
+   with the descriptors (fds->error), negated. */
 static int decode(const encoded *e, int flags, fs_msg *m, fs_msg_fds *fds)
 {
-    return wp__fs_msg_decode(&e->msg, sizeof e->msg, flags, e->ctl.buf, e->controllen, m, fds);
+    int rc = wp__fs_msg_decode(&e->msg, sizeof e->msg, flags, e->ctl.buf, e->controllen, m, fds);
+    return rc < 0 ? rc : -fds->error;
 }
 
 /* Is fd open? */
@@ -129,7 +132,7 @@ WP_TEST(data_part_not_a_message)
         unsigned char data[sizeof(fs_msg) + 1] = { 0 };
         memcpy(data, &e.msg, sizeof e.msg);
         ck_assert_int_eq(wp__fs_msg_decode(data, lens[i], 0, e.ctl.buf, e.controllen, &m, &fds),
-                         -EBADMSG);
+                         WP_EPROTO);
         ck_assert_uint_eq(m.op, 0);
         ck_assert_uint_eq(m.nfds, 0);
         /* What came with it is listed, for closing. */
@@ -138,7 +141,7 @@ WP_TEST(data_part_not_a_message)
     }
     fs_msg m;
     fs_msg_fds fds;
-    ck_assert_int_eq(decode(&e, MSG_TRUNC, &m, &fds), -EBADMSG);
+    ck_assert_int_eq(decode(&e, MSG_TRUNC, &m, &fds), WP_EPROTO);
     ck_assert_uint_eq(fds.n, 2);
 }
 
@@ -218,7 +221,8 @@ WP_TEST(wrong_control_length)
     unsigned char big[FS_MSG_CONTROL_SIZE + 8];
     memset(big, 0, sizeof big);
     memcpy(big, e.ctl.buf, sizeof e.ctl.buf);
-    ck_assert_int_eq(wp__fs_msg_decode(&e.msg, sizeof e.msg, 0, big, sizeof big, &m, &fds), -EPROTO);
+    ck_assert_int_eq(wp__fs_msg_decode(&e.msg, sizeof e.msg, 0, big, sizeof big, &m, &fds), 0);
+    ck_assert_int_eq(fds.error, EPROTO);
     ck_assert_uint_eq(fds.n, 0);
 
     /* A record, then a piece of one. */
@@ -302,7 +306,7 @@ static void recv_fails_cleanly(int sock)
     fs_msg m;
     int fds[FS_MAX_FDS] = { -1, -1, -1 }, nfds = -1, fd_error = -1;
     leave_stale_records();
-    ck_assert_int_eq(wp__fs_msg_recv(sock, &m, fds, &nfds, &fd_error, MSG_DONTWAIT), -1);
+    ck_assert_int_eq(wp__fs_msg_recv(sock, &m, fds, &nfds, &fd_error, MSG_DONTWAIT), WP_ESHUTDOWN);
     ck_assert_int_eq(nfds, 0);
     ck_assert_msg(fd_open(STALE_FD), "descriptor %d, never received, was closed", STALE_FD);
 }
@@ -331,8 +335,8 @@ WP_TEST(socket_round_trip)
     ck_assert_int_eq(wp__fs_msg_recv(e.sock[1], &m, fds, &nfds, &fd_error, MSG_DONTWAIT), 0);
 
     int send[FS_MAX_FDS] = { e.pipe[0], e.pipe[1], e.pipe[1] };
-    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, send, FS_MAX_FDS, 0), 0);
-    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, NULL, 0, 0), 0);
+    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, send, FS_MAX_FDS, 0, NULL), 0);
+    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, NULL, 0, 0, NULL), 0);
     ck_assert_int_eq(wp__fs_msg_recv(e.sock[1], &m, fds, &nfds, &fd_error, 0), 1);
     ck_assert_int_eq(fd_error, 0);
     ck_assert_int_eq(nfds, FS_MAX_FDS);
@@ -355,7 +359,7 @@ WP_TEST(emfile_cuts_descriptors)
 {
     endpoints e = endpoints_open();
     int send[FS_MAX_FDS] = { e.pipe[0], e.pipe[1], e.pipe[0] };
-    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, send, FS_MAX_FDS, 0), 0);
+    ck_assert_int_eq(wp__fs_msg_send(e.sock[0], &sample, send, FS_MAX_FDS, 0, NULL), 0);
 
     int low = lowest_free_fd();
     struct rlimit old, tight;
@@ -391,7 +395,7 @@ WP_TEST(foreign_datagram)
     ck_assert_int_eq(sendmsg(e.sock[0], &mh, MSG_NOSIGNAL), 3);
     fs_msg m;
     int fds[FS_MAX_FDS], nfds;
-    ck_assert_int_eq(wp__fs_msg_recv(e.sock[1], &m, fds, &nfds, NULL, 0), -1);
+    ck_assert_int_eq(wp__fs_msg_recv(e.sock[1], &m, fds, &nfds, NULL, 0), WP_EPROTO);
     ck_assert_int_eq(nfds, 0);
     ck_assert_int_eq(lowest_free_fd(), low);
     endpoints_close(&e);

@@ -121,7 +121,7 @@ static void wait_waiter_linked(wp_future *f)
 {
     for (;;) {
         pthread_mutex_lock(&f->mu);
-        bool linked = f->waiters != NULL;
+        bool linked = !wp__list_empty(&f->waiters);
         pthread_mutex_unlock(&f->mu);
         if (linked)
             return;
@@ -132,7 +132,7 @@ static void wait_waiter_linked(wp_future *f)
 static bool no_waiters(wp_future *f)
 {
     pthread_mutex_lock(&f->mu);
-    bool none = f->waiters == NULL;
+    bool none = wp__list_empty(&f->waiters);
     pthread_mutex_unlock(&f->mu);
     return none;
 }
