@@ -278,7 +278,8 @@ WP_EXTERN int wp_future_state(const wp_future *f);
 WP_EXTERN int wp_future_wait(wp_future *f, int64_t timeout_ms);
 
 /* Settled: 0 on success or the outcome code (WP_ETASK, WP_ECRASHED,
-   WP_ETIMEDOUT, WP_ECANCELED, WP_EPROTO, WP_E2BIG, WP_ESPAWN, WP_ENOFUNC).
+   WP_ETIMEDOUT, WP_ECANCELED, WP_EPROTO, WP_E2BIG, WP_ESPAWN, WP_ENOFUNC;
+   for a batcher item also WP_ENOMEM).
    Not yet settled: WP_EAGAIN. */
 WP_EXTERN int wp_future_error(const wp_future *f);
 
@@ -375,8 +376,10 @@ typedef struct wp_batcher wp_batcher;
  * A batch function.  Runs in a worker process: n items in, result i goes to
  * results[i].  Return non-zero to fail the whole batch (every item fails
  * with WP_ETASK and that code); wp_buf_fail(results[i], ...) fails item i
- * alone.  Item bytes are not aligned: memcpy them out before reading
- * anything wider than a byte.
+ * alone.  A batch the library itself cannot unpack or pack in the worker
+ * fails every item with WP_EPROTO or WP_ENOMEM (code 0, never retried).
+ * Item bytes are not aligned: memcpy them out before reading anything wider
+ * than a byte.
  */
 typedef int (*wp_batch_fn)(const wp_item *items, size_t n, wp_buf *const *results);
 
@@ -390,8 +393,9 @@ typedef struct wp_batcher_options {
 } wp_batcher_options;
 
 /* Create a batcher that runs fn on pool.  0, WP_EINVAL (out, pool or fn
-   NULL, a negative time, unknown task flags), WP_ENOMEM, WP_EBUSY (from a
-   done-callback or task code).  Item futures settle on the pool's
+   NULL, a negative time, unknown task flags, set reserved words), WP_ENOMEM,
+   WP_ESPAWN (its thread could not be started), WP_ESHUTDOWN (the pool is
+   shutting down), WP_EBUSY (from a done-callback or task code).  Item futures settle on the pool's
    dispatcher thread (their done-callbacks run there), except pending items
    that are cancelled, which settle on the batcher's own thread.  A batch
    carries at most max_message bytes in all, so one item may be up to

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "workerpool.h"
 
 /* The table, expanded here the way a program may expand it. */
@@ -29,7 +30,7 @@ static const int contract[] = {
 };
 #define NCONTRACT (sizeof contract / sizeof contract[0])
 
-START_TEST(codes_are_the_contract)
+WP_TEST(codes_are_the_contract)
 {
     ck_assert_uint_eq(NCODES, NCONTRACT);
     for (size_t i = 0; i < NCODES; i++) {
@@ -43,9 +44,8 @@ START_TEST(codes_are_the_contract)
     ck_assert_int_eq(WP_EBUSY, -13);
     ck_assert_str_eq(table[NCODES - 1].name, "WP_EBUSY");
 }
-END_TEST
 
-START_TEST(codes_are_distinct_and_negative)
+WP_TEST(codes_are_distinct_and_negative)
 {
     for (size_t i = 0; i < NCODES; i++) {
         ck_assert_int_lt(table[i].code, 0);
@@ -53,9 +53,8 @@ START_TEST(codes_are_distinct_and_negative)
             ck_assert_int_ne(table[i].code, table[j].code);
     }
 }
-END_TEST
 
-START_TEST(every_code_has_its_own_words)
+WP_TEST(every_code_has_its_own_words)
 {
     const char *unknown = wp_strerror(1);
     const char *success = wp_strerror(0);
@@ -71,9 +70,8 @@ START_TEST(every_code_has_its_own_words)
                           table[i].name, table[j].name);
     }
 }
-END_TEST
 
-START_TEST(success_and_unknown)
+WP_TEST(success_and_unknown)
 {
     ck_assert_str_eq(wp_strerror(0), "success");
     const int unknown[] = { 1, 42, -14, -100, WP_EBUSY - 1, (int)(-2147483647 - 1), 2147483647 };
@@ -83,21 +81,16 @@ START_TEST(success_and_unknown)
         ck_assert_str_eq(s, "unknown error");
     }
 }
-END_TEST
 
 int main(void)
 {
-    /* Pure table checks: no pool, no fork needed. */
-    TCase *tc = tcase_create("table");
-    const TTest *tests[] = { codes_are_the_contract, codes_are_distinct_and_negative,
-                             every_code_has_its_own_words, success_and_unknown };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
-        tcase_add_test(tc, tests[i]);
-    Suite *s = suite_create("errors");
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    /* Pure table checks: no pool. */
+    const tu_suite suite = { .name = "errors", .timeout_s = 30 };
+    const tu_test tests[] = {
+        TU_CASE("table", codes_are_the_contract),
+        TU_CASE("table", codes_are_distinct_and_negative),
+        TU_CASE("table", every_code_has_its_own_words),
+        TU_CASE("table", success_and_unknown),
+    };
+    return tu_main(suite, tests, TU_COUNT(tests));
 }
