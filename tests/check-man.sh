@@ -11,7 +11,10 @@
 #     wp_* pages referred to exist (code such as exit(0) is set as code);
 #   - every WP_EXTERN function of the header has a page (or a .so link to
 #     one) whose NAME lists it, and workerpool(3) lists it too;
-#   - every page is in man/Makefile.inc (so it is installed and shipped).
+#   - every page is in man/Makefile.inc (so it is installed and shipped);
+#   - for each XX(NAME, VALUE, "text") of WP_ERRNO_MAP in the header,
+#     wp_strerror(3) lists WP_NAME with its value and the exact text, and
+#     the error table of workerpool(3) gives the same value and text.
 # Skipped (77) where groff is not installed (Debian: groff-base).
 srcdir=${srcdir:-.}
 man="$srcdir/man"
@@ -107,6 +110,56 @@ for fn in $fns; do
     [ -n "$mine" ] || fail "$fn: not in the ATTRIBUTES table of $(basename "$page")"
     [ "$mine" = "$theirs" ] ||
         fail "$fn: attributes differ: its page says \"$mine\", workerpool(3) \"$theirs\""
+done
+
+# The error codes: WP_ERRNO_MAP, one "NAME|VALUE|text" line per code.
+codes=$(sed -n 's/^[[:space:]]*XX(\([A-Z0-9_]*\),[[:space:]]*\(-[0-9]*\),[[:space:]]*"\(.*\)")[[:space:][:punct:]]*$/\1|\2|\3/p' "$header")
+[ -n "$codes" ] || fail "no XX(...) entries of WP_ERRNO_MAP found in $header"
+[ "$(echo "$codes" | wc -l)" -eq "$(grep -c '^[[:space:]]*XX(' "$header")" ] ||
+    fail "an XX(...) entry of WP_ERRNO_MAP in $header is not XX(NAME, -N, \"text\") on one line"
+
+# listed PAGE: the codes PAGE lists, one "WP_NAME|VALUE|line" per code,
+# where line is where its description starts; groff escapes (\%, \-, \&,
+# fonts) are taken out first.  Two forms: wp_strerror(3)'s
+#   .BR \%WP_NAME " (\-1)"        then the text on the next line,
+# and a row of workerpool(3)'s table (its meaning cell may be a T{ block):
+#   \%\fBWP_NAME\fP<tab>\-1<tab>kind<tab>text
+listed() {
+    sed -e 's/\\%//g' -e 's/\\&//g' -e 's/\\-/-/g' -e 's/\\f[BIPR]//g' "$1" | awk -F '\t' '
+        want != "" { print want "|" $0; want = ""; next }
+        /^\.BR WP_[A-Z0-9_]+ " \(-[0-9]+\)"$/ {
+            v = $0; sub(/^[^(]*\(/, "", v); sub(/\).*/, "", v)
+            n = $0; sub(/^\.BR /, "", n); sub(/ .*/, "", n)
+            want = n "|" v; next }
+        NF == 4 && $1 ~ /^WP_[A-Z0-9_]+$/ && $2 ~ /^-[0-9]+$/ {
+            if ($4 == "T{") want = $1 "|" $2; else print $1 "|" $2 "|" $4 }'
+}
+# wp_strerror(3) gives the text alone on its line; workerpool(3) may go on
+# after it with "; ..." or " (...)".  (awk -v reads backslashes in a text
+# as escapes: the texts have none.)
+for page in "$man/wp_strerror.3" "$man/workerpool.3"; do
+    [ -f "$page" ] || { fail "no page $page"; continue; }
+    case $page in */wp_strerror.3) alone=1 ;; *) alone=0 ;; esac
+    have=$(listed "$page")
+    for listed_code in $(echo "$have" | cut -d '|' -f 1); do
+        echo "$codes" | grep -q "^${listed_code#WP_}|" ||
+            fail "$(basename "$page"): lists $listed_code, which WP_ERRNO_MAP does not have"
+    done
+    while IFS='|' read -r code value text; do
+        [ -n "$code" ] || continue
+        # WP_<code> is listed once, with value, and its line is text (or
+        # begins with it, then "; " or " (").
+        why=$(echo "$have" | awk -F '|' -v n="WP_$code" -v v="$value" -v t="$text" -v alone="$alone" '
+            $1 == n { found++; line = substr($0, length($1) + length($2) + 3)
+                      rest = substr(line, length(t) + 1)
+                      ok = index(line, t) == 1 && (rest == "" || (!alone && rest ~ /^(;| \()/))
+                      if ($2 != v) print "value " $2 " (header: " v ")"
+                      if (!ok) print "text \"" line "\" (header: \"" t "\")" }
+            END { if (found != 1) print "listed " found + 0 " times with a value (header: " v ", \"" t "\")" }')
+        [ -z "$why" ] || fail "$(basename "$page"): WP_$code: $why"
+    done <<EOF
+$codes
+EOF
 done
 
 [ "$status" -eq 0 ] && echo "man pages: $pages pages, $(echo "$fns" | wc -l) functions, all clean"
