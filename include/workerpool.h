@@ -171,8 +171,8 @@ WP_EXTERN int wp_pool_create(wp_pool **out, const wp_pool_options *opts);
  * run to their end or their own deadline, and shutdown waits for them.
  * Returns when every future has settled and every worker process is gone and
  * reaped.  Idempotent, and safe from any thread; a later call with a shorter
- * grace shortens it.  Returns 0, or WP_EBUSY when called from a done-callback
- * or from task code (it would deadlock).
+ * grace shortens it.  Returns 0, WP_EINVAL (pool NULL), or WP_EBUSY when
+ * called from a done-callback or from task code (it would deadlock).
  */
 WP_EXTERN int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms);
 
@@ -269,7 +269,7 @@ WP_EXTERN int wp_submit_many(wp_pool *pool, wp_task_fn fn, const wp_item *items,
 /* Future states.  The last three are "settled" and never change again. */
 enum { WP_PENDING, WP_RUNNING, WP_SUCCEEDED, WP_FAILED, WP_CANCELLED };
 
-/* The state right now (without blocking). */
+/* The state right now (without blocking); WP_EINVAL if f is NULL. */
 WP_EXTERN int wp_future_state(const wp_future *f);
 
 /* Wait until the future settles or timeout_ms passes (-1 = no limit, 0 =
@@ -279,7 +279,8 @@ WP_EXTERN int wp_future_wait(wp_future *f, int64_t timeout_ms);
 
 /* Settled: 0 on success or the outcome code (WP_ETASK, WP_ECRASHED,
    WP_ETIMEDOUT, WP_ECANCELED, WP_EPROTO, WP_E2BIG, WP_ESPAWN, WP_ENOFUNC;
-   for a batcher item also WP_ENOMEM).
+   for a batcher item also WP_ENOMEM, and WP_EPROTO or WP_ENOMEM from the
+   batcher's own thread).  WP_EINVAL if f is NULL.
    Not yet settled: WP_EAGAIN. */
 WP_EXTERN int wp_future_error(const wp_future *f);
 
@@ -449,6 +450,7 @@ typedef struct wp_batcher_stats {
     uint64_t reserved[8];       /* written as zeros: room for later counters */
 } wp_batcher_stats;
 
+/* Fill *out: 0, or WP_EINVAL if b or out is NULL. */
 WP_EXTERN int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out);
 
 #ifdef __cplusplus
