@@ -33,14 +33,8 @@
  *   check_control_stress.c    the hard cases: many threads at once, huge
  *                             times, a descriptor limit, the window race.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,12 +187,10 @@ int count_task(const void *arg, size_t len, wp_buf *out)
 
 int main(void)
 {
+    static tu_part_fn *const parts[] = {
+        control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
+        control_add_worker_tests, control_add_stress_tests,
+    };
     const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };
-    Suite *s = suite_create(suite.name);
-    control_add_deadline_tests(s, &suite);
-    control_add_cancel_tests(s, &suite);
-    control_add_retry_tests(s, &suite);
-    control_add_worker_tests(s, &suite);
-    control_add_stress_tests(s, &suite);
-    return tu_run_suite(s, suite.fork);
+    return tu_main_parts(suite, parts, TU_COUNT(parts));
 }

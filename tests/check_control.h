@@ -7,9 +7,11 @@
 #ifndef WP_CHECK_CONTROL_H
 #define WP_CHECK_CONTROL_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
+/* What most of the suite's files use, besides what testutil.h includes. */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "testutil.h"
 
@@ -56,12 +58,8 @@ typedef struct count_arg {
 count_arg count_arg_of(const char *name, int ok_at, int mode);
 int count_task(const void *arg, size_t len, wp_buf *out);
 
-/* Each file's tests, added to s in the order they run (main calls these
-   in the order below). */
-void control_add_deadline_tests(Suite *s, const tu_suite *def);
-void control_add_cancel_tests(Suite *s, const tu_suite *def);
-void control_add_retry_tests(Suite *s, const tu_suite *def);
-void control_add_worker_tests(Suite *s, const tu_suite *def);
-void control_add_stress_tests(Suite *s, const tu_suite *def);
+/* Each file's part of the table (TU_PART), in the order main runs them. */
+tu_part_fn control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
+           control_add_worker_tests, control_add_stress_tests;
 
 #endif

@@ -7,14 +7,7 @@
  * cancel never hits another task: not the next one on the worker, not one
  * prefetched, not while the task's frame is being written.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "check_control.h"
 
 /* f succeeded with the int pid as its result. */
@@ -368,9 +361,7 @@ WP_TEST_BOTH(cancel_while_writing)
 
 /* ---------------------------------------------------------- its tests */
 
-void control_add_cancel_tests(Suite *s, const tu_suite *def)
-{
-    const tu_test tests[] = {
+TU_PART(control_add_cancel_tests,
         TU_TEST(cancel_queued),
         TU_TEST(cancel_queued_worker_finishes),
         TU_TEST(cancel_running),
@@ -380,7 +371,4 @@ void control_add_cancel_tests(Suite *s, const tu_suite *def)
         TU_TEST(shield_survives_shutdown),
         TU_TEST(late_cancel_spares_next),
         TU_TEST(cancel_prefetched),
-        TU_TEST(cancel_while_writing),
-    };
-    tu_add_tests(s, def, tests, TU_COUNT(tests));
-}
+        TU_TEST(cancel_while_writing))

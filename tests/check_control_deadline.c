@@ -6,14 +6,7 @@
  * hangs are cut off, and a task finishing right at its deadline settles
  * exactly once.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <string.h>
-
 #include "check_control.h"
 
 /* The deadline counts from the start of the attempt: a task that waited
@@ -139,13 +132,8 @@ WP_TEST_BOTH(deadline_race_settles_once)
 
 /* ---------------------------------------------------------- its tests */
 
-void control_add_deadline_tests(Suite *s, const tu_suite *def)
-{
-    const tu_test tests[] = {
+TU_PART(control_add_deadline_tests,
         TU_TEST(deadline_counts_from_start),
         TU_TEST(deadline_kills_worker),
         TU_TEST(deadline_on_hang),
-        TU_TEST(deadline_race_settles_once),
-    };
-    tu_add_tests(s, def, tests, TU_COUNT(tests));
-}
+        TU_TEST(deadline_race_settles_once))

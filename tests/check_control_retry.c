@@ -5,13 +5,7 @@
  * retries, each attempt seeing its number (count_task), with delays that
  * double and block no other task, and a cancel during a delay ends it.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
-#include <signal.h>
-#include <stdint.h>
-#include <string.h>
-
 #include "check_control.h"
 
 /* f, a count_task, succeeded on attempt n (its result is the attempt
@@ -193,16 +187,11 @@ WP_TEST_BOTH(cancel_during_retry_delay)
 
 /* ---------------------------------------------------------- its tests */
 
-void control_add_retry_tests(Suite *s, const tu_suite *def)
-{
-    const tu_test tests[] = {
+TU_PART(control_add_retry_tests,
         TU_TEST(retry_until_success),
         TU_TEST(retries_exhausted),
         TU_TEST(retry_after_crash),
         TU_TEST(retry_after_timeout),
         TU_TEST(retry_delay_doubles),
         TU_TEST(retry_delay_does_not_block),
-        TU_TEST(cancel_during_retry_delay),
-    };
-    tu_add_tests(s, def, tests, TU_COUNT(tests));
-}
+        TU_TEST(cancel_during_retry_delay))

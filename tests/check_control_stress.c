@@ -6,16 +6,7 @@
  * saturate, a descriptor limit lowered under a pool, and cancels racing
  * the claim of tasks in a worker's window.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 
@@ -387,13 +378,8 @@ WP_TEST_BOTH(window_take_back_race)
 
 /* ---------------------------------------------------------- its tests */
 
-void control_add_stress_tests(Suite *s, const tu_suite *def)
-{
-    const tu_test tests[] = {
+TU_PART(control_add_stress_tests,
         TU_TEST(stress_mixed),
         TU_TEST(huge_times_saturate),
         TU_TEST(fd_limit),
-        TU_TEST(window_take_back_race),
-    };
-    tu_add_tests(s, def, tests, TU_COUNT(tests));
-}
+        TU_TEST(window_take_back_race))

@@ -7,14 +7,7 @@
  * alone, and the crash-loop guard backs off a worker_init that always
  * fails.
  */
-
 #define _GNU_SOURCE
-#include <check.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "check_control.h"
@@ -346,16 +339,11 @@ WP_TEST_BOTH(crash_loop_backoff)
 
 /* ---------------------------------------------------------- its tests */
 
-void control_add_worker_tests(Suite *s, const tu_suite *def)
-{
-    const tu_test tests[] = {
+TU_PART(control_add_worker_tests,
         TU_TEST(max_tasks_per_worker),
         TU_TEST(worker_init_once_per_worker),
         TU_TEST(worker_init_fails_espawn),
         TU_TEST(worker_init_hangs),
         TU_TEST(worker_init_recovers),
         TU_TEST(memory_limit),
-        TU_TEST(crash_loop_backoff),
-    };
-    tu_add_tests(s, def, tests, TU_COUNT(tests));
-}
+        TU_TEST(crash_loop_backoff))

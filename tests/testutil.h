@@ -110,6 +110,32 @@ int tu_main(tu_suite def, const tu_test *tests, size_t n);
    CK_FORK_GETENV is Check's default) and return the exit status for main:
    EXIT_FAILURE if any failed. */
 int tu_run_suite(Suite *s, enum fork_status fork_status);
+
+/*
+ * A suite in several files (one binary): each file adds its part of the
+ * table, and main runs the parts in order.  TU_PART(fn, entries...)
+ * defines the function fn, a tu_part_fn that adds those TU_TEST and
+ * TU_CASE entries to s as tu_add_tests does (a TU_CASE group belongs to
+ * one part):
+ *
+ *   TU_PART(control_add_retry_tests,          in check_control_retry.c
+ *           TU_TEST(retry_until_success),
+ *           TU_TEST(retries_exhausted))
+ *
+ *   tu_part_fn control_add_retry_tests, ...;  in the suite's header
+ *
+ *   static tu_part_fn *const parts[] = { ..., control_add_retry_tests, ... };
+ *   return tu_main_parts(suite, parts, TU_COUNT(parts));    in its main
+ */
+typedef void tu_part_fn(Suite *s, const tu_suite *def);
+#define TU_PART(fn, ...)                                          \
+    void fn(Suite *s, const tu_suite *def)                        \
+    {                                                             \
+        const tu_test tu_part_[] = { __VA_ARGS__ };               \
+        tu_add_tests(s, def, tu_part_, TU_COUNT(tu_part_));       \
+    }
+/* tu_main for such a suite: make it from def and the n parts, run it. */
+int tu_main_parts(tu_suite def, tu_part_fn *const *parts, size_t n);
 /*
  * TU_ASAN: built with AddressSanitizer.  Its allocator (as in GCC 12's
  * libasan) is not fork-safe: a process forked while another thread holds

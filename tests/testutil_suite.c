@@ -72,6 +72,14 @@ int tu_main(tu_suite def, const tu_test *tests, size_t n)
     return tu_run_suite(s, def.fork);
 }
 
+int tu_main_parts(tu_suite def, tu_part_fn *const *parts, size_t n)
+{
+    Suite *s = suite_create(def.name);
+    for (size_t i = 0; i < n; i++)
+        parts[i](s, &def);
+    return tu_run_suite(s, def.fork);
+}
+
 int tu_run_suite(Suite *s, enum fork_status fork_status)
 {
     SRunner *r = srunner_create(s);
