@@ -49,8 +49,9 @@
  *                               (WP_START_FORKSERVER, then WP_START_FORK),
  *                               and tu_make_pool makes its pool with it.
  *
- * The table is the suite's main (tu_main, below).  A new test is one
- * function and one line of that table:
+ * The table is the suite's main (tu_main, below), or, in a suite of
+ * several files, its file's part (TU_PART).  A new test is one function
+ * and one line of that table:
  *
  *   WP_TEST_BOTH(cancel_twice)
  *   {
