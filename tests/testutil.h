@@ -6,6 +6,15 @@
  * the helpers every suite would otherwise write again (its pool, waits on
  * events, outcome and stats checks, many submitting threads, processes and
  * descriptors).
+ *
+ * One header, in sections named after the file that implements each:
+ *   testutil_suite.c  writing and running tests: macros, tables, tu_main,
+ *                     sanitizer builds, seeds and scaling, clocks;
+ *   testutil.c        task functions, and pools, futures, outcomes, stats
+ *                     and crowds of submitting threads;
+ *   testutil_files.c  temporary files and FIFOs, and tasks held on them;
+ *   testutil_proc.c   processes and /proc, descriptors, blocked threads,
+ *                     the spin check.
  */
 #ifndef WP_TESTUTIL_H
 #define WP_TESTUTIL_H
@@ -18,6 +27,8 @@
 #include <string.h>
 
 #include "workerpool.h"
+
+/* ============================= writing and running tests: testutil_suite.c */
 
 /* How long a test waits for a condition that must come true. */
 #define TU_DEADLINE_MS 20000
@@ -38,8 +49,9 @@
  *                               (WP_START_FORKSERVER, then WP_START_FORK),
  *                               and tu_make_pool makes its pool with it.
  *
- * The table is the suite's main (tu_main, below).  A new test is one
- * function and one line of that table:
+ * The table is the suite's main (tu_main, below), or, in a suite of
+ * several files, its file's part (TU_PART).  A new test is one function
+ * and one line of that table:
  *
  *   WP_TEST_BOTH(cancel_twice)
  *   {
@@ -67,6 +79,125 @@ void tu_begin(int method);
     static void name##_both(void)
 #define tcase_add_both(tc, name) \
     tcase_add_loop_test((tc), (name), WP_START_FORKSERVER, WP_START_FORK + 1)
+
+/*
+ * A suite's table of tests, in the order they run: TU_TEST(name), a
+ * WP_TEST_BOTH test in a TCase of its own name (CK_RUN_CASE=name picks
+ * it), or TU_CASE("group", name), a WP_TEST in the TCase "group".  Every
+ * TCase gets the suite's timeout and the temporary-directory fixture
+ * (tu_tmp_setup), and `setup` as a checked fixture if it is not NULL.
+ */
+typedef struct tu_test {
+    const char  *tcase; /* NULL: a WP_TEST_BOTH test in a TCase of its own */
+    const char  *name;
+    const TTest *fn;
+} tu_test;
+#define TU_TEST(name)        { NULL, #name, name }
+#define TU_CASE(tcase, name) { tcase, #name, name }
+#define TU_COUNT(array)      (sizeof (array) / sizeof (array)[0])
+
+typedef struct tu_suite {
+    const char      *name;
+    double           timeout_s; /* Check's per-test timeout: the hang detector */
+    enum fork_status fork;      /* CK_FORK_GETENV (the default): as $CK_FORK says */
+    SFun             setup;     /* a checked fixture of every TCase, or NULL */
+} tu_suite;
+void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n);
+/* The whole main of a suite: make it from def and tests[], run it, and
+   return the exit status (EXIT_FAILURE if any test failed). */
+int tu_main(tu_suite def, const tu_test *tests, size_t n);
+
+/* Run every test of s (srunner_set_fork_status(fork_status) first;
+   CK_FORK_GETENV is Check's default) and return the exit status for main:
+   EXIT_FAILURE if any failed. */
+int tu_run_suite(Suite *s, enum fork_status fork_status);
+
+/*
+ * A suite in several files (one binary): each file adds its part of the
+ * table, and main runs the parts in order.  TU_PART(fn, entries...)
+ * defines the function fn, a tu_part_fn that adds those TU_TEST and
+ * TU_CASE entries to s as tu_add_tests does (a TU_CASE group belongs to
+ * one part):
+ *
+ *   TU_PART(control_add_retry_tests,          in check_control_retry.c
+ *           TU_TEST(retry_until_success),
+ *           TU_TEST(retries_exhausted))
+ *
+ *   tu_part_fn control_add_retry_tests, ...;  in the suite's header
+ *
+ *   static tu_part_fn *const parts[] = { ..., control_add_retry_tests, ... };
+ *   return tu_main_parts(suite, parts, TU_COUNT(parts));    in its main
+ */
+typedef void tu_part_fn(Suite *s, const tu_suite *def);
+#define TU_PART(fn, ...)                                          \
+    void fn(Suite *s, const tu_suite *def)                        \
+    {                                                             \
+        const tu_test tu_part_[] = { __VA_ARGS__ };               \
+        tu_add_tests(s, def, tu_part_, TU_COUNT(tu_part_));       \
+    }
+/* tu_main for such a suite: make it from def and the n parts, run it. */
+int tu_main_parts(tu_suite def, tu_part_fn *const *parts, size_t n);
+/*
+ * TU_ASAN: built with AddressSanitizer.  Its allocator (as in GCC 12's
+ * libasan) is not fork-safe: a process forked while another thread holds
+ * one of its locks deadlocks in its first malloc or free.  WP_START_FORK
+ * forks workers from the whole program on the dispatcher thread, so tests
+ * keep their own threads out of the allocator while it may fork (they wait
+ * for workers_alive first, with malloc-free polling).
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TU_ASAN 1
+#endif
+#endif
+#ifndef TU_ASAN
+#define TU_ASAN 0
+#endif
+
+/* TU_TSAN: built with ThreadSanitizer (tests that scale their work down
+   under sanitizers look at both). */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifndef TU_TSAN
+#define TU_TSAN 0
+#endif
+
+/*
+ * Randomised tests.  tu_seed(): $WP_TEST_SEED if set, else one from the
+ * clock and the pid; tests print it, so a failure can be replayed with
+ * WP_TEST_SEED=<seed>.  tu_rand: splitmix64 on the caller's state.
+ * tu_scaled(n): an iteration count for this build: n plain, n divided by
+ * TU_ASAN_SLOWDOWN or TU_TSAN_SLOWDOWN under those sanitizers (at least
+ * 1); $WP_TEST_SCALE (a percentage) scales it further, e.g. 1000 for a
+ * long soak.
+ */
+#define TU_ASAN_SLOWDOWN 2
+#define TU_TSAN_SLOWDOWN 4
+uint64_t tu_seed(void);
+uint64_t tu_rand(uint64_t *state);
+uint64_t tu_rand_below(uint64_t *state, uint64_t n); /* 0 .. n-1; 0 if n is 0 */
+unsigned tu_scaled(unsigned n);
+/* How many times slower this build runs: 1 plain, else the slowdown of its
+   sanitizer (times between events stretch by it). */
+unsigned tu_slowdown(void);
+
+/* Monotonic milliseconds, and a short pause for loops that poll a condition
+   against a deadline. */
+int64_t tu_now_ms(void);
+void    tu_poll_pause(void);
+/* Sleep this long, through signals: for task functions whose work is
+   time, and for jitter, never to let something happen. */
+void    tu_sleep_us(uint64_t us);
+void    tu_sleep_ms(int64_t ms);
+
+/* ============================================== task functions: testutil.c */
 
 /* Task functions (they run in worker processes). */
 int tu_echo(const void *arg, size_t len, wp_buf *out);        /* result = arg */
@@ -110,59 +241,11 @@ typedef struct tu_report_arg {
     char    gate[128];
 } tu_report_arg;
 
-/* A FIFO in a fresh temporary directory, held open O_RDWR by the test (so
-   a worker's open() never blocks and its reads never see end-of-file while
-   the test lives). */
-typedef struct tu_fifo {
-    char dir[64];
-    char path[128];
-    int  fd;
-} tu_fifo;
-
-void tu_fifo_open(tu_fifo *f);                  /* fails the test on error */
-void tu_fifo_close(tu_fifo *f);                 /* closes and removes it */
-/* Read one int a tu_report task wrote; -1 if none came within timeout_ms. */
-int  tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms);
-/* Read one int from fd (whole, through EINTR and short reads); -1 if none
-   came within timeout_ms or fd reached end-of-file.  No Check call. */
-int  tu_read_int(int fd, int64_t timeout_ms);
-/* Let n tasks waiting on this FIFO as their gate go on. */
-void tu_fifo_release(tu_fifo *f, unsigned n);
-
-/* A task the test holds where it wants it: the FIFO it reports its pid
-   to once it runs, and the gate it then waits at (tu_submit_held). */
-typedef struct tu_hold {
-    tu_fifo report, gate;
-} tu_hold;
-void tu_hold_open(tu_hold *h);
-void tu_hold_close(tu_hold *h);
-
-/*
- * Temporary files that go away even when a test fails (a failed assertion
- * ends the test's process at once): every TCase tu_add_tests makes has
- * an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
- * and removes a directory for it in the runner's process.  tu_fifo_open
- * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
- * names a file in a directory of the running test's own, made on first use
- * (WP_TEST_BOTH starts each run with a fresh one).
- */
-void tu_tmp_setup(void);
-void tu_tmp_teardown(void);
-void tu_tmp_path(char *buf, size_t n, const char *name);
-
-/* A tu_report argument: sleep ms (hang if < 0), reporting to report and
-   waiting at gate where they are not NULL. */
-tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
-
-/* Submit a tu_report task held at h's gate (with options o, may be NULL)
-   and return its future once it runs in a worker; *pid (if not NULL) gets
-   that worker's pid.  Fails the test if it does not run within
-   TU_DEADLINE_MS.  tu_fifo_release(&h->gate, 1) lets it finish. */
-wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid);
-
 /* Fill buf with a pattern derived from i (for checking big payloads). */
 void tu_pattern(void *buf, size_t len, unsigned seed);
 int  tu_pattern_ok(const void *buf, size_t len, unsigned seed);
+
+/* ==================================== pools, futures, outcomes: testutil.c */
 
 /* A pool made with exactly these options (start_method included); fails
    the test if it cannot be created.  It does not wait for the workers. */
@@ -281,6 +364,63 @@ typedef struct tu_crowd {
 } tu_crowd;
 void tu_run_crowd(const tu_crowd *c);
 
+/* ============================= temporary files and FIFOs: testutil_files.c */
+
+/* A FIFO in a fresh temporary directory, held open O_RDWR by the test (so
+   a worker's open() never blocks and its reads never see end-of-file while
+   the test lives). */
+typedef struct tu_fifo {
+    char dir[64];
+    char path[128];
+    int  fd;
+} tu_fifo;
+
+void tu_fifo_open(tu_fifo *f);                  /* fails the test on error */
+void tu_fifo_close(tu_fifo *f);                 /* closes and removes it */
+/* Read one int a tu_report task wrote; -1 if none came within timeout_ms. */
+int  tu_fifo_read_pid(tu_fifo *f, int64_t timeout_ms);
+/* Read one int from fd (whole, through EINTR and short reads); -1 if none
+   came within timeout_ms or fd reached end-of-file.  No Check call. */
+int  tu_read_int(int fd, int64_t timeout_ms);
+/* Let n tasks waiting on this FIFO as their gate go on. */
+void tu_fifo_release(tu_fifo *f, unsigned n);
+
+/* A task the test holds where it wants it: the FIFO it reports its pid
+   to once it runs, and the gate it then waits at (tu_submit_held). */
+typedef struct tu_hold {
+    tu_fifo report, gate;
+} tu_hold;
+void tu_hold_open(tu_hold *h);
+void tu_hold_close(tu_hold *h);
+
+/*
+ * Temporary files that go away even when a test fails (a failed assertion
+ * ends the test's process at once): every TCase tu_add_tests makes has
+ * an unchecked fixture, tu_tmp_setup and tu_tmp_teardown, that makes
+ * and removes a directory for it in the runner's process.  tu_fifo_open
+ * makes its FIFOs there (in /tmp without the fixture), and tu_tmp_path
+ * names a file in a directory of the running test's own, made on first use
+ * (WP_TEST_BOTH starts each run with a fresh one).
+ */
+void tu_tmp_setup(void);
+void tu_tmp_teardown(void);
+void tu_tmp_path(char *buf, size_t n, const char *name);
+/* Forget the running test's directory: the next tu_tmp_path makes a fresh
+   one (tu_begin calls it). */
+void tu_tmp_begin_run(void);
+
+/* A tu_report argument: sleep ms (hang if < 0), reporting to report and
+   waiting at gate where they are not NULL. */
+tu_report_arg tu_report_arg_of(int64_t ms, const tu_fifo *report, const tu_fifo *gate);
+
+/* Submit a tu_report task held at h's gate (with options o, may be NULL)
+   and return its future once it runs in a worker; *pid (if not NULL) gets
+   that worker's pid.  Fails the test if it does not run within
+   TU_DEADLINE_MS.  tu_fifo_release(&h->gate, 1) lets it finish. */
+wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int *pid);
+
+/* ======================== processes, descriptors, threads: testutil_proc.c */
+
 /* Is a process with this pid still there (not yet reaped counts as there)? */
 int tu_pid_alive(int pid);
 
@@ -326,25 +466,6 @@ int  tu_fds_new(const tu_fds *before, int *first, char *what, size_t size);
 int  tu_fds_gone(const tu_fds *before, int *first);
 
 /*
- * TU_ASAN: built with AddressSanitizer.  Its allocator (as in GCC 12's
- * libasan) is not fork-safe: a process forked while another thread holds
- * one of its locks deadlocks in its first malloc or free.  WP_START_FORK
- * forks workers from the whole program on the dispatcher thread, so tests
- * keep their own threads out of the allocator while it may fork (they wait
- * for workers_alive first, with malloc-free polling).
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define TU_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TU_ASAN 1
-#endif
-#endif
-#ifndef TU_ASAN
-#define TU_ASAN 0
-#endif
-
-/*
  * Threads that call a blocking library function: tu_blocker_start runs
  * fn(arg) on a new thread and returns once that thread sleeps in the
  * kernel (state S or D in /proc), that is, blocked inside fn's call.  Fails
@@ -366,84 +487,11 @@ int  tu_blocker_join(tu_blocker *b);
    a pool that should be sleeping is spinning.  what names the situation. */
 #define TU_CPU_WINDOW_MS 300
 void tu_assert_not_spinning(const char *what);
-/* TU_TSAN: built with ThreadSanitizer (tests that scale their work down
-   under sanitizers look at both). */
-#if defined(__SANITIZE_THREAD__)
-#define TU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TU_TSAN 1
-#endif
-#endif
-#ifndef TU_TSAN
-#define TU_TSAN 0
-#endif
-
-/*
- * Randomised tests.  tu_seed(): $WP_TEST_SEED if set, else one from the
- * clock and the pid; tests print it, so a failure can be replayed with
- * WP_TEST_SEED=<seed>.  tu_rand: splitmix64 on the caller's state.
- * tu_scaled(n): an iteration count for this build: n plain, n divided by
- * TU_ASAN_SLOWDOWN or TU_TSAN_SLOWDOWN under those sanitizers (at least
- * 1); $WP_TEST_SCALE (a percentage) scales it further, e.g. 1000 for a
- * long soak.
- */
-#define TU_ASAN_SLOWDOWN 2
-#define TU_TSAN_SLOWDOWN 4
-uint64_t tu_seed(void);
-uint64_t tu_rand(uint64_t *state);
-uint64_t tu_rand_below(uint64_t *state, uint64_t n); /* 0 .. n-1; 0 if n is 0 */
-unsigned tu_scaled(unsigned n);
-/* How many times slower this build runs: 1 plain, else the slowdown of its
-   sanitizer (times between events stretch by it). */
-unsigned tu_slowdown(void);
-
 /* A sanitizer starts its symbolizer, a process it talks to over new
    descriptors, for its first report; out of descriptors it cannot, and even
    a report its suppressions would have dropped (they match function names)
    fails the test.  Tests that lower RLIMIT_NOFILE call this first, while
    there are descriptors.  Nothing in plain builds. */
 void tu_start_symbolizer(void);
-
-/* Monotonic milliseconds, and a short pause for loops that poll a condition
-   against a deadline. */
-int64_t tu_now_ms(void);
-void    tu_poll_pause(void);
-/* Sleep this long, through signals: for task functions whose work is
-   time, and for jitter, never to let something happen. */
-void    tu_sleep_us(uint64_t us);
-void    tu_sleep_ms(int64_t ms);
-
-/*
- * A suite's table of tests, in the order they run: TU_TEST(name), a
- * WP_TEST_BOTH test in a TCase of its own name (CK_RUN_CASE=name picks
- * it), or TU_CASE("group", name), a WP_TEST in the TCase "group".  Every
- * TCase gets the suite's timeout and the temporary-directory fixture
- * (tu_tmp_setup), and `setup` as a checked fixture if it is not NULL.
- */
-typedef struct tu_test {
-    const char  *tcase; /* NULL: a WP_TEST_BOTH test in a TCase of its own */
-    const char  *name;
-    const TTest *fn;
-} tu_test;
-#define TU_TEST(name)        { NULL, #name, name }
-#define TU_CASE(tcase, name) { tcase, #name, name }
-#define TU_COUNT(array)      (sizeof (array) / sizeof (array)[0])
-
-typedef struct tu_suite {
-    const char      *name;
-    double           timeout_s; /* Check's per-test timeout: the hang detector */
-    enum fork_status fork;      /* CK_FORK_GETENV (the default): as $CK_FORK says */
-    SFun             setup;     /* a checked fixture of every TCase, or NULL */
-} tu_suite;
-void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n);
-/* The whole main of a suite: make it from def and tests[], run it, and
-   return the exit status (EXIT_FAILURE if any test failed). */
-int tu_main(tu_suite def, const tu_test *tests, size_t n);
-
-/* Run every test of s (srunner_set_fork_status(fork_status) first;
-   CK_FORK_GETENV is Check's default) and return the exit status for main:
-   EXIT_FAILURE if any failed. */
-int tu_run_suite(Suite *s, enum fork_status fork_status);
 
 #endif

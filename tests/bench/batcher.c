@@ -4,7 +4,7 @@
  * buys over one pool task per item.
  *
  * Why: the batcher exists so that work too small to be worth a round trip
- * to a worker each (DESIGN §4 "Batcher") can still run in workers.  With a
+ * to a worker each (include/workerpool.h, "Batcher") can still run in workers.  With a
  * trivial batch function (it appends nothing and returns 0) what is left is
  * the batcher's own path per item: copy, pending list, the batcher thread,
  * packing into one task argument, unpacking the results and settling one
