@@ -98,6 +98,16 @@ bool kernel_without_pidfd(void)
     return fail_syscall(SYS_pidfd_open, 0, ENOSYS);
 }
 
+/* As on Linux before 5.9: no close_range (descriptors closed one by one). */
+bool kernel_without_close_range(void)
+{
+#ifdef SYS_close_range
+    return fail_syscall(SYS_close_range, 0, ENOSYS);
+#else
+    return false;
+#endif
+}
+
 /* As on Linux before 6.15 (or 6.13): a pidfd keeps no exit status. */
 bool kernel_without_pidfd_info(void)
 {

@@ -27,6 +27,8 @@ int pidfd_of(int pid);
    exit status. */
 bool kernel_without_pidfd(void);
 bool kernel_without_pidfd_info(void);
+/* As Linux before 5.9: no close_range. */
+bool kernel_without_close_range(void);
 /* Does this kernel tell a pidfd's holder the exit status of a child that
    someone else reaped (PIDFD_INFO_EXIT, Linux 6.15)? */
 bool kernel_keeps_exit_status(void);

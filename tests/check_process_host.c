@@ -303,6 +303,32 @@ WP_TEST_BOTH(pool_on_exited_thread_without_pidfd)
     pool_outlives_its_thread();
 }
 
+/* Without close_range (Linux before 5.9) a worker still starts with
+   nothing open but stdio and its two pipe ends: the fallback closes what
+   it inherited one by one. */
+WP_TEST_BOTH(workers_close_descriptors_without_close_range)
+{
+    if (!kernel_without_close_range())
+        return;
+    enum { EXTRA = 12, TASKS = 4 };
+    int extra[EXTRA];
+    for (int i = 0; i < EXTRA; i++) {
+        extra[i] = open("/dev/null", O_RDONLY); /* no O_CLOEXEC */
+        ck_assert_int_ge(extra[i], 0);
+    }
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
+    for (int i = 0; i < TASKS; i++) {
+        wp_future *f = tu_run(p, tu_count_fds, NULL, 0, NULL);
+        ck_assert_int_eq(wp_future_error(f), 0);
+        int n = tu_result_int(f);
+        ck_assert_msg(n == 2, "a worker has %d descriptors open above stderr, not 2", n);
+        wp_future_release(f);
+    }
+    wp_pool_destroy(p);
+    for (int i = 0; i < EXTRA; i++)
+        close(extra[i]);
+}
+
 /* ---------------------------------------------------------- its tests */
 
 TU_PART(process_add_host_tests,
@@ -318,4 +344,5 @@ TU_PART(process_add_host_tests,
         TU_TEST(worker_signals_default),
         TU_TEST(destroy_with_forked_child),
         TU_TEST(pool_on_exited_thread),
-        TU_TEST(pool_on_exited_thread_without_pidfd))
+        TU_TEST(pool_on_exited_thread_without_pidfd),
+        TU_TEST(workers_close_descriptors_without_close_range))
