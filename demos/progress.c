@@ -3,15 +3,19 @@
 #define _POSIX_C_SOURCE 200809L
 #include "progress.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h" /* DEMO_PRINTF_LIKE */
+
 #define REDRAW_MS     100 /* at most ten redraws a second */
 #define DEFAULT_WIDTH 80  /* when the terminal does not say */
 #define MIN_BAR       10  /* narrower than this, the bar is left out */
+#define TEXT_MAX      160 /* the line's text, before the bar */
 
 static int64_t now_ms(void)
 {
@@ -35,28 +39,40 @@ void progress_start(progress *p, const char *what, uint64_t total)
     p->drawn_ms = p->start_ms - REDRAW_MS;
 }
 
+/* Append to text[TEXT_MAX] at *len, keeping it a string; a full buffer
+   stays full (the line is cut, never overrun). */
+static void append(char *text, int *len, const char *fmt, ...) DEMO_PRINTF_LIKE(3, 4);
+static void append(char *text, int *len, const char *fmt, ...)
+{
+    if (*len >= TEXT_MAX - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text + *len, (size_t)(TEXT_MAX - *len), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *len = *len + n < TEXT_MAX - 1 ? *len + n : TEXT_MAX - 1;
+}
+
 /* "  123/456 photos, 2 failed, 85.3/s, 0:04 left" then a bar filling the
    rest of the line. */
 static void draw(progress *p, uint64_t done, uint64_t failed, bool final)
 {
     int64_t ms = now_ms() - p->start_ms;
     double rate = ms > 0 ? (double)done * 1000.0 / (double)ms : 0.0;
-    char text[160];
-    int len = snprintf(text, sizeof text, " %llu/%llu %s", (unsigned long long)done,
-                       (unsigned long long)p->total, p->what);
-    if (failed > 0 && len < (int)sizeof text)
-        len += snprintf(text + len, sizeof text - (size_t)len, ", %llu failed",
-                        (unsigned long long)failed);
-    if (len < (int)sizeof text)
-        len += snprintf(text + len, sizeof text - (size_t)len, ", %.1f/s", rate);
-    if (final && len < (int)sizeof text)
-        len += snprintf(text + len, sizeof text - (size_t)len, ", %.2f s", (double)ms / 1000.0);
-    else if (rate > 0 && done < p->total && len < (int)sizeof text) {
+    char text[TEXT_MAX] = "";
+    int len = 0;
+    append(text, &len, " %llu/%llu %s", (unsigned long long)done, (unsigned long long)p->total,
+           p->what);
+    if (failed > 0)
+        append(text, &len, ", %llu failed", (unsigned long long)failed);
+    append(text, &len, ", %.1f/s", rate);
+    if (final) {
+        append(text, &len, ", %.2f s", (double)ms / 1000.0);
+    } else if (rate > 0 && done < p->total) {
         long left = (long)((double)(p->total - done) / rate);
-        len += snprintf(text + len, sizeof text - (size_t)len, ", %ld:%02ld left", left / 60, left % 60);
+        append(text, &len, ", %ld:%02ld left", left / 60, left % 60);
     }
-    if (len >= (int)sizeof text)
-        len = (int)sizeof text - 1;
     int width = p->tty ? term_width() - 1 : 0; /* - 1: never wrap */
     int bar = width - len - 2;                  /* 2 brackets */
     if (p->tty)
@@ -76,7 +92,6 @@ static void draw(progress *p, uint64_t done, uint64_t failed, bool final)
     else if (p->tty)
         fputs("\033[K", stderr); /* clear what a longer line left */
     fflush(stderr);
-    p->drawn = p->tty && !final;
 }
 
 void progress_update(progress *p, uint64_t done, uint64_t failed)

@@ -26,7 +26,6 @@ typedef struct progress {
     int64_t     start_ms;
     int64_t     drawn_ms; /* last redraw */
     bool        tty;
-    bool        drawn;    /* a partial line is on the terminal */
 } progress;
 
 void progress_start(progress *p, const char *what, uint64_t total);
