@@ -58,7 +58,7 @@ extern "C" {
    this header is removed or changes meaning; during 0.x a minor release may
    change the ABI, and the library's SONAME then changes with it. */
 #define WP_VERSION_MAJOR 0
-#define WP_VERSION_MINOR 2
+#define WP_VERSION_MINOR 3
 #define WP_VERSION_PATCH 0
 /* 0xMMmmpp: compare with wp_version() to learn what the running library is. */
 #define WP_VERSION_HEX ((WP_VERSION_MAJOR << 16) | (WP_VERSION_MINOR << 8) | WP_VERSION_PATCH)
@@ -92,7 +92,8 @@ WP_EXTERN const char *wp_version_string(void);
     XX(EPROTO,    -10, "the wire protocol between pool and worker was broken")       \
     XX(ESPAWN,    -11, "workers or threads could not be started")                    \
     XX(ENOFUNC,   -12, "the function is not callable in the worker")                 \
-    XX(EBUSY,     -13, "busy: the operation cannot happen now")
+    XX(EBUSY,     -13, "busy: the operation cannot happen now")                     \
+    XX(EEXPIRED,  -14, "expired before it started")
 
 #define WP_ERRNO_ENUM_(name, value, description) WP_##name = (value),
 enum { WP_ERRNO_MAP(WP_ERRNO_ENUM_) };
@@ -147,7 +148,10 @@ typedef struct wp_pool_options {
     void    *worker_init_ctx;
     int64_t  start_timeout_ms;     /* a worker not ready (worker_init done) this long after it was
                                       asked for is killed and counts as a failed start; 0 = 10000 */
-    uint64_t reserved[8];          /* must be zero: room for later fields (see Conventions) */
+    size_t   worker_rss_limit;     /* since 0.3: a worker whose resident set is above this many
+                                      bytes after a task is replaced before its next one, no
+                                      task failing (graceful, unlike worker_memory_limit); 0 = none */
+    uint64_t reserved[7];          /* must be zero: room for later fields (see Conventions) */
 } wp_pool_options;
 
 /*
@@ -184,6 +188,20 @@ WP_EXTERN int wp_pool_shutdown(wp_pool *pool, int64_t grace_ms);
    done-callback or task code (it then does nothing). */
 WP_EXTERN void wp_pool_destroy(wp_pool *pool);
 
+/*
+ * Since 0.3.  Change the number of workers to `workers` (0 = online CPUs,
+ * at most 1024).  Growing starts the new workers at once; shrinking
+ * retires workers between tasks: a retiring worker finishes the task it
+ * runs, the tasks queued behind it go to the other workers, and then it
+ * stops.  No task fails, runs twice or waits forever because of a resize.
+ * Returns as soon as the change is decided (not when workers have
+ * started or stopped); the last call wins.  0, WP_EINVAL (pool NULL,
+ * workers > 1024, or the descriptor limit cannot hold that many workers),
+ * WP_ESHUTDOWN (after wp_pool_shutdown began).  Safe from any thread,
+ * including done-callbacks.
+ */
+WP_EXTERN int wp_pool_resize(wp_pool *pool, unsigned workers);
+
 typedef struct wp_pool_stats {
     uint64_t submitted;       /* tasks accepted by wp_submit */
     uint64_t succeeded;       /* settled WP_SUCCEEDED */
@@ -196,7 +214,9 @@ typedef struct wp_pool_stats {
     unsigned queued;          /* right now: waiting for a worker */
     unsigned running;         /* right now: running in a worker */
     unsigned workers_alive;   /* right now: worker processes ready or busy */
-    uint64_t reserved[8];     /* written as zeros: room for later counters */
+    uint64_t expired;         /* since 0.3, of failed: not started within queue_timeout_ms */
+    uint64_t workers_recycled; /* since 0.3: workers replaced for passing worker_rss_limit */
+    uint64_t reserved[6];     /* written as zeros: room for later counters */
 } wp_pool_stats;
 
 /* Fill *out: 0, or WP_EINVAL if pool or out is NULL.  Lock-free and cheap
@@ -206,6 +226,9 @@ typedef struct wp_pool_stats {
 WP_EXTERN int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out);
 
 /* ------------------------------------------------------------- submitting */
+
+/* wp_task_options.priority's range. */
+enum { WP_PRIORITY_MIN = -2, WP_PRIORITY_MAX = 2 };
 
 enum {
     WP_TASK_NOWAIT = 1u << 0, /* WP_EAGAIN instead of blocking on a full queue */
@@ -222,7 +245,13 @@ typedef struct wp_task_options {
     unsigned retry_delay_ms; /* wait before the first retry, doubled for each next one
                                 (at most 2^20 times); 0 = at once */
     unsigned flags;          /* WP_TASK_NOWAIT, WP_TASK_SHIELD */
-    uint64_t reserved[4];    /* must be zero: room for later fields (see Conventions) */
+    int64_t  queue_timeout_ms; /* since 0.3: a task not started within this long of its
+                                submit never runs and fails with WP_EEXPIRED; 0 = none */
+    int      priority;       /* since 0.3: WP_PRIORITY_MIN (-2) .. WP_PRIORITY_MAX (2),
+                                0 = normal: a waiting task of higher priority starts
+                                before any of lower, equal ones in submit order */
+    uint32_t reserved_pad;   /* must be zero */
+    uint64_t reserved[2];    /* must be zero: room for later fields (see Conventions) */
 } wp_task_options;
 
 typedef struct wp_future wp_future;
@@ -236,7 +265,8 @@ typedef struct wp_future wp_future;
  * WP_TASK_NOWAIT is set, or the caller is a done-callback on a dispatcher
  * thread: there it never blocks, and a full queue gives WP_EAGAIN.
  * Returns 0, WP_EINVAL (pool or fn NULL, arg NULL with arg_len > 0, a negative
- * timeout or unknown flags), WP_ESHUTDOWN, WP_EAGAIN (WP_TASK_NOWAIT and the
+ * timeout or queue timeout, a priority outside -2 .. 2, unknown flags or set
+ * reserved words), WP_ESHUTDOWN, WP_EAGAIN (WP_TASK_NOWAIT and the
  * queue is full), WP_E2BIG (arg_len > max_message) or WP_ENOMEM.  On failure
  * nothing was queued and *out is NULL.
  */
@@ -278,7 +308,8 @@ WP_EXTERN int wp_future_state(const wp_future *f);
 WP_EXTERN int wp_future_wait(wp_future *f, int64_t timeout_ms);
 
 /* Settled: 0 on success or the outcome code (WP_ETASK, WP_ECRASHED,
-   WP_ETIMEDOUT, WP_ECANCELED, WP_EPROTO, WP_E2BIG, WP_ESPAWN, WP_ENOFUNC;
+   WP_ETIMEDOUT, WP_ECANCELED, WP_EEXPIRED, WP_EPROTO, WP_E2BIG, WP_ESPAWN,
+   WP_ENOFUNC;
    for a batcher item also WP_ENOMEM, and WP_EPROTO or WP_ENOMEM from the
    batcher's own thread).  WP_EINVAL if f is NULL.
    Not yet settled: WP_EAGAIN. */
@@ -389,8 +420,14 @@ typedef struct wp_batcher_options {
     int64_t  max_wait_ms;     /* longest the first item of a batch waits for it to fill; 0 = 10 */
     unsigned max_in_flight;   /* batches running at once; 0 = the pool's worker count */
     size_t   max_pending;     /* items waiting for a batch; 0 = 65536; past it submit blocks or WP_EAGAIN */
-    wp_task_options task;     /* timeout, retries and flags applied to each batch */
-    uint64_t reserved[4];     /* must be zero: room for later fields (see Conventions) */
+    wp_task_options task;     /* timeout, retries, flags, priority and queue timeout applied
+                                 to each batch */
+    unsigned isolate;         /* since 0.3, 0 = off: a batch that crashes or times out is split
+                                 in halves and the halves re-run, down to single items, so
+                                 only the items that crash or hang fail (with that outcome)
+                                 and every other item gets its result */
+    uint32_t reserved_pad;    /* must be zero */
+    uint64_t reserved[3];     /* must be zero: room for later fields (see Conventions) */
 } wp_batcher_options;
 
 /* Create a batcher that runs fn on pool.  0, WP_EINVAL (out, pool or fn
@@ -447,7 +484,9 @@ typedef struct wp_batcher_stats {
     double   mean_wait_us;      /* wait_us_total / items_batched */
     unsigned pending;           /* right now: items waiting for a batch */
     unsigned in_flight;         /* right now: batches running */
-    uint64_t reserved[8];       /* written as zeros: room for later counters */
+    uint64_t isolated;          /* since 0.3: items that failed alone after isolate split
+                                   their batch */
+    uint64_t reserved[7];       /* written as zeros: room for later counters */
 } wp_batcher_stats;
 
 /* Fill *out: 0, or WP_EINVAL if b or out is NULL. */

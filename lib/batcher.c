@@ -75,8 +75,8 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
         return WP_EINVAL;
     *out = NULL;
     wp_batcher_options o = opts != NULL ? *opts : (wp_batcher_options){ 0 };
-    if (pool == NULL || fn == NULL || o.max_wait_ms < 0 || !WP_RESERVED_ZERO(&o) ||
-        wp__task_options_check(&o.task) < 0)
+    if (pool == NULL || fn == NULL || o.max_wait_ms < 0 || o.reserved_pad != 0 ||
+        !WP_RESERVED_ZERO(&o) || wp__task_options_check(&o.task) < 0)
         return WP_EINVAL;
     if (wp__pool_must_not_wait(pool))
         return WP_EBUSY;

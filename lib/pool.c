@@ -190,8 +190,10 @@ void wp_pool_destroy(wp_pool *pool)
 
 int wp__task_options_check(const wp_task_options *o)
 {
-    if (o->timeout_ms < 0 || (o->flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0 ||
-        !WP_RESERVED_ZERO(o))
+    if (o->timeout_ms < 0 || o->queue_timeout_ms < 0 ||
+        o->priority < WP_PRIORITY_MIN || o->priority > WP_PRIORITY_MAX ||
+        (o->flags & ~(unsigned)(WP_TASK_NOWAIT | WP_TASK_SHIELD)) != 0 ||
+        o->reserved_pad != 0 || !WP_RESERVED_ZERO(o))
         return WP_EINVAL;
     return 0;
 }

@@ -2,7 +2,7 @@
 /*
  * check_errors.c — the error table (WP_ERRNO_MAP in include/workerpool.h)
  * and wp_strerror(): the codes are the contract (-1 .. -13, distinct,
- * negative, WP_EBUSY last), every one has words of its own, 0 reads as
+ * negative, WP_EEXPIRED last), every one has words of its own, 0 reads as
  * success and anything else as a generic "unknown error".  Needs no pool.
  */
 #include <check.h>
@@ -26,7 +26,7 @@ static const struct {
 /* The codes the API promised before the table existed: names and values. */
 static const int contract[] = {
     WP_EINVAL, WP_ENOMEM, WP_EAGAIN, WP_ETIMEDOUT, WP_ECANCELED, WP_ESHUTDOWN, WP_ECRASHED,
-    WP_ETASK, WP_E2BIG, WP_EPROTO, WP_ESPAWN, WP_ENOFUNC, WP_EBUSY,
+    WP_ETASK, WP_E2BIG, WP_EPROTO, WP_ESPAWN, WP_ENOFUNC, WP_EBUSY, WP_EEXPIRED,
 };
 #define NCONTRACT (sizeof contract / sizeof contract[0])
 
@@ -34,15 +34,17 @@ WP_TEST(codes_are_the_contract)
 {
     ck_assert_uint_eq(NCODES, NCONTRACT);
     for (size_t i = 0; i < NCODES; i++) {
-        /* In order, -1 downwards, with no gap: WP_EINVAL first, WP_EBUSY last. */
+        /* In order, -1 downwards, with no gap: WP_EINVAL first, WP_EEXPIRED last. */
         ck_assert_int_eq(table[i].code, -(int)(i + 1));
         ck_assert_int_eq(table[i].code, table[i].value);
         ck_assert_int_eq(table[i].code, contract[i]);
     }
     ck_assert_int_eq(WP_EINVAL, -1);
-    ck_assert_int_eq(table[NCODES - 1].code, WP_EBUSY);
     ck_assert_int_eq(WP_EBUSY, -13);
-    ck_assert_str_eq(table[NCODES - 1].name, "WP_EBUSY");
+    ck_assert_int_eq(table[NCODES - 1].code, WP_EEXPIRED);
+    ck_assert_int_eq(WP_EEXPIRED, -14);
+    ck_assert_str_eq(table[NCODES - 1].name, "WP_EEXPIRED");
+    ck_assert_str_eq(wp_strerror(WP_EEXPIRED), "expired before it started");
 }
 
 WP_TEST(codes_are_distinct_and_negative)
@@ -74,7 +76,7 @@ WP_TEST(every_code_has_its_own_words)
 WP_TEST(success_and_unknown)
 {
     ck_assert_str_eq(wp_strerror(0), "success");
-    const int unknown[] = { 1, 42, -14, -100, WP_EBUSY - 1, (int)(-2147483647 - 1), 2147483647 };
+    const int unknown[] = { 1, 42, -15, -100, WP_EEXPIRED - 1, (int)(-2147483647 - 1), 2147483647 };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = wp_strerror(unknown[i]);
         ck_assert_ptr_nonnull(s);

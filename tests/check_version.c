@@ -50,7 +50,8 @@ static const layout layouts[] = {
     FIELD(wp_pool_options, worker_init, 40),
     FIELD(wp_pool_options, worker_init_ctx, 48),
     FIELD(wp_pool_options, start_timeout_ms, 56),
-    FIELD(wp_pool_options, reserved, 64),
+    FIELD(wp_pool_options, worker_rss_limit, 64),
+    FIELD(wp_pool_options, reserved, 72),
     SIZE(wp_pool_stats, 144),
     FIELD(wp_pool_stats, submitted, 0),
     FIELD(wp_pool_stats, succeeded, 8),
@@ -63,13 +64,18 @@ static const layout layouts[] = {
     FIELD(wp_pool_stats, queued, 64),
     FIELD(wp_pool_stats, running, 68),
     FIELD(wp_pool_stats, workers_alive, 72),
-    FIELD(wp_pool_stats, reserved, 80),
+    FIELD(wp_pool_stats, expired, 80),
+    FIELD(wp_pool_stats, workers_recycled, 88),
+    FIELD(wp_pool_stats, reserved, 96),
     SIZE(wp_task_options, 56),
     FIELD(wp_task_options, timeout_ms, 0),
     FIELD(wp_task_options, retries, 8),
     FIELD(wp_task_options, retry_delay_ms, 12),
     FIELD(wp_task_options, flags, 16),
-    FIELD(wp_task_options, reserved, 24),
+    FIELD(wp_task_options, queue_timeout_ms, 24),
+    FIELD(wp_task_options, priority, 32),
+    FIELD(wp_task_options, reserved_pad, 36),
+    FIELD(wp_task_options, reserved, 40),
     SIZE(wp_item, 16),
     FIELD(wp_item, data, 0),
     FIELD(wp_item, len, 8),
@@ -79,7 +85,9 @@ static const layout layouts[] = {
     FIELD(wp_batcher_options, max_in_flight, 16),
     FIELD(wp_batcher_options, max_pending, 24),
     FIELD(wp_batcher_options, task, 32),
-    FIELD(wp_batcher_options, reserved, 88),
+    FIELD(wp_batcher_options, isolate, 88),
+    FIELD(wp_batcher_options, reserved_pad, 92),
+    FIELD(wp_batcher_options, reserved, 96),
     SIZE(wp_batcher_stats, 128),
     FIELD(wp_batcher_stats, items, 0),
     FIELD(wp_batcher_stats, batches, 8),
@@ -90,7 +98,8 @@ static const layout layouts[] = {
     FIELD(wp_batcher_stats, mean_wait_us, 48),
     FIELD(wp_batcher_stats, pending, 56),
     FIELD(wp_batcher_stats, in_flight, 60),
-    FIELD(wp_batcher_stats, reserved, 64),
+    FIELD(wp_batcher_stats, isolated, 64),
+    FIELD(wp_batcher_stats, reserved, 72),
 };
 
 WP_TEST(struct_layouts_are_pinned)
@@ -147,6 +156,9 @@ WP_TEST(task_options_reserved_must_be_zero)
         ck_assert_uint_eq(accepted, 0);
         t.reserved[i] = 0;
     }
+    t.reserved_pad = 1; /* the word beside priority too */
+    ck_assert_int_eq(wp_submit(p, tu_echo, &v, sizeof v, &t, NULL), WP_EINVAL);
+    t.reserved_pad = 0;
     wp_future *f = tu_run(p, tu_echo, &v, sizeof v, &t);
     ck_assert_int_eq(wp_future_error(f), 0);
     wp_future_release(f);
@@ -182,6 +194,12 @@ WP_TEST(batcher_options_reserved_must_be_zero)
         ck_assert_ptr_null(b);
         o.task.reserved[i] = 0;
     }
+    o.reserved_pad = 1;
+    ck_assert_int_eq(wp_batcher_create(&b, p, batch_echo, &o), WP_EINVAL);
+    o.reserved_pad = 0;
+    o.task.reserved_pad = 1;
+    ck_assert_int_eq(wp_batcher_create(&b, p, batch_echo, &o), WP_EINVAL);
+    o.task.reserved_pad = 0;
     ck_assert_int_eq(wp_batcher_create(&b, p, batch_echo, &o), 0);
     wp_batcher_destroy(b);
     wp_pool_destroy(p);
