@@ -55,7 +55,8 @@ WP_TEST(strerror_codes)
 {
     static const int codes[] = { 0, WP_EINVAL, WP_ENOMEM, WP_EAGAIN, WP_ETIMEDOUT,
                                  WP_ECANCELED, WP_ESHUTDOWN, WP_ECRASHED, WP_ETASK,
-                                 WP_E2BIG, WP_EPROTO, WP_ESPAWN, WP_ENOFUNC, WP_EBUSY };
+                                 WP_E2BIG, WP_EPROTO, WP_ESPAWN, WP_ENOFUNC, WP_EBUSY,
+                                 WP_EEXPIRED };
     const size_t n = sizeof codes / sizeof codes[0];
     for (size_t i = 0; i < n; i++) {
         const char *s = wp_strerror(codes[i]);
@@ -68,7 +69,7 @@ WP_TEST(strerror_codes)
                           "wp_strerror(%d) == wp_strerror(%d) == \"%s\"", codes[i], codes[j], s);
         }
     }
-    static const int unknown[] = { 1, 2, 100, -14, -100, INT_MIN, INT_MAX, -1000000 };
+    static const int unknown[] = { 1, 2, 100, -15, -100, INT_MIN, INT_MAX, -1000000 };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         ck_assert_str_eq(wp_strerror(unknown[i]), "unknown error");
 }
