@@ -238,7 +238,8 @@ void *wp__dispatcher_main(void *arg)
         }
         /* A cancel pushed after this load kicks the queue (task_cancel):
            the sleep ends at once. */
-        if (!wp__queue_may_sleep(&p->queue, want) || atomic_load(&p->cancels) != NULL)
+        if (!wp__queue_may_sleep(&p->queue, want, wp__wake_rank(p)) ||
+            atomic_load(&p->cancels) != NULL)
             timeout_us = 0;
         struct timespec ts;
         wp__timespec_of_us(&ts, timeout_us < 0 ? 0 : timeout_us);
@@ -252,10 +253,12 @@ void *wp__dispatcher_main(void *arg)
         }
         wp__queue_awake(&p->queue, p->pfds[PFD_WAKE].revents & POLLIN);
         handle_io(p);
+        wp__line_drain(p);
         wp__handle_cancels(p);
         wp__handle_timers(p);
         wp__dispatch(p);
     }
+    wp__line_fini(p);
     if (p->use_forkserver)
         wp__forkserver_stop(&p->fs);
     pthread_mutex_lock(&p->stop_mu);

@@ -43,6 +43,8 @@ typedef struct frame_header {
     int32_t  error;   /* FAILURE: the outcome, a WP_E* code */
     int32_t  code;    /* FAILURE: the task's own code */
     uint64_t length;  /* payload bytes that follow */
+    int64_t  expire_us; /* TASK: not to be started at or after this CLOCK_MONOTONIC time
+                           (µs; the task's queue deadline), 0 = no limit */
 } frame_header;
 
 void wp__frame_header(frame_header *h, enum frame_type type, uint64_t task_id,

@@ -94,7 +94,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
-    wp__list_init(&p->held);
+    wp__line_init(p);
     p->run_avg_us = WINDOW_BUDGET_US; /* start with short windows: tasks may be long */
     p->owner = wp__getpid();
     /* Shared with every worker; mapped before the fork server is forked. */
@@ -222,8 +222,13 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     t->arg_len = arg_len;
     t->fn = fn;
     t->pool = pool;
-    t->opts = (task_options){ .timeout_ms = opts->timeout_ms, .retries = opts->retries,
+    t->opts = (task_options){ .timeout_ms = opts->timeout_ms,
+                              .queue_timeout_ms = opts->queue_timeout_ms, .retries = opts->retries,
                               .retry_delay_ms = opts->retry_delay_ms, .flags = opts->flags };
+    t->level = (unsigned)(opts->priority - WP_PRIORITY_MIN);
+    if (opts->queue_timeout_ms > 0) /* from now: the submit */
+        t->expire_us = wp__sat_add(wp__now_us(), wp__ms_to_us(opts->queue_timeout_ms));
+    t->queued = true;
     t->slot = -1;
     wp__list_init(&t->held_node);
     if (wp__future_init(&t->future, &wp__task_ops) < 0) {
@@ -236,7 +241,7 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
         wp_future_retain(&t->future);
 
     atomic_fetch_add(&pool->n.submitted, 1);
-    int rc = wp__queue_push(&pool->queue, t, nowait);
+    int rc = wp__queue_push(&pool->queue, t, nowait, t->expire_us > 0 ? RANK_DEADLINE : t->level);
     if (rc < 0) {
         atomic_fetch_sub(&pool->n.submitted, 1);
         if (out != NULL)

@@ -6,8 +6,8 @@
  * owns"):
  *
  *   pool.c      the public API: create, shutdown, destroy, stats, submit
- *   task.c      task records: settle, retry, the held list, cancels, the
- *               counters
+ *   task.c      task records: settle, retry, cancels, the counters
+ *   line.c      the line: waiting tasks by priority, in order; queue deadlines
  *   window.c    a worker's window of tasks: sending, taking back
  *   window_io.c its pipes: writing the window's frames, reading answers
  *   slot.c      a worker slot's life: starting, stopping, killing and
@@ -80,9 +80,17 @@ enum { PFD_WAKE = 0, PFD_FORKSERVER = 1, PFD_FIXED = 2 };
 #define WRITE_IOVS       64    /* iovecs per writev: 32 frames */
 #define ARG_INLINE_MAX   64    /* arguments this small share the task's allocation */
 
+/* Priority levels: wp_task_options.priority - WP_PRIORITY_MIN, so 0 is the
+   lowest and LEVELS - 1 the highest. */
+#define LEVELS (WP_PRIORITY_MAX - WP_PRIORITY_MIN + 1)
+/* The queue rank of a task with a queue deadline (queue.h, "Ranks"): above
+   every level, so that it always wakes the dispatcher to set its timer. */
+#define RANK_DEADLINE LEVELS
+
 /* What a task keeps of its wp_task_options (not the reserved words). */
 typedef struct task_options {
     int64_t  timeout_ms;
+    int64_t  queue_timeout_ms;
     unsigned retries;
     unsigned retry_delay_ms;
     unsigned flags;
@@ -100,10 +108,21 @@ typedef struct task {
     int             slot;         /* in pool->slots[slot]'s window, or -1 */
     unsigned        wires;        /* window entries whose frame of it is not fully written */
     bool            arg_inline;   /* arg lives in this record (small ones): never freed alone */
+    bool            queued;       /* still counted by the queue: in its ring or in a line */
+    unsigned        level;        /* priority level, 0 .. LEVELS - 1 */
+    uint64_t        seq;          /* its place in the line, given as it left the queue */
+    int64_t         expire_us;    /* queue deadline: not started by then, never (µs); 0 = none */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
-    wp_list         held_node;    /* in pool->held, or on no list */
+    wp_list         held_node;    /* in a line or held list of the pool, or on no list */
     struct task    *cancel_next;  /* in the cancel stack (not a wp_list: see task_cancel) */
 } task;
+
+/* a is ahead of b in the line: higher priority, or the same and earlier.
+   The one order of waiting tasks, in lines, held lists and windows. */
+static inline bool wp__task_before(const task *a, const task *b)
+{
+    return a->level != b->level ? a->level > b->level : a->seq < b->seq;
+}
 
 /* One frame sent to a worker and not answered yet. */
 typedef struct win_entry {
@@ -125,6 +144,7 @@ typedef struct slot {
     size_t          out_done;     /* bytes written of the next frame */
     uint32_t        pos_used;     /* claim positions in use, one bit each */
     unsigned        live;         /* entries not skipped */
+    unsigned        live_at[LEVELS]; /* of those, how many of each priority level */
     size_t          bytes;        /* argument bytes of the window's frames */
     frame_reader    in;
     int64_t         deadline_us;  /* for the head task: -1 = none */
@@ -151,7 +171,7 @@ typedef struct slot {
  */
 typedef struct pool_counters {
     atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
-    atomic_uint_fast64_t timed_out, crashed, retried, workers_started;
+    atomic_uint_fast64_t timed_out, crashed, retried, workers_started, expired;
     atomic_uint held, running, alive;
 } pool_counters;
 
@@ -170,7 +190,12 @@ struct wp_pool {
     slot           *slots;
     struct pollfd  *pfds;
     char           *rbuf;                /* READ_BUF_BYTES: results read at a time */
-    wp_list         held;                /* tasks out of the queue, not in a window, in line order */
+    /* The line (line.c): tasks out of the queue and in no window. */
+    wp_list         line[LEVELS];        /* per level: never sent yet, in submit order */
+    wp_list         held[LEVELS];        /* per level: back from a window or waiting to retry, by seq */
+    uint64_t        seq;                 /* the last place in the line given */
+    task          **expiring;            /* min-heap by expire_us; each holds a reference */
+    size_t          expiring_n, expiring_cap;
     uint64_t        last_id;
     int64_t         run_avg_us;          /* running average of task run times */
     unsigned        start_failures;      /* consecutive */
@@ -201,17 +226,35 @@ void wp__task_settle(task *t, int error, int code, const char *msg, void *result
 /* An attempt ended: retry it if its options allow, or settle it. */
 void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, void *result,
                      size_t len) WP_INTERNAL;
-/* Hold t out of the queue until due_ms; in front when it was already on its
-   way to a worker and must not lose its place. */
-void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front) WP_INTERNAL;
-/* Take t, which is held, out of the held list. */
-void wp__held_remove(wp_pool *p, task *t) WP_INTERNAL;
-/* A held task due by now, or the next one from the queue, or NULL. */
-task *wp__next_task(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Shutting down, and the grace it allowed has run out. */
 bool wp__grace_over(wp_pool *p, int64_t now_ms) WP_INTERNAL;
 /* Cancel requests (any thread) and their handling (dispatcher). */
 void wp__handle_cancels(wp_pool *p) WP_INTERNAL;
+
+/* ---------------------------------------------------------------- line.c */
+void wp__line_init(wp_pool *p) WP_INTERNAL;
+/* Let go of the queue deadlines' references (the dispatcher ends). */
+void wp__line_fini(wp_pool *p) WP_INTERNAL;
+/* Take everything the queue holds into the lines, in submit order. */
+void wp__line_drain(wp_pool *p) WP_INTERNAL;
+/* Hold t, out of any window, until due_ms, in its place by seq. */
+void wp__held_push(wp_pool *p, task *t, int64_t due_ms) WP_INTERNAL;
+/* Take t out of the line or held list it is in. */
+void wp__line_remove(wp_pool *p, task *t) WP_INTERNAL;
+/* The task to start next (highest priority, then earliest; held ones due
+   by now_ms), taken out of the line, or NULL.  Tasks past their queue
+   deadline met on the way are settled WP_EEXPIRED. */
+task *wp__next_task(wp_pool *p, int64_t now_ms) WP_INTERNAL;
+/* The same task, left where it is. */
+task *wp__line_peek(wp_pool *p, int64_t now_ms) WP_INTERNAL;
+/* Settle t, in no line and no window, WP_EEXPIRED (it never started). */
+void wp__task_expire(task *t) WP_INTERNAL;
+/* Queue deadlines that have come: settle or take back their tasks. */
+void wp__expire_due(wp_pool *p, int64_t now_us) WP_INTERNAL;
+/* The next queue deadline (µs), -1 = none. */
+int64_t wp__expire_next_us(const wp_pool *p) WP_INTERNAL;
+/* The earliest due time of a held task (ms), -1 = none.  O(held). */
+int64_t wp__held_next_due_ms(wp_pool *p) WP_INTERNAL;
 
 /* -------------------------------------------------------------- window.c */
 /* Entry i of s's window, oldest first (i < s->count).  O(1). */
@@ -234,8 +277,13 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_
 /* End t with error only if its worker has not started it (a shield):
    true if it was taken back. */
 bool wp__slot_take_back_task(wp_pool *p, slot *s, task *t, int error, const char *msg) WP_INTERNAL;
-/* Take back the oldest task not started, if any (for an idle worker). */
+/* Take back the first task not started behind the head, if any (for an
+   idle worker). */
 task *wp__slot_steal(slot *s) WP_INTERNAL;
+/* Before t joins s's window: take back the tasks not started there that
+   are behind t in the line (wp__task_before), so that none starts before
+   t.  True if any was taken back. */
+bool wp__slot_yield(wp_pool *p, slot *s, const task *t) WP_INTERNAL;
 /* The worker stops or died: tasks not started go back to the front of
    the line, in order; a started one ends with error, code and msg. */
 void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *msg) WP_INTERNAL;
@@ -247,8 +295,8 @@ void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us) WP_INTERNAL;
 int64_t wp__slot_head_started(slot *s) WP_INTERNAL;
 /* The head's task if it is live, else NULL. */
 task *wp__slot_head_task(slot *s) WP_INTERNAL;
-/* The id of the oldest live task behind the head, or UINT64_MAX. */
-uint64_t wp__slot_stealable_id(slot *s) WP_INTERNAL;
+/* The first live task behind the head (the one a steal takes), or NULL. */
+task *wp__slot_stealable(slot *s) WP_INTERNAL;
 /* The newest live task a shutdown may cancel (not a shielded running
    head), or NULL. */
 task *wp__slot_cancellable(slot *s) WP_INTERNAL;
@@ -280,6 +328,8 @@ void wp__dispatch(wp_pool *p) WP_INTERNAL;
 void wp__handle_timers(wp_pool *p) WP_INTERNAL;
 /* Microseconds until the next timer that can change something: -1 = none. */
 int64_t wp__next_timer_us(wp_pool *p, bool hungry) WP_INTERNAL;
+/* The queue rank from which a submit must wake a sleeping dispatcher. */
+unsigned wp__wake_rank(const wp_pool *p) WP_INTERNAL;
 /* Would the dispatcher take a task now? */
 bool wp__hungry(const wp_pool *p) WP_INTERNAL;
 /* Shutting down, nothing left to run, every worker gone. */

@@ -18,9 +18,18 @@
  * which frees the CPU for the producer we wait for; a committer wakes the
  * sleepers only when there are any.  Then we commit with ck.
  *
+ * Why ranks: the pool's dispatcher takes every item out at once to sort
+ * them by priority (docs/ARCHITECTURE.md, "Priorities and queue
+ * deadlines"), and must hear of an item that could displace work already
+ * sent to a worker even while it wants no items: a push of rank at least
+ * the consumer's wake_rank wakes it then.  The rank bits producers set are
+ * how a consumer about to sleep learns of such an item pushed just before.
+ *
  * Costs: a push is O(1) — a compare-and-swap on the count, ck's reserve and
- * commit, one fence — and makes a system call only to wake a consumer that
- * sleeps hungry or a producer that sleeps for its turn; a pop is O(1), and
+ * commit, one fence, a load of the rank bits (and an OR the first time a
+ * rank is pushed in a consumer's turn) — and makes a system call only to
+ * wake a consumer that sleeps hungry (or for its rank) or a producer that
+ * sleeps for its turn; a pop is O(1), and
  * takes room_mu only when producers are blocked and half the room is free.
  * Every ordering below says which other operation it pairs with.
  */
@@ -89,6 +98,8 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->blocked, 0);
     atomic_init(&q->turn_waiters, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
+    atomic_init(&q->ranks, 0);
+    atomic_init(&q->wake_rank, QUEUE_RANKS);
     if (wp__lock_init(&q->room_mu, &q->room_cv) < 0) {
         free(q->slots);
         q->slots = NULL;
@@ -136,12 +147,35 @@ static void write_wake_fd(wp_queue *q)
    swaps: a compare-and-swap takes the consumer's cache line for writing
    even when it fails, and the consumer is awake at almost every push.
    The look is a seq_cst load, as the swap's read was (see wp__queue_push). */
-static void wake_hungry_consumer(wp_queue *q)
+static void wake_consumer(wp_queue *q, unsigned rank)
 {
-    int was = CONSUMER_HUNGRY;
-    if (atomic_load(&q->consumer) == CONSUMER_HUNGRY &&
-        atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
+    int was = atomic_load(&q->consumer);
+    /* wake_rank was stored before the consumer's seq_cst store of ASLEEP
+       that this load saw, so the relaxed load reads it or a later value. */
+    if (was == CONSUMER_AWAKE ||
+        (was == CONSUMER_ASLEEP && rank < atomic_load_explicit(&q->wake_rank, memory_order_relaxed)))
+        return;
+    if (atomic_compare_exchange_strong(&q->consumer, &was, CONSUMER_AWAKE))
         write_wake_fd(q);
+}
+
+/*
+ * Set the item's rank bit, after it is published.  The seq_cst load
+ * pairs with the consumer's exchange in wp__queue_take_ranks, which comes
+ * before it takes items: if the exchange comes first, this load sees the
+ * bits cleared and sets ours (or sees a later push's bit, which stays set
+ * until the next exchange); if it comes after, the item was published
+ * before the exchange and that turn takes it.  Either way a consumer that
+ * goes to sleep (wp__queue_may_sleep) sees the bit of every item still in
+ * the ring, or the producer sees it asleep (wake_consumer).  The load
+ * first: an OR takes the line for writing, and most pushes find the bit
+ * set already.
+ */
+static void mark_rank(wp_queue *q, unsigned rank)
+{
+    unsigned bit = 1u << rank;
+    if (!(atomic_load(&q->ranks) & bit))
+        atomic_fetch_or(&q->ranks, bit);
 }
 
 /*
@@ -222,35 +256,56 @@ static void ring_publish(wp_queue *q, void *item)
         futex(&q->ring.p_tail, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 
-int wp__queue_push(wp_queue *q, void *item, bool nowait)
+int wp__queue_push(wp_queue *q, void *item, bool nowait, unsigned rank)
 {
     assert(item != NULL); /* NULL is what an empty pop answers */
+    assert(rank < QUEUE_RANKS);
     int rc = 0;
     atomic_fetch_add(&q->pushers, 1);
     if (atomic_load(&q->closed))
         rc = WP_ESHUTDOWN;
     else if (!reserve_room(q) && (nowait || !wait_for_room(q)))
         rc = nowait && !atomic_load(&q->closed) ? WP_EAGAIN : WP_ESHUTDOWN;
-    if (rc == 0)
+    if (rc == 0) {
         ring_publish(q, item);
+        mark_rank(q, rank);
+    }
     /* seq_cst: orders the publish before the consumer-state load below, the
        mirror of queue_may_sleep's store-then-check. */
     atomic_fetch_sub(&q->pushers, 1);
     if (atomic_load(&q->closed))
         wp__queue_kick(q); /* it may be waiting for the queue to seal */
     else if (rc == 0)
-        wake_hungry_consumer(q);
+        wake_consumer(q, rank);
     return rc;
 }
 
-/* The consumer alone. */
-void *wp__queue_pop(wp_queue *q)
+/* The consumer alone, as are the three below. */
+void *wp__queue_take(wp_queue *q)
 {
     void *item;
     if (!ck_ring_dequeue_mpmc(&q->ring, q->slots, &item))
         return NULL;
     HANDOFF_ACQUIRE(item);
     HANDOFF_RELEASE(q->slots); /* the slot is free for a producer's next lap */
+    return item;
+}
+
+void *wp__queue_pop(wp_queue *q)
+{
+    void *item = wp__queue_take(q);
+    if (item != NULL)
+        wp__queue_release(q);
+    return item;
+}
+
+unsigned wp__queue_take_ranks(wp_queue *q)
+{
+    return atomic_exchange(&q->ranks, 0);
+}
+
+void wp__queue_release(wp_queue *q)
+{
     /* Blocked producers wake when the queue has drained to half, not at
        every pop: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
@@ -263,7 +318,6 @@ void *wp__queue_pop(wp_queue *q)
         pthread_cond_broadcast(&q->room_cv);
         pthread_mutex_unlock(&q->room_mu);
     }
-    return item;
 }
 
 unsigned wp__queue_count(wp_queue *q)
@@ -289,12 +343,16 @@ bool wp__queue_sealed(wp_queue *q)
     return atomic_load(&q->closed) && atomic_load(&q->pushers) == 0;
 }
 
-bool wp__queue_may_sleep(wp_queue *q, bool hungry)
+bool wp__queue_may_sleep(wp_queue *q, bool hungry, unsigned wake_rank)
 {
+    assert(wake_rank <= QUEUE_RANKS);
+    atomic_store_explicit(&q->wake_rank, wake_rank, memory_order_relaxed);
     atomic_store(&q->consumer, hungry ? CONSUMER_HUNGRY : CONSUMER_ASLEEP);
-    /* seq_cst store, then load: a producer that published before this point
-       is seen here; one that publishes after sees us asleep and writes. */
-    if (hungry && ck_ring_size(&q->ring) > 0) {
+    /* seq_cst store, then loads: a producer that published before this
+       point is seen here (in the ring, or by its rank bit: mark_rank); one
+       that publishes after sees us asleep and writes. */
+    unsigned urgent = wake_rank < QUEUE_RANKS ? ~0u << wake_rank : 0;
+    if ((hungry && ck_ring_size(&q->ring) > 0) || (atomic_load(&q->ranks) & urgent) != 0) {
         atomic_store(&q->consumer, CONSUMER_AWAKE);
         return false;
     }

@@ -43,9 +43,12 @@ typedef struct wp_queue {
     atomic_uint       pushers;      /* producers inside wp__queue_push */
     atomic_uint       blocked;      /* producers waiting for room */
     atomic_uint       turn_waiters; /* producers asleep waiting to commit */
+    atomic_uint       ranks;        /* bit r: an item of rank r was pushed since the last
+                                       wp__queue_take_ranks */
     char              pad_consumer[WP_CACHELINE];
     /* Written by the consumer at every turn (and by the producer that wakes it). */
     atomic_int        consumer;     /* CONSUMER_AWAKE / _ASLEEP / _HUNGRY */
+    atomic_uint       wake_rank;    /* asleep: a push of this rank or more wakes the consumer */
 } wp_queue;
 
 #define QUEUE_DEFAULT_CAPACITY 1024
@@ -57,11 +60,27 @@ typedef struct wp_queue {
 int   wp__queue_init(wp_queue *q, unsigned capacity) WP_INTERNAL;
 void  wp__queue_destroy(wp_queue *q) WP_INTERNAL;
 
+/* Ranks: a push says how urgent its item is, 0 .. QUEUE_RANKS - 1; the
+   consumer, going to sleep without wanting items, names the rank from
+   which an item must wake it all the same (QUEUE_RANKS: none must). */
+#define QUEUE_RANKS 32u
+
 /* 0; WP_EAGAIN (full and nowait); WP_ESHUTDOWN (closed). */
-int   wp__queue_push(wp_queue *q, void *item, bool nowait) WP_INTERNAL;
-/* The oldest item, or NULL if none is ready. */
+int   wp__queue_push(wp_queue *q, void *item, bool nowait, unsigned rank) WP_INTERNAL;
+/* Take the oldest item out of the ring, or NULL if none is ready.  It
+   still counts against the capacity until wp__queue_release: a consumer
+   may take every item at once to sort them (the pool does) and still
+   bound what waits. */
+void *wp__queue_take(wp_queue *q) WP_INTERNAL;
+/* One item taken is done with: its room is free (wakes blocked producers). */
+void  wp__queue_release(wp_queue *q) WP_INTERNAL;
+/* Take and release at once. */
 void *wp__queue_pop(wp_queue *q) WP_INTERNAL;
+/* Items pushed and not yet released. */
 unsigned wp__queue_count(wp_queue *q) WP_INTERNAL;
+/* Consumer: the ranks pushed since the last call (bit r for rank r), and
+   forget them.  Call it before taking what is in the ring. */
+unsigned wp__queue_take_ranks(wp_queue *q) WP_INTERNAL;
 
 /* Refuse new pushes and wake blocked producers (they get WP_ESHUTDOWN). */
 void  wp__queue_close(wp_queue *q) WP_INTERNAL;
@@ -69,11 +88,13 @@ void  wp__queue_close(wp_queue *q) WP_INTERNAL;
 bool  wp__queue_sealed(wp_queue *q) WP_INTERNAL;
 
 /* Consumer side of the wake-up protocol.  Before blocking in poll(), call
-   wp__queue_may_sleep(q, hungry): false means work arrived, do not block.
+   wp__queue_may_sleep(q, hungry, wake_rank): false means work arrived that
+   the consumer wants (any item when hungry, else one of rank wake_rank or
+   more since the last wp__queue_take_ranks), do not block.
    After poll() returns, call wp__queue_awake(q, wake_fd_was_readable).
    wp__queue_kick() wakes a sleeping consumer for any reason (cancel,
    shutdown), hungry or not. */
-bool  wp__queue_may_sleep(wp_queue *q, bool hungry) WP_INTERNAL;
+bool  wp__queue_may_sleep(wp_queue *q, bool hungry, unsigned wake_rank) WP_INTERNAL;
 void  wp__queue_awake(wp_queue *q, bool drain) WP_INTERNAL;
 void  wp__queue_kick(wp_queue *q) WP_INTERNAL;
 /* The consumer found wake_fd closed under it (the program closed a

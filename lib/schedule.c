@@ -4,11 +4,16 @@
  * which task, and what the clock asks for (deadlines, tasks stuck behind a
  * long one, the shutdown grace, starting and stopping workers).
  *
- * Scheduling is in submit order as far as it can be: idle workers first,
- * one task each, then every window is topped up round-robin, one task per
- * worker per round, so a few tasks spread over the workers and many
- * stream; an idle worker with nothing to take steals the oldest task not
- * yet started behind another worker.
+ * Scheduling is in line order (line.c: highest priority first, then
+ * submit order) as far as it can be: idle workers first, one task each,
+ * then every window is topped up round-robin, one task per worker per
+ * round, so a few tasks spread over the workers and many stream; an idle
+ * worker with nothing to take steals the first task in line not yet
+ * started behind another worker.  No task starts while one ahead of it in
+ * line waits: a task joins a window only after the tasks there behind it
+ * are taken back (wp__slot_yield), and a task that finds no room takes
+ * back, from every window, the tasks not started that are behind it
+ * (preempt).
  *
  * Costs: the loops here scan every slot, O(workers) each, a few of them per
  * turn.  That is fine: workers are at most MAX_WORKERS (1024), each check
@@ -29,17 +34,17 @@ bool wp__spawn_broken(const wp_pool *p)
            atomic_load(&p->n.alive) == 0;
 }
 
-/* The oldest task waiting behind a busy worker, taken back, or NULL.
-   O(workers). */
-static task *steal_oldest(wp_pool *p)
+/* The first task in line waiting behind a busy worker, taken back, or
+   NULL.  O(workers). */
+static task *steal_first(wp_pool *p)
 {
     slot *from = NULL;
-    uint64_t oldest = UINT64_MAX;
+    const task *first = NULL;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
-        uint64_t id = s->state == SLOT_BUSY ? wp__slot_stealable_id(s) : UINT64_MAX;
-        if (id < oldest) {
-            oldest = id;
+        const task *t = s->state == SLOT_BUSY ? wp__slot_stealable(s) : NULL;
+        if (t != NULL && (first == NULL || wp__task_before(t, first))) {
+            first = t;
             from = s;
         }
     }
@@ -49,10 +54,12 @@ static task *steal_oldest(wp_pool *p)
 /* Give slot s task t, unless t was cancelled while it waited. */
 static void give(wp_pool *p, slot *s, task *t)
 {
-    if (wp_future_state(&t->future) != WP_PENDING)
+    if (wp_future_state(&t->future) != WP_PENDING) {
         wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
-    else
-        wp__slot_send(p, s, t);
+        return;
+    }
+    wp__slot_yield(p, s, t); /* what is behind t there goes back to the line */
+    wp__slot_send(p, s, t);
 }
 
 /* One round over the slots: idle ones only, or all with room.  False once
@@ -67,13 +74,47 @@ static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t n
             continue;
         task *t = wp__next_task(p, now_ms);
         if (t == NULL && s->state == SLOT_IDLE)
-            t = steal_oldest(p);
+            t = steal_first(p);
         if (t == NULL)
             return false;
         give(p, s, t);
         *gave = true;
     }
     return true;
+}
+
+/* Idle workers first, then rounds while tasks are given and wait.  True
+   if tasks still wait (every window is full). */
+static bool dispatch_rounds(wp_pool *p, int64_t now_ms, int64_t now_us)
+{
+    bool gave = false;
+    bool more = dispatch_round(p, true, now_ms, now_us, &gave);
+    while (more) {
+        gave = false;
+        more = dispatch_round(p, false, now_ms, now_us, &gave);
+        if (!gave)
+            return more;
+    }
+    return false;
+}
+
+/*
+ * Tasks wait and no window has room: the first in line must still start
+ * before every task behind it, so those not started are taken back from
+ * every window (they go back in line after it).  Their room comes back
+ * when their frames are answered "skipped" (at once if not written yet).
+ * O(workers), and O(1) per slot where nothing is behind the first.
+ */
+static bool preempt(wp_pool *p, int64_t now_ms)
+{
+    const task *first = wp__line_peek(p, now_ms);
+    bool took = false;
+    for (unsigned i = 0; first != NULL && i < p->opts.workers; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY)
+            took |= wp__slot_yield(p, s, first);
+    }
+    return took;
 }
 
 void wp__dispatch(wp_pool *p)
@@ -85,12 +126,8 @@ void wp__dispatch(wp_pool *p)
             wp__task_settle(t, WP_ESPAWN, 0, p->spawn_error, NULL, 0);
         return;
     }
-    bool gave = false;
-    bool more = dispatch_round(p, true, now_ms, now_us, &gave);
-    while (more) {
-        gave = false;
-        more = dispatch_round(p, false, now_ms, now_us, &gave) && gave;
-    }
+    if (dispatch_rounds(p, now_ms, now_us) && preempt(p, now_ms))
+        dispatch_rounds(p, now_ms, now_us); /* the room of frames never written */
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->written < s->count)
@@ -101,7 +138,7 @@ void wp__dispatch(wp_pool *p)
 /* Nothing queued, held or live in a window.  O(workers). */
 static bool drained(wp_pool *p)
 {
-    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || !wp__list_empty(&p->held))
+    if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || atomic_load(&p->n.held) > 0)
         return false;
     for (unsigned i = 0; i < p->opts.workers; i++)
         if (p->slots[i].live > 0)
@@ -165,6 +202,7 @@ static void check_deadline(wp_pool *p, slot *s, int64_t now_us)
 void wp__handle_timers(wp_pool *p)
 {
     int64_t now_us = wp__now_us(), now = now_us / 1000;
+    wp__expire_due(p, now_us);
     if (wp__grace_over(p, now)) {
         cancel_everything(p); /* again for late arrivals: they kick */
         p->grace_spent = true;
@@ -225,9 +263,10 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
-    if (hungry) /* O(held): short, see wp__next_task */
-        WP_LIST_FOREACH(node, &p->held)
-            next = min_deadline(next, WP_LIST_ENTRY(node, task, held_node)->due_ms * 1000);
+    int64_t due = hungry ? wp__held_next_due_ms(p) : -1; /* O(held): short, see line.c */
+    if (due >= 0)
+        next = min_deadline(next, due * 1000);
+    next = min_deadline(next, wp__expire_next_us(p));
     if (p->poll_retry_at > 0)
         next = min_deadline(next, p->poll_retry_at * 1000);
     return next;
@@ -243,4 +282,20 @@ bool wp__hungry(const wp_pool *p)
         if (wp__slot_room(p, &p->slots[i], now_us) > 0)
             return true;
     return false;
+}
+
+/* The lowest level a window holds, plus one: a task submitted at that
+   level or above may have to displace one (wp__slot_yield), so it must
+   wake a dispatcher that sleeps without wanting tasks; a task with a queue
+   deadline always does (RANK_DEADLINE: its timer).  O(workers × LEVELS). */
+unsigned wp__wake_rank(const wp_pool *p)
+{
+    unsigned lowest = RANK_DEADLINE;
+    for (unsigned i = 0; i < p->opts.workers && lowest > 0; i++)
+        for (unsigned l = 0; l < lowest; l++)
+            if (p->slots[i].live_at[l] > 0) {
+                lowest = l;
+                break;
+            }
+    return lowest + 1 < RANK_DEADLINE ? lowest + 1 : RANK_DEADLINE;
 }

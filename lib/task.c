@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * task.c — a task's life outside the worker: its record and future,
- * settling and retries, the held list (tasks out of the queue and not in a
- * window: retry delays, tasks taken back), the cancel stack, and the
- * outcome counters behind wp_pool_get_stats (which is here too).
+ * settling and retries, the cancel stack, and the outcome counters behind
+ * wp_pool_get_stats (which is here too).  Where a task waits between
+ * attempts is the line's (line.c).
  *
  * All of it runs on the dispatcher thread, except task_cancel (any thread:
  * it only pushes onto the lock-free cancel stack), wp_pool_get_stats and
@@ -39,6 +39,8 @@ static void count_settled(wp_pool *p, int state, int error)
             atomic_fetch_add(&p->n.timed_out, 1);
         else if (error == WP_ECRASHED)
             atomic_fetch_add(&p->n.crashed, 1);
+        else if (error == WP_EEXPIRED)
+            atomic_fetch_add(&p->n.expired, 1);
     }
 }
 
@@ -70,6 +72,7 @@ int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
         .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
         .running = atomic_load(&n->running),
         .workers_alive = atomic_load(&n->alive),
+        .expired = atomic_load(&n->expired),
     };
     return 0;
 }
@@ -84,43 +87,10 @@ void wp__task_drop_arg(task *t)
 
 void wp__task_settle(task *t, int error, int code, const char *msg, void *result, size_t len)
 {
-    assert(t->slot < 0 && !wp__list_linked(&t->held_node)); /* out of every place */
+    assert(t->slot < 0 && !wp__list_linked(&t->held_node) && !t->queued); /* out of every place */
     wp__task_drop_arg(t); /* unless the rest of a frame of it is still being written */
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
-}
-
-void wp__held_push(wp_pool *p, task *t, int64_t due_ms, bool in_front)
-{
-    assert(!wp__list_linked(&t->held_node)); /* in one place at a time */
-    t->due_ms = due_ms;
-    t->slot = -1;
-    if (in_front)
-        wp__list_push_front(&p->held, &t->held_node);
-    else
-        wp__list_push_back(&p->held, &t->held_node);
-    atomic_fetch_add(&p->n.held, 1);
-}
-
-void wp__held_remove(wp_pool *p, task *t)
-{
-    assert(wp__list_linked(&t->held_node) && t->slot < 0);
-    wp__list_remove(&t->held_node);
-    atomic_fetch_sub(&p->n.held, 1);
-}
-
-/* O(held): the held list is short (retries waiting, tasks taken back from
-   windows), and its first task is due in the common case. */
-task *wp__next_task(wp_pool *p, int64_t now_ms)
-{
-    WP_LIST_FOREACH(node, &p->held) {
-        task *t = WP_LIST_ENTRY(node, task, held_node);
-        if (t->due_ms <= now_ms) {
-            wp__held_remove(p, t);
-            return t;
-        }
-    }
-    return wp__queue_pop(&p->queue);
 }
 
 static bool retryable(int error)
@@ -152,7 +122,7 @@ void wp__task_finish(wp_pool *p, task *t, int error, int code, const char *msg, 
         atomic_fetch_add(&p->n.retried, 1);
         int64_t delay = wp__backoff(t->opts.retry_delay_ms, t->attempts - 1, RETRY_DOUBLINGS_MAX,
                                     INT64_MAX);
-        wp__held_push(p, t, wp__now_ms() + delay, false);
+        wp__held_push(p, t, wp__now_ms() + delay);
         return;
     }
     wp__task_settle(t, error, code, msg, result, len);
@@ -186,8 +156,8 @@ static int task_cancel(wp_future *f)
     return 0;
 }
 
-/* O(1) per request: a queued task is settled now and dropped when it
-   comes out of the queue; a held one leaves the held list; one in a window
+/* O(1) per request: a task still in the queue is settled now and dropped
+   when it comes out (wp__line_drain); one in the line leaves it; one in a window
    is taken back or its worker stopped. */
 void wp__handle_cancels(wp_pool *p)
 {
@@ -197,8 +167,8 @@ void wp__handle_cancels(wp_pool *p)
         if (t->slot >= 0) {
             assert((unsigned)t->slot < p->opts.workers && !wp__list_linked(&t->held_node));
             wp__stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
-        } else if (wp__list_linked(&t->held_node)) {
-            wp__held_remove(p, t);
+        } else if (wp__list_linked(&t->held_node)) { /* in the line */
+            wp__line_remove(p, t);
             wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
         } else { /* still in the queue: settle now, drop when it comes out */
             wp__future_settle(&t->future, WP_ECANCELED, 0, "cancelled", NULL, 0);

@@ -31,6 +31,14 @@ void wp__entry_wire_done(win_entry *e)
         wp__task_drop_arg(t);
 }
 
+/* The entry no longer counts as live: it is skipped or leaves. */
+static void entry_unlive(slot *s, const win_entry *e)
+{
+    assert(s->live > 0 && s->live_at[e->t->level] > 0);
+    s->live--;
+    s->live_at[e->t->level]--;
+}
+
 /* Entry i leaves the window: its claim position is free again, its
    reference goes.  O(1) for the head (every answer); O(window) for an
    entry taken back from the middle: later entries move down. */
@@ -52,7 +60,7 @@ static void entry_remove(slot *s, unsigned i)
     assert(s->bytes >= e->hdr.length);
     s->bytes -= (size_t)e->hdr.length;
     if (!e->skipped)
-        s->live--;
+        entry_unlive(s, e);
     task *t = e->t;
     if (i == 0) { /* an answer: the head moves on, nothing is copied */
         s->head = (s->head + 1) % WINDOW_MAX;
@@ -121,6 +129,16 @@ static void unstart(task *t)
         wp__future_requeue(&t->future);
 }
 
+/* Claim e's word for the pool (worker.h): true if its worker will not run
+   it — the pool swapped it to SKIPPED now, or the worker found it past
+   its queue deadline and swapped it to EXPIRED (it answers so). */
+static bool claim_back(slot *s, const win_entry *e)
+{
+    atomic_uint_fast64_t *word = &s->shared->claim[e->pos];
+    return wp__claim(word, e->hdr.task_id, CLAIM_SKIPPED) ||
+           atomic_load(word) == CLAIM(e->hdr.task_id, CLAIM_EXPIRED);
+}
+
 /*
  * Take back entry i if its worker has not started it: the task returns
  * (attempts undone; the caller requeues or settles it), or NULL if it has
@@ -130,7 +148,7 @@ static task *take_back(slot *s, unsigned i)
 {
     win_entry *e = wp__entry_at(s, i);
     assert(!e->skipped);
-    if (!wp__claim(&s->shared->claim[e->pos], e->hdr.task_id, CLAIM_SKIPPED))
+    if (!claim_back(s, e))
         return NULL;
     task *t = e->t;
     wp_future_retain(&t->future); /* the entry's reference goes below */
@@ -140,8 +158,8 @@ static task *take_back(slot *s, unsigned i)
     if (entry_unwritten(s, i)) {
         entry_remove(s, i);
     } else {
+        entry_unlive(s, e);
         e->skipped = true;
-        s->live--;
     }
     if (i == 0) /* a new head, or a skipped one: its deadline goes */
         head_changed(s);
@@ -208,6 +226,9 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     wp__frame_header(&e->hdr, FRAME_TASK, t->id, t->arg_len);
     memcpy(&e->hdr.fn, &t->fn, sizeof t->fn);
     e->hdr.code = (int32_t)pos;
+    /* A first attempt carries its queue deadline: the worker refuses it
+       past that (a retry has started once: no deadline applies). */
+    e->hdr.expire_us = t->attempts == 1 ? t->expire_us : 0;
     /* Offered before the frame can be read: this seq_cst store comes
        before the writev that carries the frame, and the worker's read of
        it before its compare-and-swap (a write(2) and the read(2) that
@@ -216,6 +237,7 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
     s->count++;
     s->live++;
+    s->live_at[t->level]++;
     s->bytes += t->arg_len;
     if (s->count == 1) {
         head_changed(s);
@@ -245,7 +267,7 @@ void wp__stop_task(wp_pool *p, slot *s, task *t, int error, const char *msg)
         task *n = take_back(s, k);
         if (n == NULL)
             break;
-        wp__held_push(p, n, 0, true);
+        wp__held_push(p, n, 0);
     }
     wp__slot_read(p, s); /* the answers before it, and maybe its own */
     if (entry_of(s, t) >= 0)
@@ -259,6 +281,28 @@ bool wp__slot_take_back_task(wp_pool *p, slot *s, task *t, int error, const char
     if (back != NULL)
         wp__task_finish(p, back, error, 0, msg, NULL, 0);
     return back != NULL;
+}
+
+bool wp__slot_yield(wp_pool *p, slot *s, const task *t)
+{
+    bool took = false;
+    /* The window is in line order but for started tasks (every task joins
+       it this way), so those behind t are at its end: from the newest,
+       stop at the first that is ahead of t or has started.  O(1) when
+       nothing yields. */
+    for (unsigned i = s->count; i-- > 0;) {
+        win_entry *e = wp__entry_at(s, i);
+        if (e->skipped)
+            continue;
+        if (wp__task_before(e->t, t))
+            break;
+        task *back = take_back(s, i);
+        if (back == NULL)
+            break;
+        wp__held_push(p, back, 0);
+        took = true;
+    }
+    return took;
 }
 
 task *wp__slot_steal(slot *s)
@@ -283,7 +327,7 @@ void wp__slot_unblock(wp_pool *p, slot *s, int64_t now_us)
             continue;
         task *t = take_back(s, i);
         if (t != NULL)
-            wp__held_push(p, t, 0, true);
+            wp__held_push(p, t, 0);
     }
 }
 
@@ -310,12 +354,12 @@ void wp__window_resolve(wp_pool *p, slot *s, int error, int code, const char *ms
         }
         task *t = e->t;
         wp_future_retain(&t->future);
-        bool back = wp__claim(&s->shared->claim[e->pos], e->hdr.task_id, CLAIM_SKIPPED);
+        bool back = claim_back(s, e);
         entry_remove(s, i);
         if (back) {
             t->attempts--;
             unstart(t);
-            wp__held_push(p, t, 0, true);
+            wp__held_push(p, t, 0);
         } else {
             wp__task_finish(p, t, error, code, msg, NULL, 0);
         }
@@ -334,12 +378,12 @@ task *wp__slot_head_task(slot *s)
     return wp__entry_at(s, 0)->t;
 }
 
-uint64_t wp__slot_stealable_id(slot *s)
+task *wp__slot_stealable(slot *s)
 {
     for (unsigned i = 1; i < s->count; i++)
         if (!wp__entry_at(s, i)->skipped)
-            return wp__entry_at(s, i)->hdr.task_id;
-    return UINT64_MAX;
+            return wp__entry_at(s, i)->t;
+    return NULL;
 }
 
 task *wp__slot_cancellable(slot *s)

@@ -108,7 +108,13 @@ static void handle_answer(wp_pool *p, slot *s)
     task *t = e->t;
     bool skipped = e->skipped;
     bool failure = h->type == FRAME_FAILURE;
-    bool ok = skipped ? failure && h->error == WP_ECANCELED : !failure || wp__worker_outcome(h->error);
+    /* The worker refused it past its queue deadline: only if the claim
+       word says so (a task can write to the pipe, not forge the word's
+       id). */
+    bool refused = failure && h->error == WP_EEXPIRED &&
+                   atomic_load(&s->shared->claim[e->pos]) == CLAIM(e->hdr.task_id, CLAIM_EXPIRED);
+    bool ok = skipped ? (failure && h->error == WP_ECANCELED) || refused
+                      : !failure || wp__worker_outcome(h->error) || refused;
     if (s->written == 0) { /* a task can write to its worker's pipe */
         protocol_error(p, s, "answered a task before it had all of its frame");
         return;
@@ -117,8 +123,9 @@ static void handle_answer(wp_pool *p, slot *s)
         protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
         return;
     }
-    if (!skipped) {
+    if (!skipped)
         wp_future_retain(&t->future); /* across entry_remove */
+    if (!skipped && !refused) { /* it ran (the worker counts it too) */
         int64_t sample = (int64_t)(h->fn < (uint64_t)RUN_SAMPLE_MAX_US ? h->fn : (uint64_t)RUN_SAMPLE_MAX_US);
         p->run_avg_us += (sample - p->run_avg_us) / (1 << RUN_AVG_SHIFT);
         s->tasks_done++;

@@ -237,6 +237,15 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     memcpy(&addr, &fn, sizeof addr);
     bool ok = callable(w, addr); /* before the claim: claimed to running is a few instructions */
     wp_buf result = { .max = w->cfg->max_message };
+    /* Past its queue deadline: refused, never started (the pool's timer
+       may not have taken it back yet).  A bad position is claim_task's to
+       refuse. */
+    if (task->expire_us > 0 && (unsigned)task->code < WINDOW_MAX && wp__now_us() >= task->expire_us &&
+        wp__claim(&w->shared->claim[(unsigned)task->code], task->task_id, CLAIM_EXPIRED)) {
+        send_failure(w, task->task_id, WP_EEXPIRED, 0, "expired before it started: reached its "
+                     "worker after its queue deadline", 0);
+        return false;
+    }
     if (!claim_task(w, task)) {
         send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started", 0);
         return false;

@@ -59,8 +59,9 @@ enum {
  * worker (mapped before any fork).  The pool stores CLAIM_OFFERED(id) there
  * before writing the frame; the worker swaps it for CLAIM_STARTED(id) just
  * before running the task, the pool swaps it for CLAIM_SKIPPED(id) to take
- * the task back.  Both are compare-and-swap from OFFERED: exactly one side
- * wins.  Before its swap the worker records when it started, so deadlines
+ * the task back, and a worker that reaches a task past its queue deadline
+ * swaps it for CLAIM_EXPIRED(id) instead of starting it.  All are
+ * compare-and-swap from OFFERED: exactly one side wins.  Before its swap the worker records when it started, so deadlines
  * count from the real start (docs/ARCHITECTURE.md, "The window").
  */
 #define WINDOW_MAX 32
@@ -69,8 +70,11 @@ enum {
    effort): large arguments move in fewer wake-ups. */
 #define WORKER_PIPE_BYTES (1 << 20)
 
-enum { CLAIM_OFFERED = 1, CLAIM_STARTED = 2, CLAIM_SKIPPED = 3 };
-#define CLAIM(id, state) (((uint64_t)(id) << 2) | (uint64_t)(state))
+enum { CLAIM_OFFERED = 1, CLAIM_STARTED = 2, CLAIM_SKIPPED = 3, CLAIM_EXPIRED = 4 };
+#define CLAIM_STATE_BITS 3
+#define CLAIM(id, state) (((uint64_t)(id) << CLAIM_STATE_BITS) | (uint64_t)(state))
+#define CLAIM_STATE(word) ((word) & ((1u << CLAIM_STATE_BITS) - 1))
+#define CLAIM_ID(word)    ((word) >> CLAIM_STATE_BITS)
 
 typedef struct worker_shared {
     atomic_uint_fast64_t claim[WINDOW_MAX];       /* CLAIM(id, ...), 0 = position free */

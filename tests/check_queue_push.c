@@ -30,7 +30,7 @@ typedef struct pusher {
 static void *pusher_main(void *arg)
 {
     pusher *p = arg;
-    p->rc = wp__queue_push(p->q, p->item, p->nowait);
+    p->rc = wp__queue_push(p->q, p->item, p->nowait, 0);
     atomic_store(&p->done, true);
     return NULL;
 }
@@ -57,7 +57,7 @@ static int pusher_join(pusher *p)
 static void block_pushers(wp_queue *q, item *items, unsigned cap, pusher *p, unsigned n)
 {
     for (unsigned i = 0; i < cap; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], false), 0);
+        ck_assert_int_eq(wp__queue_push(q, &items[i], false, 0), 0);
     for (unsigned i = 0; i < n; i++)
         pusher_start(&p[i], q, &items[cap + i]);
     wait_blocked(q, n);
@@ -118,7 +118,7 @@ WP_TEST(fifo_single_thread)
     for (unsigned round = 0; round < 10; round++) {
         for (unsigned i = 0; i < 16; i++) {
             items[i].seq = round * 100 + i;
-            ck_assert_int_eq(wp__queue_push(q, &items[i], true), 0);
+            ck_assert_int_eq(wp__queue_push(q, &items[i], true, 0), 0);
             ck_assert_uint_eq(wp__queue_count(q), i + 1);
         }
         for (unsigned i = 0; i < 16; i++) {
@@ -133,7 +133,7 @@ WP_TEST(fifo_single_thread)
     unsigned next_in = 0, next_out = 0;
     for (unsigned step = 0; step < 200; step++) {
         if (step % 3 != 2) {
-            if (wp__queue_push(q, &items[next_in % 40], true) == 0)
+            if (wp__queue_push(q, &items[next_in % 40], true, 0) == 0)
                 next_in++;
         } else {
             item *it = wp__queue_pop(q);
@@ -161,15 +161,15 @@ WP_TEST(exact_bound_nowait)
         wp_queue *q = new_queue(cap);
         ck_assert_uint_eq(q->capacity, cap);
         for (unsigned i = 0; i < cap; i++)
-            ck_assert_int_eq(wp__queue_push(q, &items[i], true), 0);
+            ck_assert_int_eq(wp__queue_push(q, &items[i], true, 0), 0);
         ck_assert_uint_eq(wp__queue_count(q), cap);
-        ck_assert_int_eq(wp__queue_push(q, &items[cap], true), WP_EAGAIN);
-        ck_assert_int_eq(wp__queue_push(q, &items[cap], true), WP_EAGAIN);
+        ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), WP_EAGAIN);
+        ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), WP_EAGAIN);
         ck_assert_uint_eq(wp__queue_count(q), cap);
         /* One pop makes room for exactly one more. */
         ck_assert_ptr_eq(wp__queue_pop(q), &items[0]);
-        ck_assert_int_eq(wp__queue_push(q, &items[cap], true), 0);
-        ck_assert_int_eq(wp__queue_push(q, &items[0], true), WP_EAGAIN);
+        ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), 0);
+        ck_assert_int_eq(wp__queue_push(q, &items[0], true, 0), WP_EAGAIN);
         for (unsigned i = 1; i <= cap; i++)
             ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
         ck_assert_ptr_null(wp__queue_pop(q));
@@ -275,8 +275,8 @@ WP_TEST(close_wakes_blocked_producers)
     ck_assert_uint_eq(atomic_load(&q->blocked), 0);
 
     /* Later pushes, blocking or not, are refused; nothing was added. */
-    ck_assert_int_eq(wp__queue_push(q, &items[CAP + N], false), WP_ESHUTDOWN);
-    ck_assert_int_eq(wp__queue_push(q, &items[CAP + N], true), WP_ESHUTDOWN);
+    ck_assert_int_eq(wp__queue_push(q, &items[CAP + N], false, 0), WP_ESHUTDOWN);
+    ck_assert_int_eq(wp__queue_push(q, &items[CAP + N], true, 0), WP_ESHUTDOWN);
     ck_assert_uint_eq(wp__queue_count(q), CAP);
 
     /* What was queued before the close is still delivered, in order. */
@@ -284,8 +284,8 @@ WP_TEST(close_wakes_blocked_producers)
         ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
     ck_assert_ptr_null(wp__queue_pop(q));
     /* Even with room now, a closed queue takes nothing. */
-    ck_assert_int_eq(wp__queue_push(q, &items[0], false), WP_ESHUTDOWN);
-    ck_assert_int_eq(wp__queue_push(q, &items[0], true), WP_ESHUTDOWN);
+    ck_assert_int_eq(wp__queue_push(q, &items[0], false, 0), WP_ESHUTDOWN);
+    ck_assert_int_eq(wp__queue_push(q, &items[0], true, 0), WP_ESHUTDOWN);
     ck_assert_ptr_null(wp__queue_pop(q));
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
@@ -333,7 +333,7 @@ WP_TEST(sealed_only_after_close_and_no_push_in_progress)
     wp_queue *q = new_queue(1);
     item items[2];
     ck_assert(!wp__queue_sealed(q));
-    ck_assert_int_eq(wp__queue_push(q, &items[0], false), 0);
+    ck_assert_int_eq(wp__queue_push(q, &items[0], false, 0), 0);
     ck_assert(!wp__queue_sealed(q));
 
     /* A producer inside queue_push (blocked on the full queue). */
@@ -360,7 +360,7 @@ WP_TEST(sealed_only_after_close_and_no_push_in_progress)
     ck_assert_ptr_eq(wp__queue_pop(q), &items[0]);
     ck_assert(wp__queue_sealed(q));
     /* A refused push leaves it sealed. */
-    ck_assert_int_eq(wp__queue_push(q, &items[1], true), WP_ESHUTDOWN);
+    ck_assert_int_eq(wp__queue_push(q, &items[1], true, 0), WP_ESHUTDOWN);
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
 }

@@ -37,7 +37,7 @@ static void *stress_producer_main(void *arg)
         item *it = &s->items[sp->id * STRESS_PER_PRODUCER + i];
         it->producer = sp->id;
         it->seq = i;
-        if (wp__queue_push(s->q, it, false) != 0)
+        if (wp__queue_push(s->q, it, false, 0) != 0)
             atomic_fetch_add(&s->failures, 1);
     }
     return NULL;
@@ -146,7 +146,7 @@ static void *lw_producer_main(void *arg)
     if (!p->solo)
         pthread_barrier_wait(&lw->start);
     for (unsigned i = p->first; i < p->first + p->count; i++) {
-        if (wp__queue_push(lw->q, &lw->items[i], false) != 0)
+        if (wp__queue_push(lw->q, &lw->items[i], false, 0) != 0)
             atomic_fetch_add(&lw->push_failures, 1);
         if (p->pingpong) {
             while (atomic_load(&lw->seen[i]) == 0 && !atomic_load(&lw->lost))
@@ -165,7 +165,7 @@ static void *lw_consumer_main(void *arg)
     lostwake *lw = arg;
     pthread_barrier_wait(&lw->start);
     while (lw->received < LW_TOTAL) {
-        if (wp__queue_may_sleep(lw->q, true)) {
+        if (wp__queue_may_sleep(lw->q, true, QUEUE_RANKS)) {
             lw->sleeps++;
             struct pollfd pfd = { .fd = lw->q->wake_fd, .events = POLLIN };
             int n = poll(&pfd, 1, LW_SAFETY_MS);
@@ -272,7 +272,7 @@ WP_TEST(kick_from_threads_wakes_non_hungry_sleeper)
         ck_assert_int_eq(pthread_create(&th[i], NULL, kicker_main, &k), 0);
     unsigned timeouts = 0;
     for (unsigned r = 0; r < ROUNDS; r++) {
-        if (!wp__queue_may_sleep(k.q, false))
+        if (!wp__queue_may_sleep(k.q, false, QUEUE_RANKS))
             ck_abort_msg("may_sleep(q, false) must always allow sleeping");
         struct pollfd pfd = { .fd = k.q->wake_fd, .events = POLLIN };
         int n = poll(&pfd, 1, LW_SAFETY_MS);

@@ -28,9 +28,9 @@ WP_TEST(wake_hungry_sleeper_on_push)
     wp_queue *q = new_queue(8);
     item it;
     ck_assert(!wake_fd_readable(q));
-    ck_assert(wp__queue_may_sleep(q, true));
+    ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     ck_assert(!wake_fd_readable(q));
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert_msg(wake_fd_readable(q), "a push to a hungry sleeper did not write the eventfd");
     wp__queue_awake(q, true);
     ck_assert_msg(!wake_fd_readable(q), "queue_awake(q, true) did not drain the eventfd");
@@ -38,13 +38,13 @@ WP_TEST(wake_hungry_sleeper_on_push)
 
     /* Only the first push after going to sleep writes; the state is AWAKE
        after it, so a second push does not. */
-    ck_assert(wp__queue_may_sleep(q, true));
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
+    ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert(wake_fd_readable(q));
     uint64_t n = 0;
     ck_assert_int_eq(read(q->wake_fd, &n, sizeof n), (ssize_t)sizeof n);
     ck_assert_uint_eq(n, 1);
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert(!wake_fd_readable(q));
     wp__queue_awake(q, false);
     free_queue(q);
@@ -56,15 +56,15 @@ WP_TEST(push_while_awake_does_not_write)
     item items[64];
     /* Freshly initialised: awake. */
     for (unsigned i = 0; i < 32; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], true), 0);
+        ck_assert_int_eq(wp__queue_push(q, &items[i], true, 0), 0);
     ck_assert(!wake_fd_readable(q));
     /* Awake again after a sleep. */
     while (wp__queue_pop(q) != NULL)
         ;
-    ck_assert(wp__queue_may_sleep(q, true));
+    ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_awake(q, false);
     for (unsigned i = 0; i < 32; i++)
-        ck_assert_int_eq(wp__queue_push(q, &items[i], true), 0);
+        ck_assert_int_eq(wp__queue_push(q, &items[i], true, 0), 0);
     ck_assert(!wake_fd_readable(q));
     /* A kick always writes, even while awake: the consumer may be about
        to sleep having already looked at what the kick is about. */
@@ -77,14 +77,14 @@ WP_TEST(may_sleep_false_when_item_there)
 {
     wp_queue *q = new_queue(8);
     item it;
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
-    ck_assert(!wp__queue_may_sleep(q, true));
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
+    ck_assert(!wp__queue_may_sleep(q, true, QUEUE_RANKS));
     /* It stays awake: a further push does not write. */
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert(!wake_fd_readable(q));
     ck_assert_ptr_eq(wp__queue_pop(q), &it);
     ck_assert_ptr_eq(wp__queue_pop(q), &it);
-    ck_assert(wp__queue_may_sleep(q, true));
+    ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_awake(q, false);
     free_queue(q);
 }
@@ -94,9 +94,9 @@ WP_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
     wp_queue *q = new_queue(8);
     item it;
     /* Not hungry: may sleep even with work queued (no idle worker). */
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
-    ck_assert(wp__queue_may_sleep(q, false));
-    ck_assert_int_eq(wp__queue_push(q, &it, true), 0);
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
+    ck_assert(wp__queue_may_sleep(q, false, QUEUE_RANKS));
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert_msg(!wake_fd_readable(q), "a push woke a consumer that was not hungry");
     wp__queue_kick(q);
     ck_assert_msg(wake_fd_readable(q), "queue_kick did not wake a non-hungry sleeper");
@@ -105,7 +105,7 @@ WP_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
     /* Kick also wakes a hungry sleeper. */
     while (wp__queue_pop(q) != NULL)
         ;
-    ck_assert(wp__queue_may_sleep(q, true));
+    ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_kick(q);
     ck_assert(wake_fd_readable(q));
     wp__queue_awake(q, true);
@@ -120,8 +120,8 @@ WP_TEST(refused_push_after_close_wakes_sleeper)
     wp_queue *q = new_queue(8);
     item it;
     wp__queue_close(q);
-    ck_assert(wp__queue_may_sleep(q, false));
-    ck_assert_int_eq(wp__queue_push(q, &it, true), WP_ESHUTDOWN);
+    ck_assert(wp__queue_may_sleep(q, false, QUEUE_RANKS));
+    ck_assert_int_eq(wp__queue_push(q, &it, true, 0), WP_ESHUTDOWN);
     ck_assert(wake_fd_readable(q));
     wp__queue_awake(q, true);
     ck_assert(!wake_fd_readable(q));

@@ -188,8 +188,8 @@ static int tu_forge_started(const void *arg, size_t len, wp_buf *out)
     for (bool forged = false; !forged && tu_now_ms() < until;) {
         for (unsigned i = 0; i < WINDOW_MAX && !forged; i++) {
             uint64_t w = atomic_load(&a.shared->claim[i]);
-            if ((w & 3) == CLAIM_OFFERED)
-                forged = wp__claim(&a.shared->claim[i], w >> 2, CLAIM_STARTED);
+            if (CLAIM_STATE(w) == CLAIM_OFFERED)
+                forged = wp__claim(&a.shared->claim[i], CLAIM_ID(w), CLAIM_STARTED);
         }
         tu_poll_pause();
     }
@@ -225,8 +225,8 @@ static uint64_t claim_in_state(worker_shared *w, int state, uint64_t except)
     do {
         for (unsigned i = 0; i < WINDOW_MAX; i++) {
             uint64_t word = atomic_load(&w->claim[i]);
-            if ((word & 3) == (uint64_t)state && word >> 2 != except)
-                return word >> 2;
+            if (CLAIM_STATE(word) == (uint64_t)state && CLAIM_ID(word) != except)
+                return CLAIM_ID(word);
         }
         tu_poll_pause();
     } while (tu_now_ms() < until);
@@ -315,7 +315,7 @@ static int tu_forge_start_time(const void *arg, size_t len, wp_buf *out)
     TU_TASK_ARG(a, arg, len, out);
     for (;;) {
         for (unsigned i = 0; i < WINDOW_MAX; i++)
-            if ((atomic_load(&a.shared->claim[i]) & 3) == CLAIM_STARTED)
+            if (CLAIM_STATE(atomic_load(&a.shared->claim[i])) == CLAIM_STARTED)
                 atomic_store(&a.shared->started_us[i], INT64_MAX - 1);
         tu_poll_pause();
     }

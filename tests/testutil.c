@@ -330,6 +330,7 @@ int tu_stats_match(const wp_pool_stats *s, tu_stats_want w, char *why, size_t si
         { "queued", w.queued, s->queued },
         { "running", w.running, s->running },
         { "workers_alive", w.workers_alive, s->workers_alive },
+        { "expired", w.expired, s->expired },
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].want.set && f[i].is != f[i].want.want) {

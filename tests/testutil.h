@@ -336,7 +336,7 @@ typedef struct tu_expect {
 #define TU_EQ(n) { true, (uint64_t)(n) }
 typedef struct tu_stats_want {
     tu_expect submitted, succeeded, failed, cancelled, timed_out, crashed, retried,
-              workers_started, queued, running, workers_alive;
+              workers_started, queued, running, workers_alive, expired;
 } tu_stats_want;
 /* 1 if s matches w; else 0, with the first difference in why[size]. */
 int tu_stats_match(const wp_pool_stats *s, tu_stats_want w, char *why, size_t size);
