@@ -194,6 +194,8 @@ struct wp_pool {
     wp_list         line[LEVELS];        /* per level: never sent yet, in submit order */
     wp_list         held[LEVELS];        /* per level: back from a window or waiting to retry, by seq */
     uint64_t        seq;                 /* the last place in the line given */
+    unsigned        stuck;               /* slots that may have a task behind a long head
+                                            (schedule.c, unstick): counted each turn */
     task          **expiring;            /* min-heap by expire_us; each holds a reference */
     size_t          expiring_n, expiring_cap;
     uint64_t        last_id;

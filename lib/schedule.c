@@ -11,9 +11,13 @@
  * worker with nothing to take steals the first task in line not yet
  * started behind another worker.  No task starts while one ahead of it in
  * line waits: a task joins a window only after the tasks there behind it
- * are taken back (wp__slot_yield), and a task that finds no room takes
+ * are taken back (wp__slot_yield), a task that finds no room takes
  * back, from every window, the tasks not started that are behind it
- * (preempt).
+ * (preempt), and a task left behind a head that has run HOL_US goes to the
+ * next worker with room before anything behind it in line does (unstick).
+ * What is left: tasks already in two windows start in the order their
+ * workers reach them, at most a window's worth of work (WINDOW_BUDGET_US)
+ * or HOL_US apart.
  *
  * Costs: the loops here scan every slot, O(workers) each, a few of them per
  * turn.  That is fine: workers are at most MAX_WORKERS (1024), each check
@@ -51,6 +55,48 @@ static task *steal_first(wp_pool *p)
     return from != NULL ? wp__slot_steal(from) : NULL;
 }
 
+/* Its head has run HOL_US.  O(1). */
+static bool long_head(slot *s, int64_t now_us)
+{
+    if (s->state != SLOT_BUSY)
+        return false;
+    int64_t started = wp__slot_head_started(s);
+    return started >= 0 && now_us - started >= HOL_US;
+}
+
+/* A task waits behind a long head (wp__slot_unblock left it there for an
+   idle worker to steal). */
+static bool stuck(slot *s, int64_t now_us)
+{
+    return s->live >= 2 && long_head(s, now_us);
+}
+
+/* For slot s, which has room and no long head of its own (there the task
+   would wait as long): the first task left behind a long head elsewhere,
+   taken back, if it is ahead of everything in the line; NULL otherwise.  O(workers), only while p->stuck says such tasks may be
+   there: a scan that finds none, or none ahead of the line, clears it
+   for the rest of the turn. */
+static task *unstick(wp_pool *p, slot *s, int64_t now_ms, int64_t now_us)
+{
+    slot *from = NULL;
+    const task *first = NULL;
+    for (unsigned i = 0; i < p->opts.workers; i++) {
+        slot *o = &p->slots[i];
+        const task *t = o != s && stuck(o, now_us) ? wp__slot_stealable(o) : NULL;
+        if (t != NULL && (first == NULL || wp__task_before(t, first))) {
+            first = t;
+            from = o;
+        }
+    }
+    const task *next = first != NULL ? wp__line_peek(p, now_ms) : NULL;
+    if (first == NULL || (next != NULL && wp__task_before(next, first))) {
+        p->stuck = 0;
+        return NULL;
+    }
+    p->stuck--;
+    return wp__slot_steal(from);
+}
+
 /* Give slot s task t, unless t was cancelled while it waited. */
 static void give(wp_pool *p, slot *s, task *t)
 {
@@ -72,7 +118,9 @@ static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t n
         slot *s = &p->slots[i];
         if (idle_only ? s->state != SLOT_IDLE || s->count > 0 : wp__slot_room(p, s, now_us) == 0)
             continue;
-        task *t = wp__next_task(p, now_ms);
+        task *t = p->stuck > 0 && !long_head(s, now_us) ? unstick(p, s, now_ms, now_us) : NULL;
+        if (t == NULL)
+            t = wp__next_task(p, now_ms);
         if (t == NULL && s->state == SLOT_IDLE)
             t = steal_first(p);
         if (t == NULL)
@@ -211,12 +259,15 @@ void wp__handle_timers(wp_pool *p)
     if (p->poll_retry_at > 0 && now >= p->poll_retry_at)
         p->poll_retry_at = 0; /* try again with workers */
     bool may_start = !done && !p->fs_full && p->poll_retry_at == 0;
+    p->stuck = 0;
     for (unsigned i = 0; i < p->opts.workers; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY)
             check_deadline(p, s, now_us);
         if (s->state == SLOT_BUSY && p->opts.workers > 1)
             wp__slot_unblock(p, s, now_us);
+        if (p->opts.workers > 1 && stuck(s, now_us))
+            p->stuck++;
         if (s->state == SLOT_STARTING && now >= s->start_deadline) {
             char how[KILL_HOW_MAX];
             snprintf(how, sizeof how, "was killed by the pool (SIGKILL): not ready within %lld ms",

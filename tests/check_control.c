@@ -189,7 +189,7 @@ int main(void)
 {
     static tu_part_fn *const parts[] = {
         control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
-        control_add_worker_tests, control_add_stress_tests,
+        control_add_worker_tests, control_add_stress_tests, control_add_priority_tests,
     };
     const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };
     return tu_main_parts(suite, parts, TU_COUNT(parts));

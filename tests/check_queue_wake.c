@@ -3,8 +3,9 @@
  * check_queue_wake.c — the consumer's sleep/wake protocol over the eventfd
  * (check_queue.c says how the suite's tests work): a push wakes a hungry
  * sleeper and writes nothing while it is awake, may_sleep says no with an
- * item there, a kick wakes a sleeper that is not hungry, and a push refused
- * after close still wakes it.
+ * item there, a kick wakes a sleeper that is not hungry, a push of rank at
+ * least the wake rank wakes one too, and a push refused after close still
+ * wakes it; a taken item counts until released.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -129,6 +130,59 @@ WP_TEST(refused_push_after_close_wakes_sleeper)
     free_queue(q);
 }
 
+/* ------------------------------------------------------------------ ranks */
+
+/* Asleep without wanting items: a push below the wake rank writes
+   nothing, one at or above it writes once; the rank bits tell a consumer
+   about to sleep that such a push came first, until it takes them. */
+WP_TEST(rank_wakes_sleeper_that_is_not_hungry)
+{
+    wp_queue *q = new_queue(16);
+    item it[4];
+    ck_assert(wp__queue_may_sleep(q, false, 3));
+    ck_assert_int_eq(wp__queue_push(q, &it[0], true, 2), 0);
+    ck_assert_msg(!wake_fd_readable(q), "a push below the wake rank woke the consumer");
+    ck_assert_int_eq(wp__queue_push(q, &it[1], true, 3), 0);
+    ck_assert_msg(wake_fd_readable(q), "a push at the wake rank did not wake the consumer");
+    wp__queue_awake(q, true);
+    ck_assert_uint_eq(wp__queue_take_ranks(q), (1u << 2) | (1u << 3));
+    ck_assert_uint_eq(wp__queue_take_ranks(q), 0);
+
+    /* Pushed while awake, before the consumer goes to sleep: may_sleep
+       sees the bit and says no; below the rank it says yes. */
+    ck_assert_int_eq(wp__queue_push(q, &it[2], true, QUEUE_RANKS - 1), 0);
+    ck_assert(!wake_fd_readable(q));
+    ck_assert(!wp__queue_may_sleep(q, false, QUEUE_RANKS - 1));
+    ck_assert(wp__queue_may_sleep(q, false, QUEUE_RANKS)); /* no rank wakes it */
+    wp__queue_awake(q, false);
+    (void)wp__queue_take_ranks(q);
+    ck_assert(wp__queue_may_sleep(q, false, 0)); /* bits taken: nothing new */
+    wp__queue_awake(q, false);
+    free_queue(q);
+}
+
+/* take leaves the item counted until release: the bound holds while the
+   consumer sorts what it took. */
+WP_TEST(take_counts_until_release)
+{
+    wp_queue *q = new_queue(2);
+    item it[3];
+    ck_assert_int_eq(wp__queue_push(q, &it[0], true, 0), 0);
+    ck_assert_int_eq(wp__queue_push(q, &it[1], true, 0), 0);
+    ck_assert_ptr_eq(wp__queue_take(q), &it[0]);
+    ck_assert_ptr_eq(wp__queue_take(q), &it[1]);
+    ck_assert_ptr_null(wp__queue_take(q));
+    ck_assert_uint_eq(wp__queue_count(q), 2);
+    ck_assert_int_eq(wp__queue_push(q, &it[2], true, 0), WP_EAGAIN);
+    wp__queue_release(q);
+    ck_assert_uint_eq(wp__queue_count(q), 1);
+    ck_assert_int_eq(wp__queue_push(q, &it[2], true, 0), 0);
+    ck_assert_ptr_eq(wp__queue_pop(q), &it[2]);
+    wp__queue_release(q);
+    ck_assert_uint_eq(wp__queue_count(q), 0);
+    free_queue(q);
+}
+
 /* ---------------------------------------------------------- its tests */
 
 TU_PART(queue_add_wake_tests,
@@ -136,4 +190,6 @@ TU_PART(queue_add_wake_tests,
         TU_CASE("wake", push_while_awake_does_not_write),
         TU_CASE("wake", may_sleep_false_when_item_there),
         TU_CASE("wake", non_hungry_sleeper_ignores_push_but_wakes_on_kick),
-        TU_CASE("wake", refused_push_after_close_wakes_sleeper))
+        TU_CASE("wake", refused_push_after_close_wakes_sleeper),
+        TU_CASE("wake", rank_wakes_sleeper_that_is_not_hungry),
+        TU_CASE("wake", take_counts_until_release))

@@ -237,6 +237,7 @@ typedef struct forger_arg {
     worker_shared *shared;      /* slot 0's claim words */
     int            behind;      /* the state the task behind must be in first */
     bool           half_frame;  /* and its frame must be partly in the pipe */
+    bool           expired;     /* answer for that task "expired before it started" */
 } forger_arg;
 
 /* A hostile task: once the task behind it is in the given state, it writes
@@ -256,7 +257,8 @@ static int tu_forge_answers(const void *arg, size_t len, wp_buf *out)
         tu_poll_pause();
     frame_header h[2];
     wp__frame_header(&h[0], FRAME_RESULT, self, 0);
-    wp__frame_header(&h[1], FRAME_RESULT, next, 0);
+    wp__frame_header(&h[1], a.expired ? FRAME_FAILURE : FRAME_RESULT, next, 0);
+    h[1].error = a.expired ? WP_EEXPIRED : 0;
     if (write(res, h, sizeof h) != (ssize_t)sizeof h)
         return wp_buf_fail(out, 5, "cannot forge");
     for (;;)
@@ -348,6 +350,86 @@ WP_TEST_BOTH(forged_start_time_keeps_deadline)
     wp_pool_destroy(p);
 }
 
+/* A task answers "expired" for the task behind it, which its worker has
+   not refused (its claim word is not CLAIM_EXPIRED): a broken protocol,
+   not an expiry; the task behind runs on the replacement. */
+WP_TEST_BOTH(forged_expired_answer)
+{
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+    forger_arg a = { .shared = &p->shared[0], .behind = CLAIM_OFFERED, .expired = true };
+    wp_future *hostile = tu_submit(p, tu_forge_answers, &a, sizeof a, NULL);
+    wp_future *behind = tu_submit(p, tu_echo, "u", 1, NULL);
+    tu_check_echo(behind, "u", 1);
+    ck_assert_int_eq(wp_future_wait(hostile, TU_DEADLINE_MS), 0);
+    tu_assert_stats(tu_pool_stats(p), .expired = TU_EQ(0), .workers_started = TU_EQ(2));
+    wp_future_release(hostile);
+    wp_future_release(behind);
+    wp_pool_destroy(p);
+}
+
+/* A done-callback that holds the dispatcher thread until the test writes
+   to its pipe (no library call may be made meanwhile). */
+typedef struct dispatcher_stop {
+    int entered[2], go[2];
+} dispatcher_stop;
+
+static void hold_dispatcher(wp_future *f, void *ctx)
+{
+    (void)f;
+    dispatcher_stop *d = ctx;
+    char c = 1;
+    if (write(d->entered[1], &c, 1) == 1)
+        (void)tu_read_int(d->go[0], TU_DEADLINE_MS);
+}
+
+/* The worker reaches a task past its queue deadline before the pool's
+   timer could take it back (the dispatcher is held in a done-callback):
+   it refuses it (CLAIM_EXPIRED), and the task fails WP_EEXPIRED, never
+   run. */
+WP_TEST_BOTH(worker_refuses_past_queue_deadline)
+{
+    enum { QUEUE_MS = 1000 }; /* the dispatcher is held well before this */
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
+    tu_hold h;
+    tu_hold_open(&h);
+    wp_future *busy = tu_submit_held(p, &h, NULL, NULL);
+    int64_t t0 = tu_now_ms();
+    wp_task_options o = { .queue_timeout_ms = QUEUE_MS };
+    wp_future *late = tu_submit(p, tu_echo, "t", 1, &o);
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    while (tu_pool_stats(p).queued > 0 && tu_now_ms() < deadline)
+        tu_poll_pause(); /* in the window, behind busy */
+    dispatcher_stop d;
+    ck_assert_int_eq(pipe(d.entered), 0);
+    ck_assert_int_eq(pipe(d.go), 0);
+    wp_future *g = tu_submit(p, tu_echo, "g", 1, NULL); /* waits: no room */
+    ck_assert_int_eq(wp_future_on_done(g, hold_dispatcher, &d), 0);
+    ck_assert_int_eq(wp_future_cancel(g), 0);
+    char c;
+    ck_assert_int_eq(read(d.entered[0], &c, 1), 1); /* the dispatcher is held */
+    ck_assert_msg(tu_now_ms() - t0 < QUEUE_MS, "too slow to hold the dispatcher in time");
+    while (tu_now_ms() <= t0 + QUEUE_MS)
+        tu_poll_pause(); /* the deadline itself: what the worker checks */
+    tu_fifo_release(&h.gate, 1);
+    uint64_t refused = claim_in_state(&p->shared[0], CLAIM_EXPIRED, 0);
+    int one = 1;
+    ck_assert_int_eq(write(d.go[1], &one, sizeof one), (ssize_t)sizeof one);
+    ck_assert_uint_ne(refused, 0);
+    tu_wait_settled(late); /* by the worker's answer or the pool's timer: both say so */
+    tu_check_outcome(late, WP_FAILED, WP_EEXPIRED, 0, NULL);
+    tu_wait_settled(busy);
+    tu_assert_stats(tu_pool_stats(p), .expired = TU_EQ(1), .workers_started = TU_EQ(1));
+    for (int i = 0; i < 2; i++) {
+        close(d.entered[i]);
+        close(d.go[i]);
+    }
+    wp_future_release(g);
+    wp_future_release(late);
+    wp_future_release(busy);
+    tu_hold_close(&h);
+    wp_pool_destroy(p);
+}
+
 int main(void)
 {
     const tu_suite suite = { .name = "window", .timeout_s = 60 };
@@ -358,6 +440,8 @@ int main(void)
         TU_TEST(forged_answer_for_half_written_frame),
         TU_TEST(forged_result_for_skipped_task),
         TU_TEST(forged_start_time_keeps_deadline),
+        TU_TEST(forged_expired_answer),
+        TU_TEST(worker_refuses_past_queue_deadline),
     };
     return tu_main(suite, tests, TU_COUNT(tests));
 }
