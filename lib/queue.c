@@ -22,8 +22,10 @@
  * them by priority (docs/ARCHITECTURE.md, "Priorities and queue
  * deadlines"), and must hear of an item that could displace work already
  * sent to a worker even while it wants no items: a push of rank at least
- * the consumer's wake_rank wakes it then.  The rank bits producers set are
- * how a consumer about to sleep learns of such an item pushed just before.
+ * the consumer's wake_rank wakes it then.  The rank bits producers set
+ * for such pushes are how a consumer about to sleep learns of one pushed
+ * just before.  Pushes below wake_rank (all of them, in a pool whose tasks
+ * share one priority) cost one load of a line they read anyway.
  *
  * Costs: a push is O(1) — a compare-and-swap on the count, ck's reserve and
  * commit, one fence, a load of the rank bits (and an OR the first time a
@@ -99,7 +101,7 @@ int wp__queue_init(wp_queue *q, unsigned capacity)
     atomic_init(&q->turn_waiters, 0);
     atomic_init(&q->consumer, CONSUMER_AWAKE);
     atomic_init(&q->ranks, 0);
-    atomic_init(&q->wake_rank, QUEUE_RANKS);
+    atomic_init(&q->wake_rank, 0); /* every push marks until the consumer says otherwise */
     if (wp__lock_init(&q->room_mu, &q->room_cv) < 0) {
         free(q->slots);
         q->slots = NULL;
@@ -160,19 +162,26 @@ static void wake_consumer(wp_queue *q, unsigned rank)
 }
 
 /*
- * Set the item's rank bit, after it is published.  The seq_cst load
- * pairs with the consumer's exchange in wp__queue_take_ranks, which comes
- * before it takes items: if the exchange comes first, this load sees the
- * bits cleared and sets ours (or sees a later push's bit, which stays set
- * until the next exchange); if it comes after, the item was published
- * before the exchange and that turn takes it.  Either way a consumer that
- * goes to sleep (wp__queue_may_sleep) sees the bit of every item still in
- * the ring, or the producer sees it asleep (wake_consumer).  The load
- * first: an OR takes the line for writing, and most pushes find the bit
- * set already.
+ * Set the item's rank bit, after it is published, if its rank could wake
+ * the consumer.  The loads are seq_cst, after ring_publish's seq_cst
+ * fence:
+ *   - wake_rank: a push that reads an old, higher value and so sets no bit
+ *     reads it before the consumer's store of the lower one; the fence then
+ *     makes the item visible to the consumer after that store, and
+ *     wp__queue_may_sleep, having lowered it, looks at the ring itself.
+ *   - ranks pairs with the consumer's exchange in wp__queue_take_ranks,
+ *     which comes before it takes items: if the exchange comes first, this
+ *     load sees the bits cleared and sets ours (or sees a later push's bit,
+ *     which stays set until the next exchange); if it comes after, the
+ *     item was published before the exchange and that turn takes it.
+ * Either way a consumer that goes to sleep sees the item or its bit, or the
+ * producer sees it asleep (wake_consumer).  The load before the OR: an OR
+ * takes the line for writing, and most pushes find the bit set already.
  */
 static void mark_rank(wp_queue *q, unsigned rank)
 {
+    if (rank < atomic_load(&q->wake_rank))
+        return;
     unsigned bit = 1u << rank;
     if (!(atomic_load(&q->ranks) & bit))
         atomic_fetch_or(&q->ranks, bit);
@@ -301,7 +310,8 @@ void *wp__queue_pop(wp_queue *q)
 
 unsigned wp__queue_take_ranks(wp_queue *q)
 {
-    return atomic_exchange(&q->ranks, 0);
+    /* The load first: no write, so no stolen line, when nothing came. */
+    return atomic_load(&q->ranks) != 0 ? atomic_exchange(&q->ranks, 0) : 0;
 }
 
 void wp__queue_release(wp_queue *q)
@@ -346,13 +356,18 @@ bool wp__queue_sealed(wp_queue *q)
 bool wp__queue_may_sleep(wp_queue *q, bool hungry, unsigned wake_rank)
 {
     assert(wake_rank <= QUEUE_RANKS);
-    atomic_store_explicit(&q->wake_rank, wake_rank, memory_order_relaxed);
+    /* Stored only when it changes: producers read its line at every push. */
+    unsigned was = atomic_load_explicit(&q->wake_rank, memory_order_relaxed);
+    if (wake_rank != was)
+        atomic_store(&q->wake_rank, wake_rank);
     atomic_store(&q->consumer, hungry ? CONSUMER_HUNGRY : CONSUMER_ASLEEP);
-    /* seq_cst store, then loads: a producer that published before this
+    /* seq_cst stores, then loads: a producer that published before this
        point is seen here (in the ring, or by its rank bit: mark_rank); one
-       that publishes after sees us asleep and writes. */
+       that publishes after sees us asleep and writes.  Lowered, the bits
+       may miss pushes that read the old rank: the ring itself says. */
     unsigned urgent = wake_rank < QUEUE_RANKS ? ~0u << wake_rank : 0;
-    if ((hungry && ck_ring_size(&q->ring) > 0) || (atomic_load(&q->ranks) & urgent) != 0) {
+    bool look = hungry || wake_rank < was;
+    if ((look && ck_ring_size(&q->ring) > 0) || (atomic_load(&q->ranks) & urgent) != 0) {
         atomic_store(&q->consumer, CONSUMER_AWAKE);
         return false;
     }
