@@ -322,7 +322,10 @@ static size_t resident_bytes(worker *w)
 {
     if (w->statm_fd >= 0) {
         char line[STATM_MAX];
-        ssize_t n = pread(w->statm_fd, line, sizeof line - 1, 0);
+        ssize_t n;
+        do
+            n = pread(w->statm_fd, line, sizeof line - 1, 0);
+        while (n < 0 && errno == EINTR); /* a task's signal handler */
         uint64_t pages;
         if (n > 0) {
             line[n] = '\0';

@@ -4,8 +4,8 @@
  * "Submitting" and "Futures"; docs/ARCHITECTURE.md, "Path of a task"): per-task deadlines, cancellation
  * (queued, running, shielded, prefetched, late), retries with doubling
  * delays, worker lifecycle (max_tasks_per_worker, worker_init, WP_ESPAWN,
- * recovery, worker_memory_limit, worker_rss_limit), the crash-loop guard, and a concurrent
- * stress test where every future must settle exactly once.
+ * recovery, worker_memory_limit, worker_rss_limit), the crash-loop guard,
+ * and a concurrent stress test where every future must settle exactly once.
  *
  * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
  * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,

@@ -16,7 +16,9 @@
  * RSS_LEAK, well past the margin.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "check_control.h"
@@ -82,6 +84,47 @@ static int leak_task(const void *arg, size_t len, wp_buf *out)
     }
     int pid = (int)getpid();
     return wp_buf_append(out, &pid, sizeof pid);
+}
+
+/* peak_task: maps *(size_t *)arg bytes, touches them and unmaps them:
+   a peak in the resident set, gone when it returns. */
+static int peak_task(const void *arg, size_t len, wp_buf *out)
+{
+    size_t n;
+    TU_TASK_ARG(n, arg, len, out);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return wp_buf_fail(out, 12, "peak_task: no memory");
+    memset(p, 1, n);
+    munmap(p, n);
+    return 0;
+}
+
+/* close_statm_task: closes every descriptor of the worker's that is open
+   on its statm file; result = how many (an int). */
+static int close_statm_task(const void *arg, size_t len, wp_buf *out)
+{
+    (void)arg;
+    (void)len;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return wp_buf_fail(out, 2, "close_statm_task: no /proc/self/fd");
+    int closed = 0, dir_fd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        char link[64], target[256];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = fd != dir_fd && e->d_name[0] != '.' ? readlink(link, target, sizeof target - 1) : -1;
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        size_t t = (size_t)n, suffix = strlen("/statm");
+        if (t >= suffix && strcmp(target + t - suffix, "/statm") == 0)
+            closed += close(fd) == 0;
+    }
+    closedir(d);
+    return wp_buf_append(out, &closed, sizeof closed);
 }
 
 static leak_arg leak_arg_of(size_t leak, int index, const char *file)
@@ -335,6 +378,46 @@ WP_TEST_BOTH(rss_max_tasks)
     wp_pool_destroy(p);
 }
 
+/* The limit is on the resident set now, not its peak: a task that peaked
+   past it and gave the memory back leaves its worker in place. */
+WP_TEST_BOTH(rss_peak_is_not_size)
+{
+    wp_pool *p = make_limited_pool(1);
+    int pid = tu_worker_pid(p);
+    size_t n = RSS_LEAK;
+    wp_future *f = tu_run(p, peak_task, &n, sizeof n, NULL);
+    tu_check_echo(f, NULL, 0);
+    wp_future_release(f);
+    ck_assert_int_eq(tu_worker_pid(p), pid);
+    ck_assert_uint_eq(tu_pool_stats(p).workers_recycled, 0);
+    wp_pool_destroy(p);
+}
+
+/* Where statm cannot be read (here: a task closed the worker's descriptor
+   on it), the peak stands in: below the limit the worker stays, and past
+   it — a peak is enough then — it is replaced, nothing failing. */
+WP_TEST_BOTH(rss_fallback_peak)
+{
+    wp_pool *p = make_limited_pool(1);
+    int pid = tu_worker_pid(p);
+    wp_future *f = tu_run(p, close_statm_task, NULL, 0, NULL);
+    ck_assert_int_eq(tu_result_int(f), 1); /* the worker's one descriptor on it */
+    wp_future_release(f);
+    ck_assert_int_eq(tu_worker_pid(p), pid);
+    size_t n = RSS_LEAK;
+    f = tu_submit(p, peak_task, &n, sizeof n, NULL);
+    int w = wp_future_wait(f, TU_DEADLINE_MS);
+    tu_wait_workers(p, 1, 2); /* its replacement */
+    ck_assert_int_eq(w, 0);
+    tu_check_echo(f, NULL, 0);
+    wp_future_release(f);
+    ck_assert_int_ne(tu_worker_pid(p), pid);
+    wp_pool_stats s = settled_stats(p, 5);
+    ck_assert_uint_eq(s.workers_recycled, 1);
+    tu_assert_stats(s, .failed = TU_EQ(0), .workers_started = TU_EQ(2));
+    wp_pool_destroy(p);
+}
+
 /* ---------------------------------------------------------- its tests */
 
 TU_PART(control_add_rss_tests,
@@ -344,4 +427,6 @@ TU_PART(control_add_rss_tests,
         TU_TEST(rss_no_limit),
         TU_TEST(rss_exit_status_is_crash),
         TU_TEST(rss_recycle_is_no_failed_start),
-        TU_TEST(rss_max_tasks))
+        TU_TEST(rss_max_tasks),
+        TU_TEST(rss_peak_is_not_size),
+        TU_TEST(rss_fallback_peak))
