@@ -111,6 +111,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         .max_message = p->opts.max_message,
         .max_tasks = p->opts.max_tasks_per_worker,
         .memory_limit = p->opts.worker_memory_limit,
+        .rss_limit = p->opts.worker_rss_limit,
         .init = p->opts.worker_init,
         .init_ctx = p->opts.worker_init_ctx,
     };

@@ -172,6 +172,7 @@ typedef struct slot {
 typedef struct pool_counters {
     atomic_uint_fast64_t submitted, succeeded, failed, cancelled;
     atomic_uint_fast64_t timed_out, crashed, retried, workers_started, expired;
+    atomic_uint_fast64_t workers_recycled; /* slot.c: left past worker_rss_limit */
     atomic_uint held, running, alive;
 } pool_counters;
 

@@ -116,9 +116,20 @@ void wp__slot_reaped(wp_pool *p, slot *s, int status)
     if (s->kill_how[0] != '\0' && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(how, sizeof how, "%s", s->kill_how); /* our SIGKILL, not someone else's */
     bool never_ready = s->ready_at == 0;
+    /* It answered a task, found itself past worker_rss_limit and left
+       before claiming another (worker.c): nothing was running, so nothing
+       fails, what it was sent goes back to the front of the line (the
+       resolve below), and it is no failed start — the replacement starts
+       at once.  With a task running, that task exited with this status
+       itself: a crash like any other. */
+    bool recycled = p->opts.worker_rss_limit > 0 && !s->deliberate && !never_ready &&
+                    WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_RECYCLED &&
+                    wp__slot_head_started(s) < 0;
+    if (recycled)
+        atomic_fetch_add(&p->n.workers_recycled, 1);
     /* A worker that had a task to run is not counted as a failed start
        (only one that died idle, soon after READY). */
-    bool died_young = !s->deliberate && s->tasks_done == 0 && s->live == 0 &&
+    bool died_young = !recycled && !s->deliberate && s->tasks_done == 0 && s->live == 0 &&
                       wp__now_ms() - s->ready_at < HEALTHY_AFTER_MS;
     snprintf(msg, sizeof msg, "worker %d %s while running the task", (int)s->h.pid, how);
     wp__window_resolve(p, s, WP_ECRASHED, code, msg);

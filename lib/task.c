@@ -69,6 +69,7 @@ int wp_pool_get_stats(wp_pool *pool, wp_pool_stats *out)
         .crashed = atomic_load(&n->crashed),
         .retried = atomic_load(&n->retried),
         .workers_started = atomic_load(&n->workers_started),
+        .workers_recycled = atomic_load(&n->workers_recycled),
         .queued = wp__queue_count(&pool->queue) + atomic_load(&n->held),
         .running = atomic_load(&n->running),
         .workers_alive = atomic_load(&n->alive),

@@ -7,9 +7,12 @@
  *
  * A worker keeps nothing it does not need: after fork it leads a process
  * group of its own (and is the subreaper of what its tasks fork), closes
- * every descriptor but stdio and its own two pipe ends, resets every signal
- * to its default, dies with its parent (PR_SET_PDEATHSIG) and exits on
- * end-of-file from the pool.
+ * every descriptor but stdio and its own two pipe ends (with
+ * worker_rss_limit it then opens one more, on /proc/self/statm), resets
+ * every signal to its default, dies with its parent (PR_SET_PDEATHSIG) and
+ * exits on end-of-file from the pool, after max_tasks_per_worker tasks, or
+ * between tasks once its resident set is past worker_rss_limit
+ * (docs/ARCHITECTURE.md, "Recycling by resident set").
  * It leaves with _exit() so the parent program's atexit handlers and stdio
  * buffers copied by fork never run or flush twice.
  */
@@ -96,6 +99,8 @@ typedef struct worker {
     const worker_config *cfg;
     worker_shared *shared;
     int   task_fd, result_fd;
+    int   statm_fd;         /* /proc/self/statm with an rss_limit, else -1 */
+    size_t page_bytes;      /* the unit of statm's counts */
     void *checked_fn;       /* last function found in the image */
     char *rbuf;             /* bytes read from the pool, not yet parsed */
     size_t rstart, rend;
@@ -285,6 +290,88 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     return true;
 }
 
+/* ----------------------------------------------------------- resident set */
+
+/* /proc/self/statm: one line of seven page counts, each at most 20 digits
+   and a separator. */
+#define STATM_MAX 160
+#define KIB 1024 /* ru_maxrss's unit */
+
+/* The second count of a statm line (resident pages): false if the line
+   does not start with two counts. */
+static bool statm_resident(const char *line, uint64_t *pages)
+{
+    const char *c = line;
+    while (*c >= '0' && *c <= '9')
+        c++;
+    if (c == line || *c++ != ' ' || *c < '0' || *c > '9')
+        return false;
+    uint64_t n = 0;
+    for (; *c >= '0' && *c <= '9'; c++) {
+        if (n > (UINT64_MAX - 9) / 10)
+            return false;
+        n = n * 10 + (uint64_t)(*c - '0');
+    }
+    *pages = n;
+    return true;
+}
+
+/*
+ * The worker's resident set in bytes, as the kernel counts it: every page
+ * of its own that is in memory, those it still shares copy-on-write with
+ * the process it was forked from included.  One pread of /proc/self/statm
+ * on the descriptor opened at start (the kernel answers from counters it
+ * keeps: O(1), however big the process).  Where that cannot be read — no
+ * /proc in this mount namespace, or a task closed the descriptor — the
+ * peak resident set (getrusage's ru_maxrss) stands in from then on: never
+ * below the current size, so a leak still recycles the worker, but so does
+ * a task that only peaked past the limit.  0 if neither can be read.
+ */
+static size_t resident_bytes(worker *w)
+{
+    if (w->statm_fd >= 0) {
+        char line[STATM_MAX];
+        ssize_t n;
+        do
+            n = pread(w->statm_fd, line, sizeof line - 1, 0);
+        while (n < 0 && errno == EINTR); /* a task's signal handler */
+        uint64_t pages;
+        if (n > 0) {
+            line[n] = '\0';
+            if (statm_resident(line, &pages))
+                return pages > SIZE_MAX / w->page_bytes ? SIZE_MAX : (size_t)pages * w->page_bytes;
+        }
+        /* Not ours any more, or never statm: a later number there may be a
+           task's descriptor, so never read it again. */
+        w->statm_fd = -1;
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0 || ru.ru_maxrss <= 0)
+        return 0;
+    uint64_t kib = (uint64_t)ru.ru_maxrss;
+    return kib > SIZE_MAX / KIB ? SIZE_MAX : (size_t)kib * KIB;
+}
+
+/* Open what resident_bytes reads, when there is a limit to check. */
+static void resident_open(worker *w)
+{
+    w->statm_fd = -1;
+    if (w->cfg->rss_limit == 0)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    w->page_bytes = page > 0 ? (size_t)page : 1;
+    w->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+}
+
+/* Past worker_rss_limit: time to be replaced (one system call, only with
+   a limit). */
+static bool over_rss_limit(worker *w)
+{
+    return w->cfg->rss_limit > 0 && resident_bytes(w) > w->cfg->rss_limit;
+}
+
+/* ------------------------------------------------------------ worker main */
+
 static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int task_fd, int result_fd)
 {
     worker w = { .cfg = cfg, .shared = &cfg->shared[slot], .task_fd = task_fd, .result_fd = result_fd };
@@ -296,6 +383,7 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
     w.rbuf = malloc(WORKER_READ_BUF);
     if (w.rbuf == NULL)
         _exit(WORKER_EXIT_SETUP);
+    resident_open(&w);
     if (cfg->init != NULL && cfg->init(cfg->init_ctx) != 0)
         _exit(WORKER_EXIT_INIT_FAILED);
     frame_header ready;
@@ -304,14 +392,25 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
 
     frame_reader r;
     wp__frame_reader_init(&r);
+    int status = 0;
     for (unsigned done = 0; cfg->max_tasks == 0 || done < cfg->max_tasks;) {
         if (!receive_task(&w, &r))
             break;
-        done += run_task(&w, &r.hdr, r.payload != NULL ? r.payload : "");
+        bool ran = run_task(&w, &r.hdr, r.payload != NULL ? r.payload : "");
+        done += ran;
         wp__frame_reader_reset(&r);
+        /* Its answer is written, so nothing is lost: past the limit, claim
+           no more (the pool takes back what it sent ahead).  Not after the
+           last of max_tasks: leaving then anyway, it is retired, not
+           recycled.  Every worker runs one task first, so even a limit
+           below an idle worker's size makes progress. */
+        if (ran && (cfg->max_tasks == 0 || done < cfg->max_tasks) && over_rss_limit(&w)) {
+            status = WORKER_EXIT_RECYCLED;
+            break;
+        }
     }
     fflush(NULL);
-    _exit(0);
+    _exit(status);
 }
 
 /* In the child, right after fork: become a clean worker. */

@@ -43,11 +43,17 @@ static inline bool wp__worker_outcome(int error)
            error == WP_EPROTO || error == WP_ENOMEM;
 }
 
-/* Exit statuses a worker uses on its own, so the pool can say why. */
+/* Exit statuses a worker uses on its own, so the pool can say why.
+   WORKER_EXIT_RECYCLED is the one that is no failure: the worker answered
+   its last task, found its resident set above worker_rss_limit and left
+   before claiming another (docs/ARCHITECTURE.md, "Recycling by resident
+   set").  The pool takes it for that only when no task of the worker was
+   running: a task that calls _exit(WORKER_EXIT_RECYCLED) is a crash. */
 enum {
     WORKER_EXIT_INIT_FAILED = 120, /* worker_init returned non-zero */
     WORKER_EXIT_BAD_FRAME   = 121, /* the pool sent something it cannot read */
-    WORKER_EXIT_SETUP       = 122  /* could not set itself up (pipes, limits) */
+    WORKER_EXIT_SETUP       = 122, /* could not set itself up (pipes, limits) */
+    WORKER_EXIT_RECYCLED    = 123  /* past rss_limit after a task: replace me */
 };
 
 /*
@@ -98,6 +104,8 @@ typedef struct worker_config {
     size_t   max_message;
     unsigned max_tasks;     /* exit cleanly after this many; 0 = never */
     size_t   memory_limit;  /* RLIMIT_AS; 0 = none */
+    size_t   rss_limit;     /* leave (WORKER_EXIT_RECYCLED) after a task that ends with
+                               the resident set above this many bytes; 0 = none */
     int    (*init)(void *ctx);
     void    *init_ctx;
 } worker_config;
