@@ -337,7 +337,8 @@ WP_EXTERN const char *wp_future_message(const wp_future *f);
  * retry delay the cancel wins.
  * Returns 0 (it will settle as cancelled, even if it was about to finish),
  * WP_EINVAL (already settled, or f NULL) or WP_EBUSY (a WP_TASK_SHIELD task
- * already running, or a batcher item already sent in a batch).
+ * already running, or a batcher item in a batch sent and not yet done; one
+ * waiting in a half of a batch that isolate split is pending again).
  */
 WP_EXTERN int wp_future_cancel(wp_future *f);
 
@@ -422,10 +423,11 @@ typedef struct wp_batcher_options {
     size_t   max_pending;     /* items waiting for a batch; 0 = 65536; past it submit blocks or WP_EAGAIN */
     wp_task_options task;     /* timeout, retries, flags, priority and queue timeout applied
                                  to each batch */
-    unsigned isolate;         /* since 0.3, 0 = off: a batch that crashes or times out is split
-                                 in halves and the halves re-run, down to single items, so
-                                 only the items that crash or hang fail (with that outcome)
-                                 and every other item gets its result */
+    unsigned isolate;         /* since 0.3, 0 = off: a batch that crashes or times out (after
+                                 its retries) is split in halves and the halves re-run, down
+                                 to single items, so only the items that crash or hang fail
+                                 (with that outcome) and every other item gets its result;
+                                 about 2·log2(n) more batches per poison item in n */
     uint32_t reserved_pad;    /* must be zero */
     uint64_t reserved[3];     /* must be zero: room for later fields (see Conventions) */
 } wp_batcher_options;
@@ -474,15 +476,15 @@ WP_EXTERN void wp_batcher_destroy(wp_batcher *b);
 
 typedef struct wp_batcher_stats {
     uint64_t items;             /* items accepted */
-    uint64_t batches;           /* batches sent */
-    uint64_t items_batched;     /* items sent in those batches */
+    uint64_t batches;           /* batches sent (with isolate, halves too) */
+    uint64_t items_batched;     /* items sent in those batches (again for each half) */
     double   mean_batch_size;   /* items_batched / batches */
     uint64_t wait_us_total;     /* sum over sent items of submit-to-send time, µs (includes
                                    waiting for a free in-flight slot, not only for the batch
                                    to fill) */
     uint64_t wait_us_max;       /* longest submit-to-send time, µs */
     double   mean_wait_us;      /* wait_us_total / items_batched */
-    unsigned pending;           /* right now: items waiting for a batch */
+    unsigned pending;           /* right now: items waiting for a batch (or a half) */
     unsigned in_flight;         /* right now: batches running */
     uint64_t isolated;          /* since 0.3: items that failed alone after isolate split
                                    their batch */

@@ -31,20 +31,24 @@
 
 /* ------------------------------------------------------------ item futures */
 
-/* Under the item's mutex (then b->mu: the lock order).  Pending: leave
-   the list now, settle on the batcher thread.  In a batch already: it
-   cannot be cancelled alone. */
+/* Under the item's mutex (then b->mu: the lock order).  Pending, or
+   waiting in a half of a split batch to be sent again (isolate): leave
+   the list or the half now, settle on the batcher thread.  In a sent
+   batch: it cannot be cancelled alone. */
 static int item_cancel(wp_future *f)
 {
     item *it = (item *)f;
     wp_batcher *b = it->b;
     pthread_mutex_lock(&b->mu);
     int rc = WP_EBUSY;
-    if (it->pending) {
+    bool was_pending = it->pending;
+    if (was_pending)
         wp__pending_remove(b, it);
+    if (was_pending || wp__half_drop(b, it)) {
         wp__list_push_back(&b->cancelled, &it->node);
         pthread_cond_signal(&b->work_cv);
-        pthread_cond_signal(&b->room_cv);
+        if (was_pending)
+            pthread_cond_signal(&b->room_cv);
         rc = 0;
     }
     pthread_mutex_unlock(&b->mu);
@@ -111,6 +115,7 @@ int wp_batcher_create(wp_batcher **out, wp_pool *pool, wp_batch_fn fn,
     wp__list_init(&b->pending_items);
     wp__list_init(&b->cancelled);
     wp__list_init(&b->flying);
+    wp__list_init(&b->halves);
     b->pool = pool;
     b->fn = fn;
     b->opts = o;
@@ -141,6 +146,8 @@ int wp_batcher_submit_opts(wp_batcher *b, const void *data, size_t len, unsigned
     }
     wp__list_init(&it->node);
     it->pending = false;
+    it->half = NULL;
+    it->slot = 0;
     it->b = b;
     it->len = len;
     if (len > 0)
@@ -234,7 +241,7 @@ int wp_batcher_get_stats(wp_batcher *b, wp_batcher_stats *out)
         return WP_EINVAL;
     pthread_mutex_lock(&b->mu);
     *out = b->st; /* b->st's reserved words are never written: zeros */
-    out->pending = (unsigned)b->pending;
+    out->pending = (unsigned)(b->pending + b->half_items); /* halves' items wait for a batch too */
     out->in_flight = b->in_flight;
     pthread_mutex_unlock(&b->mu);
     out->mean_batch_size = out->batches ? (double)out->items_batched / (double)out->batches : 0.0;

@@ -8,8 +8,10 @@
  *
  * A batch leaves when it is full, when its first item has waited
  * max_wait_ms (from that item's submit), or on flush/shutdown; never more
- * than max_in_flight at once.  The thread sleeps on a condition variable,
- * timed only while items wait, so an idle batcher costs nothing.
+ * than max_in_flight at once.  The halves of a batch that crashed or timed
+ * out (isolate, batchsplit.c) leave before any new batch: their items are
+ * older.  The thread sleeps on a condition variable, timed only while
+ * items wait, so an idle batcher costs nothing.
  */
 #include "config.h"
 
@@ -82,7 +84,8 @@ static void batch_finished(wp_batcher *b, batch *bt)
     free(bt);
 }
 
-/* The batch task settled (on the dispatcher thread): settle its items. */
+/* The batch task settled (on the dispatcher thread): settle its items, or
+   hand its halves to this thread to isolate what failed it. */
 static void batch_done(wp_future *f, void *ctx)
 {
     batch *bt = ctx;
@@ -91,7 +94,7 @@ static void batch_done(wp_future *f, void *ctx)
         size_t len;
         const char *p = wp_future_result(f, &len);
         settle_from_result(bt, p, len);
-    } else {
+    } else if (!wp__batch_split(bt, error)) {
         for (size_t i = 0; i < bt->n; i++)
             item_settle(bt->items[i], error, wp_future_code(f), wp_future_message(f), NULL, 0);
     }
@@ -110,25 +113,13 @@ static bool batch_due(const wp_batcher *b, int64_t now_us)
            now_us >= wp__sat_add(wp__oldest_pending(b)->submitted_us, wp__ms_to_us(b->opts.max_wait_ms));
 }
 
-/* Under b->mu: take up to max_batch_size items that fit in one message. */
-static batch *take_batch(wp_batcher *b, int64_t now_us, size_t *bytes)
+/* Under b->mu: bt is on its way, one more in flight; count it, its items
+   and how long they waited since their submit (for the items of a half:
+   since their first submit, so isolation shows in the wait).  O(items). */
+static void count_sent(wp_batcher *b, const batch *bt, int64_t now_us)
 {
-    size_t n = b->pending < b->opts.max_batch_size ? b->pending : b->opts.max_batch_size;
-    batch *bt = malloc(sizeof *bt + n * sizeof bt->items[0]);
-    if (bt == NULL)
-        return NULL;
-    bt->b = b;
-    wp__list_init(&bt->node);
-    bt->future = NULL;
-    bt->n = 0;
-    *bytes = BATCH_ARG_HEADER;
-    size_t limit = wp__pool_max_message(b->pool);
-    while (bt->n < n && *bytes + BATCH_ITEM_OVERHEAD + wp__oldest_pending(b)->len <= limit) {
-        item *it = wp__oldest_pending(b);
-        *bytes += BATCH_ITEM_OVERHEAD + it->len;
-        wp__pending_remove(b, it);
-        bt->items[bt->n++] = it;
-        uint64_t waited = (uint64_t)(now_us - it->submitted_us);
+    for (size_t i = 0; i < bt->n; i++) {
+        uint64_t waited = (uint64_t)(now_us - bt->items[i]->submitted_us);
         b->st.wait_us_total += waited;
         if (waited > b->st.wait_us_max)
             b->st.wait_us_max = waited;
@@ -137,10 +128,38 @@ static batch *take_batch(wp_batcher *b, int64_t now_us, size_t *bytes)
     b->st.batches++;
     b->st.items_batched += bt->n;
     b->st.in_flight = b->in_flight;
+}
+
+/* Under b->mu: take up to max_batch_size items that fit in one message. */
+static batch *take_batch(wp_batcher *b, int64_t now_us)
+{
+    size_t n = b->pending < b->opts.max_batch_size ? b->pending : b->opts.max_batch_size;
+    batch *bt = wp__batch_new(b, n);
+    if (bt == NULL)
+        return NULL;
+    bt->bytes = BATCH_ARG_HEADER;
+    size_t limit = wp__pool_max_message(b->pool);
+    while (bt->n < n && bt->bytes + BATCH_ITEM_OVERHEAD + wp__oldest_pending(b)->len <= limit) {
+        item *it = wp__oldest_pending(b);
+        bt->bytes += BATCH_ITEM_OVERHEAD + it->len;
+        wp__pending_remove(b, it);
+        bt->items[bt->n++] = it;
+    }
+    count_sent(b, bt, now_us);
     /* Blocked submitters wake when half the room is free, all at once,
        rather than a few at every batch. */
     if (b->room_waiters > 0 && b->pending <= b->opts.max_pending / 2)
         pthread_cond_broadcast(&b->room_cv);
+    return bt;
+}
+
+/* Under b->mu: the oldest waiting half of a split batch (there is one),
+   counted as sent. */
+static batch *take_half(wp_batcher *b, int64_t now_us)
+{
+    batch *bt = wp__half_take(b);
+    assert(bt != NULL);
+    count_sent(b, bt, now_us);
     return bt;
 }
 
@@ -152,7 +171,7 @@ static void fail_batch(batch *bt, int error, const char *msg)
 }
 
 /* Outside b->mu: pack the batch and submit it as one pool task. */
-static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
+static void send_batch(wp_batcher *b, batch *bt)
 {
     size_t kept = 0;
     for (size_t i = 0; i < bt->n; i++) /* a racing cancel got there first? */
@@ -165,7 +184,7 @@ static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
         batch_finished(b, bt);
         return;
     }
-    char *arg = malloc(bytes);
+    char *arg = malloc(bt->bytes);
     if (arg == NULL) {
         fail_batch(bt, WP_ENOMEM, "out of memory packing a batch");
         return;
@@ -173,7 +192,7 @@ static void send_batch(wp_batcher *b, batch *bt, size_t bytes)
     size_t off = wp__batch_pack_header(arg, b->fn, bt->n);
     for (size_t i = 0; i < bt->n; i++)
         off = wp__batch_pack_item(arg, off, bt->items[i]->data, bt->items[i]->len);
-    assert(off <= bytes);
+    assert(off <= bt->bytes);
     wp_task_options topts = b->opts.task;
     topts.flags &= ~(unsigned)WP_TASK_NOWAIT; /* this thread may wait for room */
     wp_future *f = NULL;
@@ -206,7 +225,8 @@ static bool grace_over(const wp_batcher *b)
 }
 
 /* Under b->mu, unlocking around the settles: cancelled items, and past the
-   shutdown grace, everything pending and in flight.  O(pending) then. */
+   shutdown grace, everything pending, waiting in halves and in flight.
+   O(pending) then. */
 static void settle_cancelled(wp_batcher *b)
 {
     bool cancel_all = grace_over(b);
@@ -214,6 +234,8 @@ static void settle_cancelled(wp_batcher *b)
     wp_list list; /* settled below, outside b->mu */
     wp__list_init(&list);
     wp__list_move_all(&b->cancelled, &list);
+    if (cancel_all)
+        wp__halves_drain(b, &list);
     while (cancel_all && b->pending > 0) {
         item *it = wp__oldest_pending(b);
         wp__pending_remove(b, it);
@@ -257,19 +279,25 @@ void *wp__batcher_main(void *arg)
     batching = b;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        if (!wp__list_empty(&b->cancelled) || grace_over(b))
+        if (!wp__list_empty(&b->cancelled) || grace_over(b)) {
+            /* It unlocks b->mu: a cancel may have come meanwhile, and its
+               signal found no one waiting.  Look at everything again. */
             settle_cancelled(b);
+            continue;
+        }
         int64_t now_us = wp__now_us();
-        if (batch_due(b, now_us)) {
-            size_t bytes;
-            batch *bt = take_batch(b, now_us, &bytes);
+        /* Halves first: older than anything pending, and due at once. */
+        bool half_due = b->in_flight < b->opts.max_in_flight && !wp__list_empty(&b->halves);
+        if (half_due || batch_due(b, now_us)) {
+            batch *bt = half_due ? take_half(b, now_us) : take_batch(b, now_us);
             pthread_mutex_unlock(&b->mu);
             if (bt != NULL)
-                send_batch(b, bt, bytes);
+                send_batch(b, bt);
             pthread_mutex_lock(&b->mu);
             continue;
         }
-        if (b->closing && b->pending == 0 && b->in_flight == 0 && wp__list_empty(&b->cancelled))
+        if (b->closing && b->pending == 0 && b->in_flight == 0 && wp__list_empty(&b->cancelled) &&
+            wp__list_empty(&b->halves))
             break;
         int64_t at = next_wake_ms(b);
         if (at < 0) {

@@ -31,7 +31,8 @@
  *   check_batcher_flow.c      max_in_flight, cancelling items, backpressure;
  *   check_batcher_shutdown.c  the kinds of shutdown, and destroy;
  *   check_batcher_edges.c     calls from its own callbacks, races, extremes,
- *                             many submitting threads.
+ *                             many submitting threads;
+ *   check_batcher_isolate.c   isolate: poison items split out of their batch.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -282,7 +283,7 @@ int main(void)
 {
     static tu_part_fn *const parts[] = {
         batcher_add_batches_tests, batcher_add_failures_tests, batcher_add_flow_tests,
-        batcher_add_shutdown_tests, batcher_add_edges_tests,
+        batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests,
     };
     const tu_suite suite = { .name = "batcher", .timeout_s = 120 };
     return tu_main_parts(suite, parts, TU_COUNT(parts));

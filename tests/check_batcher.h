@@ -97,6 +97,6 @@ wp_batcher *full_batcher(wp_pool *p, wp_future **held, wp_future *fs[MAX_PENDING
 
 /* Each file's part of the table (TU_PART), in the order main runs them. */
 tu_part_fn batcher_add_batches_tests, batcher_add_failures_tests, batcher_add_flow_tests,
-           batcher_add_shutdown_tests, batcher_add_edges_tests;
+           batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests;
 
 #endif
