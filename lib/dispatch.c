@@ -31,12 +31,12 @@
 static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
 {
     if (ev->kind == FS_EXITED) {
-        for (unsigned i = 0; i < p->opts.workers; i++)
+        for (unsigned i = 0; i < p->nslots; i++)
             if (p->slots[i].h.pid == ev->handle.pid && p->slots[i].state != SLOT_EMPTY)
                 wp__slot_reaped(p, &p->slots[i], ev->status);
         return;
     }
-    if (ev->slot >= p->opts.workers)
+    if (ev->slot >= p->nslots)
         return;
     slot *s = &p->slots[ev->slot];
     if (ev->kind == FS_SPAWN_FAILED) {
@@ -66,7 +66,7 @@ static void forkserver_lost(wp_pool *p)
 {
     p->fs_gone = true;
     p->fs_full = false;
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (s->state != SLOT_EMPTY) {
             wp__slot_stop(p, s, false, 0, NULL, "died with the fork server (SIGKILL)");
@@ -100,7 +100,7 @@ static int build_poll_set(wp_pool *p)
     add_pfd(p, &n, atomic_load(&p->queue.wake_fd), POLLIN);
     if (p->use_forkserver && !p->fs_gone)
         add_pfd(p, &n, p->fs.sock, POLLIN | (p->fs_full ? POLLOUT : 0));
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         s->pi_read = s->h.result_fd >= 0 ? add_pfd(p, &n, s->h.result_fd, POLLIN) : -1;
         s->pi_write = s->written < s->count && s->h.task_fd >= 0
@@ -132,7 +132,7 @@ static void forget_closed_fds(wp_pool *p) /* O(workers) */
         p->fs.sock = -1;
         forkserver_lost(p);
     }
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         bool lost = false;
         if (closed_under_us(p, s->pi_read)) {
@@ -165,7 +165,7 @@ static void handle_io(wp_pool *p)
         p->fs_full = false;
     if (fs_events & ~POLLOUT)
         wp__read_forkserver(p);
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (s->pi_read >= 0 && p->pfds[s->pi_read].revents && s->h.result_fd >= 0)
             wp__slot_read(p, s);
@@ -190,7 +190,7 @@ static void poll_failed(wp_pool *p, int err, int nfds)
     snprintf(msg, sizeof msg, "the pool cannot wait for its workers: ppoll of %d descriptors: %s "
              "(RLIMIT_NOFILE below that?)", nfds, wp__strerror(err, ebuf, sizeof ebuf));
     snprintf(p->spawn_error, sizeof p->spawn_error, "%s", msg);
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         wp__slot_stop(p, s, true, WP_ESPAWN, msg,
                       "was killed by the pool (SIGKILL): it could not wait on its pipes");

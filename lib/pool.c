@@ -24,10 +24,8 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
     if (!WP_RESERVED_ZERO(o) ||
         (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK))
         return WP_EINVAL;
-    if (o->workers == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        o->workers = cpus > 0 ? (unsigned)cpus : 1;
-    }
+    if (o->workers == 0)
+        o->workers = wp__online_cpus();
     if (o->workers > MAX_WORKERS || o->queue_capacity > QUEUE_MAX_CAPACITY)
         return WP_EINVAL;
     if (o->max_message == 0)
@@ -41,17 +39,37 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
     return 0;
 }
 
+/* The tables sized for MAX_WORKERS (pool_impl.h, "Resizing"): mapped, not
+   allocated, so that pages of slots never used are never touched — a
+   pool of one worker pays for one slot, not 1024 (malloc may serve a big
+   calloc from the heap and clear all of it).  MAP_SHARED for the claim
+   words every worker shares, MAP_PRIVATE for the dispatcher's own. */
+#define SHARED_BYTES (sizeof(worker_shared) * MAX_WORKERS)
+#define SLOTS_BYTES  (sizeof(slot) * MAX_WORKERS)
+#define PFDS_BYTES   (sizeof(struct pollfd) * (PFD_FIXED + PFD_PER_WORKER * MAX_WORKERS))
+
+static void *map_zeroed(size_t len, int share)
+{
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, share | MAP_ANONYMOUS, -1, 0);
+    return m != MAP_FAILED ? m : NULL;
+}
+
+static void unmap(void *m, size_t len)
+{
+    if (m != NULL)
+        munmap(m, len);
+}
+
 static void pool_free(wp_pool *p)
 {
-    if (p->slots != NULL)
-        for (unsigned i = 0; i < p->opts.workers; i++)
+    if (p->slots != NULL) /* slots_made: the dispatcher is gone, or never ran */
+        for (unsigned i = 0; i < p->slots_made; i++)
             wp__frame_reader_reset(&p->slots[i].in);
     wp__queue_destroy(&p->queue);
     wp__lock_destroy(&p->stop_mu, &p->stop_cv);
-    if (p->shared != NULL)
-        munmap(p->shared, sizeof *p->shared * p->opts.workers);
-    free(p->slots);
-    free(p->pfds);
+    unmap(p->shared, SHARED_BYTES);
+    unmap(p->slots, SLOTS_BYTES);
+    unmap(p->pfds, PFDS_BYTES);
     free(p->rbuf);
     free(p);
 }
@@ -94,20 +112,16 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     atomic_init(&p->stop.callers, 0);
     atomic_init(&p->closing, false);
     atomic_init(&p->grace_deadline, -1);
+    atomic_init(&p->target, p->opts.workers); /* the dispatcher's first turn starts them */
     wp__line_init(p);
     p->run_avg_us = WINDOW_BUDGET_US; /* start with short windows: tasks may be long */
     p->owner = wp__getpid();
-    /* Shared with every worker; mapped before the fork server is forked. */
-    size_t shared_len = sizeof *p->shared * p->opts.workers;
-    p->shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p->shared == MAP_FAILED) {
-        p->shared = NULL;
-        pool_free(p);
-        return WP_ENOMEM;
-    }
+    /* Shared with every worker, for as many as a resize may ask: mapped
+       before the fork server is forked. */
+    p->shared = map_zeroed(SHARED_BYTES, MAP_SHARED);
     p->wcfg = (worker_config){
         .shared = p->shared,
-        .slots = p->opts.workers,
+        .slots = MAX_WORKERS,
         .max_message = p->opts.max_message,
         .max_tasks = p->opts.max_tasks_per_worker,
         .memory_limit = p->opts.worker_memory_limit,
@@ -115,17 +129,12 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         .init = p->opts.worker_init,
         .init_ctx = p->opts.worker_init_ctx,
     };
-    p->slots = calloc(p->opts.workers, sizeof *p->slots);
-    p->pfds = calloc(PFD_FIXED + PFD_PER_WORKER * (size_t)p->opts.workers, sizeof *p->pfds);
+    p->slots = map_zeroed(SLOTS_BYTES, MAP_PRIVATE);
+    p->pfds = map_zeroed(PFDS_BYTES, MAP_PRIVATE);
     p->rbuf = malloc(READ_BUF_BYTES);
-    if (p->slots == NULL || p->pfds == NULL || p->rbuf == NULL) {
+    if (p->shared == NULL || p->slots == NULL || p->pfds == NULL || p->rbuf == NULL) {
         pool_free(p);
         return WP_ENOMEM;
-    }
-    for (unsigned i = 0; i < p->opts.workers; i++) {
-        p->slots[i].h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };
-        p->slots[i].shared = &p->shared[i];
-        wp__frame_reader_init(&p->slots[i].in);
     }
     p->use_forkserver = p->opts.start_method == WP_START_FORKSERVER;
     if (p->use_forkserver && wp__forkserver_start(&p->fs, &p->wcfg) < 0) {
@@ -147,9 +156,11 @@ bool wp__pool_must_not_wait(const wp_pool *p)
     return wp__is_dispatcher_of(p) || wp__getpid() != p->owner;
 }
 
-unsigned wp__pool_workers(const wp_pool *p)
+/* The size asked last (a batcher created now takes it as its default
+   max_in_flight), not how many workers are alive. */
+unsigned wp__pool_workers(wp_pool *p)
 {
-    return p->opts.workers;
+    return atomic_load(&p->target);
 }
 
 size_t wp__pool_max_message(const wp_pool *p)

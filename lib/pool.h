@@ -11,7 +11,8 @@
 
 #include "util.h"
 
-unsigned wp__pool_workers(const wp_pool *p) WP_INTERNAL;
+/* The worker count asked last (at create, or by wp_pool_resize). */
+unsigned wp__pool_workers(wp_pool *p) WP_INTERNAL;
 size_t   wp__pool_max_message(const wp_pool *p) WP_INTERNAL;
 /* wp_pool_shutdown has begun. */
 bool     wp__pool_closing(wp_pool *p) WP_INTERNAL;

@@ -15,6 +15,8 @@
  *   schedule.c  who gets which task, and the timers
  *   dispatch.c  the dispatcher thread's poll loop, the fork server's
  *               events, descriptors closed under the pool
+ *   resize.c    wp_pool_resize, and the dispatcher's side of it: slots
+ *               coming into use and retiring
  *
  * Everything here but the queue, the cancel stack, the counters and the
  * stop state belongs to the dispatcher thread alone, so it takes no lock
@@ -216,6 +218,21 @@ struct wp_pool {
     wp_stop         stop;                /* under stop_mu */
 
     pool_counters   n;
+
+    /* Resizing (resize.c; docs/ARCHITECTURE.md, "Resizing").  slots, pfds
+       and shared are mapped for MAX_WORKERS at create and touched only as
+       slots come into use, so the worker count can change without moving
+       them (the fork server and every worker share `shared` from create
+       on).  opts.workers is the size asked at create, read there only;
+       target is the size asked last, and the dispatcher applies it once
+       per turn (wp__resize_apply): slots [0, want) are wanted, slots
+       [want, nslots) retire. */
+    _Atomic unsigned target;             /* workers asked for: create, then wp_pool_resize
+                                            (stored under stop_mu) */
+    unsigned        want;                /* dispatcher: target as last applied */
+    unsigned        nslots;              /* dispatcher: slots that may be in use (past them all
+                                            are EMPTY): the bound of every loop over slots */
+    unsigned        slots_made;          /* dispatcher: slots initialised so far, ever */
 };
 
 /* ---------------------------------------------------------------- task.c */
@@ -337,6 +354,22 @@ unsigned wp__wake_rank(const wp_pool *p) WP_INTERNAL;
 bool wp__hungry(const wp_pool *p) WP_INTERNAL;
 /* Shutting down, nothing left to run, every worker gone. */
 bool wp__finished(wp_pool *p) WP_INTERNAL;
+
+/* -------------------------------------------------------------- resize.c */
+/* The worker count 0 stands for: the online CPUs, at least 1. */
+unsigned wp__online_cpus(void) WP_INTERNAL;
+/* Is s a slot the pool no longer wants (past the size last applied)?  It
+   gets no task, is not started, and stops once its window is empty. */
+static inline bool wp__slot_retiring(const wp_pool *p, const slot *s)
+{
+    return (unsigned)(s - p->slots) >= p->want;
+}
+/* The dispatcher, once per turn (first thing in wp__handle_timers): apply
+   the size last asked for.  O(slots in use). */
+void wp__resize_apply(wp_pool *p) WP_INTERNAL;
+/* s has nothing left to run (READY, or its window emptied): IDLE, or
+   stopped if it retires. */
+void wp__slot_idle(wp_pool *p, slot *s) WP_INTERNAL;
 
 /* ------------------------------------------------------------ dispatch.c */
 void *wp__dispatcher_main(void *arg) WP_INTERNAL;

@@ -44,7 +44,7 @@ static task *steal_first(wp_pool *p)
 {
     slot *from = NULL;
     const task *first = NULL;
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         const task *t = s->state == SLOT_BUSY ? wp__slot_stealable(s) : NULL;
         if (t != NULL && (first == NULL || wp__task_before(t, first))) {
@@ -80,7 +80,7 @@ static task *unstick(wp_pool *p, slot *s, int64_t now_ms, int64_t now_us)
 {
     slot *from = NULL;
     const task *first = NULL;
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *o = &p->slots[i];
         const task *t = o != s && stuck(o, now_us) ? wp__slot_stealable(o) : NULL;
         if (t != NULL && (first == NULL || wp__task_before(t, first))) {
@@ -114,7 +114,7 @@ static void give(wp_pool *p, slot *s, task *t)
 static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t now_us,
                            bool *gave)
 {
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (idle_only ? s->state != SLOT_IDLE || s->count > 0 : wp__slot_room(p, s, now_us) == 0)
             continue;
@@ -157,7 +157,7 @@ static bool preempt(wp_pool *p, int64_t now_ms)
 {
     const task *first = wp__line_peek(p, now_ms);
     bool took = false;
-    for (unsigned i = 0; first != NULL && i < p->opts.workers; i++) {
+    for (unsigned i = 0; first != NULL && i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY)
             took |= wp__slot_yield(p, s, first);
@@ -176,7 +176,7 @@ void wp__dispatch(wp_pool *p)
     }
     if (dispatch_rounds(p, now_ms, now_us) && preempt(p, now_ms))
         dispatch_rounds(p, now_ms, now_us); /* the room of frames never written */
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (s->written < s->count)
             wp__slot_write(p, s); /* every frame it got, in one writev */
@@ -188,7 +188,7 @@ static bool drained(wp_pool *p)
 {
     if (!wp__queue_sealed(&p->queue) || wp__queue_count(&p->queue) > 0 || atomic_load(&p->n.held) > 0)
         return false;
-    for (unsigned i = 0; i < p->opts.workers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         if (p->slots[i].live > 0)
             return false;
     return true;
@@ -198,7 +198,7 @@ bool wp__finished(wp_pool *p)
 {
     if (!atomic_load(&p->closing) || !drained(p))
         return false;
-    for (unsigned i = 0; i < p->opts.workers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         if (p->slots[i].state != SLOT_EMPTY)
             return false;
     return true;
@@ -211,7 +211,7 @@ bool wp__finished(wp_pool *p)
 static void cancel_everything(wp_pool *p)
 {
     static const char gone[] = "the pool shut down before the task finished";
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         task *t;
         while ((s->state == SLOT_IDLE || s->state == SLOT_BUSY) &&
@@ -249,6 +249,7 @@ static void check_deadline(wp_pool *p, slot *s, int64_t now_us)
 /* Every slot's timers, every turn: O(workers). */
 void wp__handle_timers(wp_pool *p)
 {
+    wp__resize_apply(p); /* first: the slots below are the ones in use */
     int64_t now_us = wp__now_us(), now = now_us / 1000;
     wp__expire_due(p, now_us);
     if (wp__grace_over(p, now)) {
@@ -260,13 +261,13 @@ void wp__handle_timers(wp_pool *p)
         p->poll_retry_at = 0; /* try again with workers */
     bool may_start = !done && !p->fs_full && p->poll_retry_at == 0;
     p->stuck = 0;
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY)
             check_deadline(p, s, now_us);
-        if (s->state == SLOT_BUSY && p->opts.workers > 1)
+        if (s->state == SLOT_BUSY && p->nslots > 1)
             wp__slot_unblock(p, s, now_us);
-        if (p->opts.workers > 1 && stuck(s, now_us))
+        if (p->nslots > 1 && stuck(s, now_us))
             p->stuck++;
         if (s->state == SLOT_STARTING && now >= s->start_deadline) {
             char how[KILL_HOW_MAX];
@@ -276,7 +277,7 @@ void wp__handle_timers(wp_pool *p)
         }
         if (done && s->state != SLOT_EMPTY)
             wp__slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
-        if (may_start && s->state == SLOT_EMPTY && now >= s->spawn_at)
+        if (may_start && s->state == SLOT_EMPTY && now >= s->spawn_at && !wp__slot_retiring(p, s))
             wp__slot_start(p, s);
         if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
             wp__slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
@@ -299,17 +300,18 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
        from a second reading of the clock could skip it forever. */
     if (closing && grace >= 0 && !p->grace_spent)
         next = wp__ms_to_us(grace);
-    for (unsigned i = 0; i < p->opts.workers; i++) {
+    for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
         if (done && s->state != SLOT_EMPTY && s->state != SLOT_STOPPING)
             next = 0; /* drained by this very turn: handle_timers stops it next */
         if (s->state == SLOT_BUSY) {
             next = min_deadline(next, s->deadline_us);
-            int64_t started = s->live > HOL_KEEP && p->opts.workers > 1 ? wp__slot_head_started(s) : -1;
+            int64_t started = s->live > HOL_KEEP && p->nslots > 1 ? wp__slot_head_started(s) : -1;
             if (started >= 0)
                 next = min_deadline(next, started + HOL_US);
         }
-        if (s->state == SLOT_EMPTY && !done && !p->fs_full && p->poll_retry_at == 0)
+        if (s->state == SLOT_EMPTY && !done && !p->fs_full && p->poll_retry_at == 0 &&
+            !wp__slot_retiring(p, s))
             next = min_deadline(next, s->spawn_at * 1000);
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
@@ -329,7 +331,7 @@ bool wp__hungry(const wp_pool *p)
     if (wp__spawn_broken(p))
         return true;
     int64_t now_us = wp__now_us();
-    for (unsigned i = 0; i < p->opts.workers; i++)
+    for (unsigned i = 0; i < p->nslots; i++)
         if (wp__slot_room(p, &p->slots[i], now_us) > 0)
             return true;
     return false;
@@ -342,7 +344,7 @@ bool wp__hungry(const wp_pool *p)
 unsigned wp__wake_rank(const wp_pool *p)
 {
     unsigned lowest = RANK_DEADLINE;
-    for (unsigned i = 0; i < p->opts.workers && lowest > 0; i++)
+    for (unsigned i = 0; i < p->nslots && lowest > 0; i++)
         for (unsigned l = 0; l < lowest; l++)
             if (p->slots[i].live_at[l] > 0) {
                 lowest = l;

@@ -8,14 +8,16 @@
  *                       +---------- died, killed, retired -----------+
  *                                        |
  *                                        v
- *                          STOPPING --reaped--> EMPTY (restart after backoff)
+ *                          STOPPING --reaped--> EMPTY (restart after backoff,
+ *                                                     unless the slot retires)
  *
  * Every change of state goes through wp__slot_set_state, which asserts
  * that it is one of these and keeps the running/alive counters.  A worker
  * the pool stops on purpose ends its window at once; one that died keeps
  * its window until its exit status is known, so the running task's failure
  * can name the signal, and the pipe is drained first, so an answer written
- * just before the death still counts.
+ * just before the death still counts.  A slot a resize no longer wants
+ * (resize.c) is stopped between tasks and stays EMPTY.
  */
 #include "config.h"
 

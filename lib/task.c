@@ -166,7 +166,7 @@ void wp__handle_cancels(wp_pool *p)
     while (t != NULL) {
         task *next = t->cancel_next;
         if (t->slot >= 0) {
-            assert((unsigned)t->slot < p->opts.workers && !wp__list_linked(&t->held_node));
+            assert((unsigned)t->slot < p->nslots && !wp__list_linked(&t->held_node));
             wp__stop_task(p, &p->slots[t->slot], t, WP_ECANCELED, "cancelled");
         } else if (wp__list_linked(&t->held_node)) { /* in the line */
             wp__line_remove(p, t);

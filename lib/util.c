@@ -154,7 +154,7 @@ int wp__fd_set_nonblock(int fd)
 }
 
 /* Descriptors open now (0 if /proc cannot say: then only `more` counts).
-   O(open descriptors), once per pool created. */
+   O(open descriptors), once per pool created or grown. */
 static unsigned count_open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");

@@ -148,7 +148,7 @@ static void handle_answer(wp_pool *p, slot *s)
         if (max > 0 && s->tasks_done >= max)
             wp__slot_stop(p, s, true, 0, NULL, "was retired"); /* it exits by itself anyway */
         else
-            wp__slot_set_state(p, s, SLOT_IDLE);
+            wp__slot_idle(p, s);
     }
 }
 
@@ -183,7 +183,7 @@ static bool feed(wp_pool *p, slot *s, const char *buf, size_t n)
             if (s->in.hdr.type == FRAME_READY) {
                 s->ready_at = wp__now_ms();
                 atomic_fetch_add(&p->n.workers_started, 1);
-                wp__slot_set_state(p, s, SLOT_IDLE);
+                wp__slot_idle(p, s);
             } else {
                 handle_answer(p, s);
             }

@@ -5,7 +5,8 @@
  * (queued, running, shielded, prefetched, late), retries with doubling
  * delays, worker lifecycle (max_tasks_per_worker, worker_init, WP_ESPAWN,
  * recovery, worker_memory_limit, worker_rss_limit), the crash-loop guard,
- * and a concurrent stress test where every future must settle exactly once.
+ * concurrent stress tests where every future must settle exactly once,
+ * priorities and queue deadlines, and wp_pool_resize (issue #11).
  *
  * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
  * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
@@ -32,7 +33,12 @@
  *   check_control_worker.c    worker lifecycle and the crash-loop guard;
  *   check_control_rss.c       recycling workers past worker_rss_limit;
  *   check_control_stress.c    the hard cases: many threads at once, huge
- *                             times, a descriptor limit, the window race.
+ *                             times, a descriptor limit, the window race;
+ *   check_control_resize.c    wp_pool_resize: growing and shrinking
+ *                             (check_control_resize.h: what the resize
+ *                             files share);
+ *   check_control_resize_stress.c  resizing at random under load;
+ *   check_control_resize_edges.c   its errors, 0, done-callbacks, 1024.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -191,7 +197,8 @@ int main(void)
     static tu_part_fn *const parts[] = {
         control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
         control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
-        control_add_priority_tests,
+        control_add_priority_tests, control_add_resize_tests, control_add_resize_stress_tests,
+        control_add_resize_edge_tests,
     };
     const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };
     return tu_main_parts(suite, parts, TU_COUNT(parts));

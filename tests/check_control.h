@@ -61,6 +61,7 @@ int count_task(const void *arg, size_t len, wp_buf *out);
 /* Each file's part of the table (TU_PART), in the order main runs them. */
 tu_part_fn control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
            control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
-           control_add_priority_tests;
+           control_add_priority_tests, control_add_resize_tests,
+           control_add_resize_stress_tests, control_add_resize_edge_tests;
 
 #endif
