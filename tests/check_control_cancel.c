@@ -277,6 +277,11 @@ WP_TEST_BOTH(cancel_prefetched)
     h[0] = submit_running(p, &report, -1, NULL, &pid[0]);
     h[1] = submit_running(p, &report, -1, NULL, &pid[1]);
     ck_assert_int_ne(pid[0], pid[1]);
+    /* Both hangs past the head-of-line time (1 ms): a task behind a young
+       one could otherwise move to the other worker (schedule.c, unstick). */
+    int64_t long_after = tu_now_ms() + 2;
+    while (tu_now_ms() < long_after)
+        tu_poll_pause();
 
     count_arg a = count_arg_of("mark", 1, CT_FAIL);
     wp_future *q1 = tu_submit(p, count_task, &a, sizeof a, NULL);

@@ -114,9 +114,10 @@ WP_TEST_BOTH(priority_start_order)
     wait_queued(p, 0); /* sent ahead: in the worker's window */
     for (int i = 1; i < ORDER_TASKS; i++)
         f[i] = submit_order(p, i, order_priority[i], 0);
-    /* The first came back when the first of priority 2 came (its frame
-       was written: it stays in the window, skipped, until answered). */
-    TU_POLL_UNTIL(tu_pool_stats(p).queued >= ORDER_TASKS - 1);
+    /* All wait, the first too: it came back when the first of priority 2
+       came (its frame was written: it stays in the window, skipped, until
+       answered).  Fewer would mean that has not happened yet. */
+    wait_queued(p, ORDER_TASKS);
     tu_fifo_release(&h.gate, 1);
     tu_wait_settled(busy);
     for (int i = 0; i < ORDER_TASKS; i++) {
