@@ -18,14 +18,15 @@
  * never sent, which came out of the queue after them.
  *
  * Queue deadlines: a task with one is also in a min-heap by its deadline
- * (holding a reference), so the dispatcher can settle it WP_EEXPIRED when
- * the deadline comes, wherever it waits, without looking at every task.
+ * (holding a reference) until it settles, so the dispatcher can settle it
+ * WP_EEXPIRED when the deadline comes, wherever it waits, without looking
+ * at every task; a task that settles first leaves the heap at once.
  * Tasks met past their deadline on the way out of the line are settled
  * too, and the worker itself refuses a task it reaches too late (worker.c),
  * so a task never starts after its deadline, even by a little.
  *
  * Costs: a drain is O(1) per task, plus O(log n) for one with a queue
- * deadline (n: deadlines pending).  Taking the next task is O(LEVELS) plus
+ * deadline (n: deadlines pending), and O(log n) again when it settles.  Taking the next task is O(LEVELS) plus
  * the held tasks passed over because their retry is not due yet (few: see
  * wp__held_push).  Holding a task is O(held tasks of its level ahead of
  * it): taken-back tasks go in newest first, each near the front.
@@ -50,11 +51,40 @@ void wp__line_init(wp_pool *p)
 
 /* ------------------------------------------------------- the deadline heap */
 
+static void heap_set(task **h, size_t i, task *t)
+{
+    h[i] = t;
+    t->expiring_at = i;
+}
+
 static void heap_swap(task **h, size_t a, size_t b)
 {
     task *x = h[a];
-    h[a] = h[b];
-    h[b] = x;
+    heap_set(h, a, h[b]);
+    heap_set(h, b, x);
+}
+
+static void sift_up(task **h, size_t i)
+{
+    while (i > 0 && h[(i - 1) / 2]->expire_us > h[i]->expire_us) {
+        heap_swap(h, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void sift_down(task **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l]->expire_us < h[m]->expire_us)
+            m = l;
+        if (r < n && h[r]->expire_us < h[m]->expire_us)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(h, i, m);
+        i = m;
+    }
 }
 
 /* O(log n).  Without memory for the heap the task still never starts past
@@ -62,6 +92,7 @@ static void heap_swap(task **h, size_t a, size_t b)
    later, when it reaches the front. */
 static void heap_push(wp_pool *p, task *t)
 {
+    assert(t->expiring_at == NOT_EXPIRING);
     if (p->expiring_n == p->expiring_cap) {
         size_t cap = p->expiring_cap > 0 ? p->expiring_cap * 2 : EXPIRING_FIRST_CAP;
         task **h = realloc(p->expiring, cap * sizeof *h);
@@ -72,39 +103,42 @@ static void heap_push(wp_pool *p, task *t)
     }
     wp_future_retain(&t->future);
     size_t i = p->expiring_n++;
-    p->expiring[i] = t;
-    while (i > 0 && p->expiring[(i - 1) / 2]->expire_us > p->expiring[i]->expire_us) {
-        heap_swap(p->expiring, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
+    heap_set(p->expiring, i, t);
+    sift_up(p->expiring, i);
 }
 
-/* The earliest deadline's task, out of the heap (its reference is the
-   caller's now).  O(log n). */
-static task *heap_pop(wp_pool *p)
+/* Task t out of the heap, wherever it is in it (its reference is the
+   caller's now).  O(log n): the last entry takes its place and moves up or
+   down from there. */
+static task *heap_remove(wp_pool *p, task *t)
 {
-    assert(p->expiring_n > 0);
+    size_t i = t->expiring_at;
+    assert(i < p->expiring_n && p->expiring[i] == t);
     task **h = p->expiring;
-    task *top = h[0];
-    h[0] = h[--p->expiring_n];
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < p->expiring_n && h[l]->expire_us < h[m]->expire_us)
-            m = l;
-        if (r < p->expiring_n && h[r]->expire_us < h[m]->expire_us)
-            m = r;
-        if (m == i)
-            break;
-        heap_swap(h, i, m);
-        i = m;
+    size_t last = --p->expiring_n;
+    if (i != last) {
+        task *moved = h[last];
+        heap_set(h, i, moved);
+        sift_up(h, i);
+        sift_down(h, p->expiring_n, moved->expiring_at);
     }
-    return top;
+    t->expiring_at = NOT_EXPIRING;
+    return t;
+}
+
+/* A task that settles leaves the heap at once: the heap's reference would
+   otherwise keep its record and result alive until its deadline, which
+   may be hours away.  O(log n). */
+void wp__expiring_forget(wp_pool *p, task *t)
+{
+    if (t->expiring_at != NOT_EXPIRING)
+        wp_future_release(&heap_remove(p, t)->future);
 }
 
 void wp__line_fini(wp_pool *p)
 {
     while (p->expiring_n > 0)
-        wp_future_release(&heap_pop(p)->future);
+        wp_future_release(&heap_remove(p, p->expiring[0])->future);
     free(p->expiring);
     p->expiring = NULL;
     p->expiring_cap = 0;
@@ -230,13 +264,14 @@ task *wp__next_task(wp_pool *p, int64_t now_ms)
     return t;
 }
 
-int64_t wp__held_next_due_ms(wp_pool *p)
+int64_t wp__held_next_due_ms(wp_pool *p, int64_t after_ms)
 {
     int64_t next = -1;
     for (unsigned l = 0; l < LEVELS; l++)
         WP_LIST_FOREACH(node, &p->held[l]) {
             int64_t due = WP_LIST_ENTRY(node, task, held_node)->due_ms;
-            next = next < 0 || due < next ? due : next;
+            if (due > after_ms && (next < 0 || due < next))
+                next = due;
         }
     return next;
 }
@@ -245,7 +280,7 @@ int64_t wp__held_next_due_ms(wp_pool *p)
 void wp__expire_due(wp_pool *p, int64_t now_us)
 {
     while (p->expiring_n > 0 && p->expiring[0]->expire_us <= now_us) {
-        task *t = heap_pop(p);
+        task *t = heap_remove(p, p->expiring[0]);
         if (wp__future_is_settled(atomic_load(&t->future.state))) {
             /* started and done, or cancelled: nothing to do */
         } else if (t->slot >= 0 && t->attempts == 1) { /* sent: take it back unless it started */

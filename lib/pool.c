@@ -240,6 +240,7 @@ static int submit_one(wp_pool *pool, wp_task_fn fn, const void *arg, size_t arg_
     t->level = (unsigned)(opts->priority - WP_PRIORITY_MIN);
     if (opts->queue_timeout_ms > 0) /* from now: the submit */
         t->expire_us = wp__sat_add(wp__now_us(), wp__ms_to_us(opts->queue_timeout_ms));
+    t->expiring_at = NOT_EXPIRING;
     t->queued = true;
     t->slot = -1;
     wp__list_init(&t->held_node);

@@ -89,6 +89,9 @@ enum { PFD_WAKE = 0, PFD_FORKSERVER = 1, PFD_FIXED = 2 };
    every level, so that it always wakes the dispatcher to set its timer. */
 #define RANK_DEADLINE LEVELS
 
+/* task.expiring_at of a task in no deadline heap. */
+#define NOT_EXPIRING SIZE_MAX
+
 /* What a task keeps of its wp_task_options (not the reserved words). */
 typedef struct task_options {
     int64_t  timeout_ms;
@@ -114,6 +117,7 @@ typedef struct task {
     unsigned        level;        /* priority level, 0 .. LEVELS - 1 */
     uint64_t        seq;          /* its place in the line, given as it left the queue */
     int64_t         expire_us;    /* queue deadline: not started by then, never (µs); 0 = none */
+    size_t          expiring_at;  /* its place in pool->expiring, or NOT_EXPIRING */
     int64_t         due_ms;       /* held: earliest start (retry delay) */
     wp_list         held_node;    /* in a line or held list of the pool, or on no list */
     struct task    *cancel_next;  /* in the cancel stack (not a wp_list: see task_cancel) */
@@ -197,9 +201,11 @@ struct wp_pool {
     wp_list         line[LEVELS];        /* per level: never sent yet, in submit order */
     wp_list         held[LEVELS];        /* per level: back from a window or waiting to retry, by seq */
     uint64_t        seq;                 /* the last place in the line given */
+    unsigned        live_at[LEVELS];     /* every slot's live_at, summed */
     unsigned        stuck;               /* slots that may have a task behind a long head
                                             (schedule.c, unstick): counted each turn */
     task          **expiring;            /* min-heap by expire_us; each holds a reference */
+    int64_t         dispatched_ms;       /* when wp__dispatch last looked at the line */
     size_t          expiring_n, expiring_cap;
     uint64_t        last_id;
     int64_t         run_avg_us;          /* running average of task run times */
@@ -274,7 +280,8 @@ void wp__expire_due(wp_pool *p, int64_t now_us) WP_INTERNAL;
 /* The next queue deadline (µs), -1 = none. */
 int64_t wp__expire_next_us(const wp_pool *p) WP_INTERNAL;
 /* The earliest due time of a held task (ms), -1 = none.  O(held). */
-int64_t wp__held_next_due_ms(wp_pool *p) WP_INTERNAL;
+int64_t wp__held_next_due_ms(wp_pool *p, int64_t after_ms) WP_INTERNAL;
+void wp__expiring_forget(wp_pool *p, task *t) WP_INTERNAL;
 
 /* -------------------------------------------------------------- window.c */
 /* Entry i of s's window, oldest first (i < s->count).  O(1). */

@@ -11,7 +11,8 @@
  * worker with nothing to take steals the first task in line not yet
  * started behind another worker.  No task starts while one ahead of it in
  * line waits: a task joins a window only after the tasks there behind it
- * are taken back (wp__slot_yield), a task that finds no room takes
+ * are taken back (wp__slot_yield) — in every window, if any holds a task
+ * of lower priority —, a task that finds no room takes
  * back, from every window, the tasks not started that are behind it
  * (preempt), and a task left behind a head that has run HOL_US goes to the
  * next worker with room before anything behind it in line does (unstick).
@@ -73,7 +74,8 @@ static bool stuck(slot *s, int64_t now_us)
 
 /* For slot s, which has room and no long head of its own (there the task
    would wait as long): the first task left behind a long head elsewhere,
-   taken back, if it is ahead of everything in the line; NULL otherwise.  O(workers), only while p->stuck says such tasks may be
+   taken back, if it is ahead of everything in the line; NULL otherwise.
+   O(workers), only while p->stuck says such tasks may be
    there: a scan that finds none, or none ahead of the line, clears it
    for the rest of the turn. */
 static task *unstick(wp_pool *p, slot *s, int64_t now_ms, int64_t now_us)
@@ -97,14 +99,43 @@ static task *unstick(wp_pool *p, slot *s, int64_t now_ms, int64_t now_us)
     return wp__slot_steal(from);
 }
 
-/* Give slot s task t, unless t was cancelled while it waited. */
+/* Every window takes back its tasks not started that are behind t.
+   O(workers), and O(1) per slot where nothing is behind t. */
+static bool yield_everywhere(wp_pool *p, const task *t)
+{
+    bool took = false;
+    for (unsigned i = 0; i < p->nslots; i++) {
+        slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY)
+            took |= wp__slot_yield(p, s, t);
+    }
+    return took;
+}
+
+/* Some window holds a live task of a level below t's.  O(LEVELS). */
+static bool outranks_a_window(const wp_pool *p, const task *t)
+{
+    for (unsigned l = 0; l < t->level; l++)
+        if (p->live_at[l] > 0)
+            return true;
+    return false;
+}
+
+/* Give slot s task t, unless t was cancelled while it waited.  What is
+   behind t in s goes back to the line (wp__slot_yield); so does what is
+   behind it in every other window, if any holds a task of lower
+   priority: otherwise that worker, freed first, would start it before t
+   (O(workers) then; O(LEVELS) when priorities are all equal). */
 static void give(wp_pool *p, slot *s, task *t)
 {
     if (wp_future_state(&t->future) != WP_PENDING) {
         wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
         return;
     }
-    wp__slot_yield(p, s, t); /* what is behind t there goes back to the line */
+    if (outranks_a_window(p, t))
+        (void)yield_everywhere(p, t);
+    else
+        (void)wp__slot_yield(p, s, t);
     wp__slot_send(p, s, t);
 }
 
@@ -156,18 +187,13 @@ static bool dispatch_rounds(wp_pool *p, int64_t now_ms, int64_t now_us)
 static bool preempt(wp_pool *p, int64_t now_ms)
 {
     const task *first = wp__line_peek(p, now_ms);
-    bool took = false;
-    for (unsigned i = 0; first != NULL && i < p->nslots; i++) {
-        slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY)
-            took |= wp__slot_yield(p, s, first);
-    }
-    return took;
+    return first != NULL && yield_everywhere(p, first);
 }
 
 void wp__dispatch(wp_pool *p)
 {
     int64_t now_us = wp__now_us(), now_ms = now_us / 1000;
+    p->dispatched_ms = now_ms;
     if (wp__spawn_broken(p)) { /* no worker can start: fail rather than wait forever */
         task *t;
         while ((t = wp__next_task(p, now_ms)) != NULL)
@@ -316,7 +342,12 @@ int64_t wp__next_timer_us(wp_pool *p, bool hungry)
         if (s->state == SLOT_STARTING)
             next = min_deadline(next, wp__ms_to_us(s->start_deadline));
     }
-    int64_t due = hungry ? wp__held_next_due_ms(p) : -1; /* O(held): short, see line.c */
+    /* O(held): short, see line.c.  A dispatcher that wants no task still
+       wakes for a retry that comes due after its last look at the line:
+       the retry may be ahead of a task pipelined in a window, which
+       preempt then takes back.  Only once: a due retry that finds no
+       room and nothing to take back waits for the next event. */
+    int64_t due = wp__held_next_due_ms(p, hungry ? INT64_MIN : p->dispatched_ms);
     if (due >= 0)
         next = min_deadline(next, due * 1000);
     next = min_deadline(next, wp__expire_next_us(p));
@@ -340,15 +371,14 @@ bool wp__hungry(const wp_pool *p)
 /* The lowest level a window holds, plus one: a task submitted at that
    level or above may have to displace one (wp__slot_yield), so it must
    wake a dispatcher that sleeps without wanting tasks; a task with a queue
-   deadline always does (RANK_DEADLINE: its timer).  O(workers × LEVELS). */
+   deadline always does (RANK_DEADLINE: its timer).  O(LEVELS). */
 unsigned wp__wake_rank(const wp_pool *p)
 {
     unsigned lowest = RANK_DEADLINE;
-    for (unsigned i = 0; i < p->nslots && lowest > 0; i++)
-        for (unsigned l = 0; l < lowest; l++)
-            if (p->slots[i].live_at[l] > 0) {
-                lowest = l;
-                break;
-            }
+    for (unsigned l = 0; l < LEVELS; l++)
+        if (p->live_at[l] > 0) {
+            lowest = l;
+            break;
+        }
     return lowest + 1 < RANK_DEADLINE ? lowest + 1 : RANK_DEADLINE;
 }

@@ -90,6 +90,7 @@ void wp__task_settle(task *t, int error, int code, const char *msg, void *result
 {
     assert(t->slot < 0 && !wp__list_linked(&t->held_node) && !t->queued); /* out of every place */
     wp__task_drop_arg(t); /* unless the rest of a frame of it is still being written */
+    wp__expiring_forget(t->pool, t);
     wp__future_settle(&t->future, error, code, msg, result, len);
     wp_future_release(&t->future);
 }

@@ -34,9 +34,11 @@ void wp__entry_wire_done(win_entry *e)
 /* The entry no longer counts as live: it is skipped or leaves. */
 static void entry_unlive(slot *s, const win_entry *e)
 {
-    assert(s->live > 0 && s->live_at[e->t->level] > 0);
+    wp_pool *p = e->t->pool;
+    assert(s->live > 0 && s->live_at[e->t->level] > 0 && p->live_at[e->t->level] > 0);
     s->live--;
     s->live_at[e->t->level]--;
+    p->live_at[e->t->level]--;
 }
 
 /* Entry i leaves the window: its claim position is free again, its
@@ -238,6 +240,7 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
     s->count++;
     s->live++;
     s->live_at[t->level]++;
+    p->live_at[t->level]++;
     s->bytes += t->arg_len;
     if (s->count == 1) {
         head_changed(s);

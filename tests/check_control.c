@@ -34,6 +34,11 @@
  *   check_control_rss.c       recycling workers past worker_rss_limit;
  *   check_control_stress.c    the hard cases: many threads at once, huge
  *                             times, a descriptor limit, the window race;
+ *   check_control_priority.c  priorities: start order, taking back
+ *                             pipelined tasks, the batcher's priority;
+ *   check_control_expiry.c    queue deadlines, and the line's own
+ *                             corners (a retry due behind a pipelined task,
+ *                             the deadline heap);
  *   check_control_resize.c    wp_pool_resize: growing and shrinking
  *                             (check_control_resize.h: what the resize
  *                             files share);
@@ -190,6 +195,65 @@ int count_task(const void *arg, size_t len, wp_buf *out)
     return wp_buf_fail(out, 100 + (int)n, msg);
 }
 
+/* ------------------------------------------ order_task (check_control.h) */
+
+order_arg order_arg_of(int index)
+{
+    order_arg a = { .index = index };
+    tu_tmp_path(a.path, sizeof a.path, "order");
+    return a;
+}
+
+int order_task(const void *arg, size_t len, wp_buf *out)
+{
+    order_arg a;
+    TU_TASK_ARG(a, arg, len, out);
+    a.path[sizeof a.path - 1] = '\0';
+    a.fail_path[sizeof a.fail_path - 1] = '\0';
+    if (file_append(a.path, &a.index, sizeof a.index) < 0)
+        return wp_buf_fail(out, 2, "order_task: cannot append");
+    if (a.fail_path[0] != '\0' && file_append(a.fail_path, "x", 1) == 1)
+        return wp_buf_fail(out, 3, "order_task: the first attempt fails");
+    if (a.sleep_us > 0)
+        tu_sleep_us((uint64_t)a.sleep_us);
+    return wp_buf_append(out, &a.index, sizeof a.index);
+}
+
+size_t read_order(int *out, size_t max)
+{
+    order_arg a = order_arg_of(0);
+    int fd = open(a.path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, out, max * sizeof *out);
+    close(fd);
+    ck_assert_int_ge(n, 0);
+    return (size_t)n / sizeof *out;
+}
+
+wp_future *submit_order_for(wp_pool *p, int index, int priority, int64_t queue_ms, int sleep_us)
+{
+    order_arg a = order_arg_of(index);
+    a.sleep_us = sleep_us;
+    wp_task_options o = { .priority = priority, .queue_timeout_ms = queue_ms };
+    return tu_submit(p, order_task, &a, sizeof a, &o);
+}
+
+wp_future *submit_order(wp_pool *p, int index, int priority, int64_t queue_ms)
+{
+    return submit_order_for(p, index, priority, queue_ms, 0);
+}
+
+void wait_queued(wp_pool *p, unsigned queued)
+{
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    wp_pool_stats s;
+    while ((s = tu_pool_stats(p)).queued != queued && tu_now_ms() < deadline)
+        tu_poll_pause();
+    ck_assert_msg(s.queued == queued, "%u tasks wait for a worker, not %u (%u running)", s.queued,
+                  queued, s.running);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void)
@@ -197,7 +261,8 @@ int main(void)
     static tu_part_fn *const parts[] = {
         control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
         control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
-        control_add_priority_tests, control_add_resize_tests, control_add_resize_stress_tests,
+        control_add_priority_tests, control_add_expiry_tests, control_add_resize_tests,
+        control_add_resize_stress_tests,
         control_add_resize_edge_tests,
     };
     const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };

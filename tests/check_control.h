@@ -58,10 +58,34 @@ typedef struct count_arg {
 count_arg count_arg_of(const char *name, int ok_at, int mode);
 int count_task(const void *arg, size_t len, wp_buf *out);
 
+/*
+ * order_task: appends its index to the test's order file with one
+ * O_APPEND write as it starts, so the file holds the start order; then,
+ * if fail_path is set, fails the first time it runs (one byte appended
+ * there per run); then runs sleep_us and echoes its index.
+ */
+#define ORDER_MAX      256 /* most indices a test reads back */
+#define SHORT_QUEUE_MS 50  /* a queue deadline that passes during the test */
+typedef struct order_arg {
+    char path[128];
+    char fail_path[128];
+    int  index;
+    int  sleep_us;
+} order_arg;
+order_arg order_arg_of(int index);
+int order_task(const void *arg, size_t len, wp_buf *out);
+/* The indices written so far, in start order: how many. */
+size_t read_order(int *out, size_t max);
+wp_future *submit_order_for(wp_pool *p, int index, int priority, int64_t queue_ms, int sleep_us);
+wp_future *submit_order(wp_pool *p, int index, int priority, int64_t queue_ms);
+/* Wait until exactly `queued` tasks wait for a worker (in the queue or
+   the line: not in a window). */
+void wait_queued(wp_pool *p, unsigned queued);
+
 /* Each file's part of the table (TU_PART), in the order main runs them. */
 tu_part_fn control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
            control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
-           control_add_priority_tests, control_add_resize_tests,
+           control_add_priority_tests, control_add_expiry_tests, control_add_resize_tests,
            control_add_resize_stress_tests, control_add_resize_edge_tests;
 
 #endif
