@@ -134,7 +134,8 @@ typedef struct wp_pool wp_pool;
 
 enum {
     WP_START_FORKSERVER = 0, /* workers forked by a single-threaded fork server (default) */
-    WP_START_FORK       = 1  /* the dispatcher thread forks workers itself */
+    WP_START_FORK       = 1, /* the dispatcher thread forks workers itself */
+    WP_START_EXEC       = 2  /* since 0.4: workers are fresh exec'd images of the program */
 };
 
 typedef struct wp_pool_options {
@@ -143,7 +144,8 @@ typedef struct wp_pool_options {
     unsigned max_tasks_per_worker; /* replace a worker after this many tasks; 0 = never */
     size_t   max_message;          /* largest argument or result, bytes; 0 = 64 MiB */
     size_t   worker_memory_limit;  /* address-space limit per worker, bytes; 0 = none */
-    int      start_method;         /* WP_START_FORKSERVER (0, default) or WP_START_FORK */
+    int      start_method;         /* WP_START_FORKSERVER (0, default), WP_START_FORK or
+                                      WP_START_EXEC */
     int    (*worker_init)(void *ctx); /* run once in each new worker; non-zero = it failed to start */
     void    *worker_init_ctx;
     int64_t  start_timeout_ms;     /* a worker not ready (worker_init done) this long after it was
@@ -161,6 +163,19 @@ typedef struct wp_pool_options {
  * whole program: only safe when the rest of the program is single-threaded or
  * fork-safe (a lock held by another thread at fork time stays held forever in
  * the worker).
+ * WP_START_EXEC starts every worker as a fresh image of the program
+ * (posix_spawn of /proc/self/exe), never a fork of it: safe whatever threads
+ * or runtimes (OpenMP, CUDA) the program has started.  The library takes
+ * the worker role before main runs, so the program needs no change, and
+ * finds each task function by its place in its own object (the executable
+ * or a shared library), so ASLR does not matter.  A worker has the
+ * program's code and the initial values of its globals, nothing main or
+ * any thread set: worker_init builds per-worker state, and worker_init_ctx
+ * must be NULL or point into the program's static data (WP_EINVAL
+ * otherwise: a heap or stack pointer means nothing in another image).
+ * Constructors that run after the library's own (C++ globals of the
+ * executable) have not run in a worker.  The workers are the program's
+ * children, as with WP_START_FORK (see "Host programs" in the manual).
  * Returns 0, WP_EINVAL, WP_ENOMEM or WP_ESPAWN (threads, pipes or the fork
  * server could not be created).  Workers that fail to start later are retried
  * with backoff; tasks fail with WP_ESPAWN if none can start.

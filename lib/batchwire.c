@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,8 +106,15 @@ int wp__batch_trampoline(const void *arg, size_t len, wp_buf *out)
     if (len < sizeof h)
         return wp__buf_fail_outcome(out, WP_EPROTO, "batch argument too short");
     memcpy(&h, arg, sizeof h);
+    const char *why = NULL;
+    void *here = wp__worker_code(h.fn, true, &why); /* exec'd: the pool's address, found here */
+    if (here == NULL) {
+        char msg[WP_MSG_MAX];
+        snprintf(msg, sizeof msg, "batch function %#llx: %s", (unsigned long long)h.fn, why);
+        return wp__buf_fail_outcome(out, WP_ENOFUNC, msg);
+    }
     wp_batch_fn fn;
-    memcpy(&fn, &h.fn, sizeof fn);
+    memcpy(&fn, &here, sizeof fn);
     size_t n = (size_t)h.n;
     /* A count past what the bytes could hold is caught by unpack_items;
        one that cannot even be allocated fails here first. */

@@ -22,7 +22,8 @@ static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
 {
     *o = in != NULL ? *in : (wp_pool_options){ 0 };
     if (!WP_RESERVED_ZERO(o) ||
-        (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK))
+        (o->start_method != WP_START_FORKSERVER && o->start_method != WP_START_FORK &&
+         o->start_method != WP_START_EXEC))
         return WP_EINVAL;
     if (o->workers == 0)
         o->workers = wp__online_cpus();
@@ -67,6 +68,8 @@ static void pool_free(wp_pool *p)
             wp__frame_reader_reset(&p->slots[i].in);
     wp__queue_destroy(&p->queue);
     wp__lock_destroy(&p->stop_mu, &p->stop_cv);
+    if (p->use_exec)
+        wp__exec_release(&p->exec);
     unmap(p->shared, SHARED_BYTES);
     unmap(p->slots, SLOTS_BYTES);
     unmap(p->pfds, PFDS_BYTES);
@@ -116,11 +119,7 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
     wp__line_init(p);
     p->run_avg_us = WINDOW_BUDGET_US; /* start with short windows: tasks may be long */
     p->owner = wp__getpid();
-    /* Shared with every worker, for as many as a resize may ask: mapped
-       before the fork server is forked. */
-    p->shared = map_zeroed(SHARED_BYTES, MAP_SHARED);
     p->wcfg = (worker_config){
-        .shared = p->shared,
         .slots = MAX_WORKERS,
         .max_message = p->opts.max_message,
         .max_tasks = p->opts.max_tasks_per_worker,
@@ -129,6 +128,17 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         .init = p->opts.worker_init,
         .init_ctx = p->opts.worker_init_ctx,
     };
+    /* Shared with every worker, for as many as a resize may ask: mapped
+       before the fork server is forked; from a memfd for exec'd workers. */
+    p->use_exec = p->opts.start_method == WP_START_EXEC;
+    void *shared = NULL;
+    if (p->use_exec && (rc = wp__exec_prepare(&p->exec, &p->wcfg, &shared, SHARED_BYTES)) < 0) {
+        p->use_exec = false;
+        pool_free(p);
+        return rc;
+    }
+    p->shared = p->use_exec ? shared : map_zeroed(SHARED_BYTES, MAP_SHARED);
+    p->wcfg.shared = p->shared;
     p->slots = map_zeroed(SLOTS_BYTES, MAP_PRIVATE);
     p->pfds = map_zeroed(PFDS_BYTES, MAP_PRIVATE);
     p->rbuf = malloc(READ_BUF_BYTES);

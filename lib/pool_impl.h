@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "exec.h"
 #include "forkserver.h"
 #include "frame.h"
 #include "future.h"
@@ -188,7 +189,9 @@ struct wp_pool {
     worker_shared  *shared;              /* MAP_SHARED, one per slot */
     wp_queue        queue;
     forkserver      fs;
+    exec_start      exec;                /* WP_START_EXEC: what each worker's spawn passes on */
     bool            use_forkserver, fs_gone;
+    bool            use_exec;
     bool            fs_full;             /* its socket refused a request: wait for POLLOUT */
     pid_t           owner;
     pthread_t       thread;

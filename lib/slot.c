@@ -168,6 +168,8 @@ void wp__slot_start(wp_pool *p, slot *s)
     int rc, os_error = EPIPE; /* the fork server is gone */
     if (p->use_forkserver)
         rc = p->fs_gone ? WP_ESPAWN : wp__forkserver_spawn(&p->fs, (uint32_t)(s - p->slots), &os_error);
+    else if (p->use_exec)
+        rc = wp__exec_spawn(&p->exec, (unsigned)(s - p->slots), &s->h, &os_error);
     else
         rc = wp__worker_spawn(&p->wcfg, (unsigned)(s - p->slots), &s->h, &os_error);
     if (rc == 0) {

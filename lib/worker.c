@@ -21,7 +21,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -33,6 +32,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "image.h"
 #include "worker.h"
 
 _Static_assert(sizeof(wp_task_fn) <= sizeof(uint64_t), "function pointers travel as 64 bits");
@@ -101,7 +101,8 @@ typedef struct worker {
     int   task_fd, result_fd;
     int   statm_fd;         /* /proc/self/statm with an rss_limit, else -1 */
     size_t page_bytes;      /* the unit of statm's counts */
-    void *checked_fn;       /* last function found in the image */
+    uint64_t checked_fn;    /* last function found in the image, as the pool names it */
+    void *checked_here;     /* and where it is here */
     char *rbuf;             /* bytes read from the pool, not yet parsed */
     size_t rstart, rend;
 } worker;
@@ -187,38 +188,40 @@ static bool receive_task(worker *w, frame_reader *r)
     }
 }
 
-/* dl_iterate_phdr callback: 1 if *data (a uintptr_t) lies in an executable
-   segment of this object. */
-static int in_code_of(struct dl_phdr_info *info, size_t size, void *data)
+/* The pool's image when this worker was exec'd (worker_main sets it):
+   what wp__worker_code translates with. */
+static struct image *worker_image;
+
+void *wp__worker_code(uint64_t addr, bool code, const char **why)
 {
-    uintptr_t addr = *(const uintptr_t *)data;
-    WP_UNUSED(size);
-    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
-            continue;
-        uintptr_t start = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
-        if (addr - start < (uintptr_t)ph->p_memsz) /* wraps when below start */
-            return 1;
-    }
-    return 0;
+    if (worker_image != NULL)
+        return wp__image_translate(worker_image, addr, code, why);
+    void *here = (void *)(uintptr_t)addr;
+    if (wp__image_holds(here, code))
+        return here;
+    if (why != NULL)
+        *why = "not in the worker's image (loaded after the pool was created?)";
+    return NULL;
 }
 
 /* Is fn code of an object loaded in this process?  A pointer into a library
    the parent loaded after this worker's image was forked is not, nor is one
    into data.  dl_iterate_phdr, unlike dladdr, also sees the image of a
    statically linked program.  The last function found is remembered. */
-static bool callable(worker *w, void *fn)
+static void *callable(worker *w, uint64_t fn, const char **why)
 {
-    if (fn == NULL)
-        return false;
+    if (fn == 0) {
+        *why = "a NULL function";
+        return NULL;
+    }
     if (fn == w->checked_fn)
-        return true;
-    uintptr_t addr = (uintptr_t)fn;
-    if (dl_iterate_phdr(in_code_of, &addr) == 0)
-        return false;
-    w->checked_fn = fn;
-    return true;
+        return w->checked_here;
+    void *here = wp__worker_code(fn, true, why);
+    if (here != NULL) {
+        w->checked_fn = fn;
+        w->checked_here = here;
+    }
+    return here;
 }
 
 /* Claim the task (worker.h): false if the pool took it back. */
@@ -236,11 +239,11 @@ static bool claim_task(worker *w, const frame_header *task)
 /* Run one task and send its outcome; false if it was taken back instead. */
 static bool run_task(worker *w, const frame_header *task, const void *arg)
 {
+    const char *why = NULL;
+    void *addr = callable(w, task->fn, &why); /* before the claim: claimed to running is a few
+                                                 instructions */
     wp_task_fn fn;
-    void *addr;
-    memcpy(&fn, &task->fn, sizeof fn);
-    memcpy(&addr, &fn, sizeof addr);
-    bool ok = callable(w, addr); /* before the claim: claimed to running is a few instructions */
+    memcpy(&fn, &addr, sizeof fn);
     wp_buf result = { .max = w->cfg->max_message };
     /* Past its queue deadline: refused, never started (the pool's timer
        may not have taken it back yet).  A bad position is claim_task's to
@@ -255,9 +258,10 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
         send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started", 0);
         return false;
     }
-    if (!ok) {
-        send_failure(w, task->task_id, WP_ENOFUNC, 0,
-                     "function not in the worker's image (loaded after the pool was created?)", 0);
+    if (addr == NULL) {
+        char msg[WP_MSG_MAX];
+        snprintf(msg, sizeof msg, "task function %#llx: %s", (unsigned long long)task->fn, why);
+        send_failure(w, task->task_id, WP_ENOFUNC, 0, msg, 0);
         return true;
     }
     int64_t t0 = atomic_load(&w->shared->started_us[task->code]);
@@ -375,6 +379,7 @@ static bool over_rss_limit(worker *w)
 static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int task_fd, int result_fd)
 {
     worker w = { .cfg = cfg, .shared = &cfg->shared[slot], .task_fd = task_fd, .result_fd = result_fd };
+    worker_image = cfg->image;
     if (cfg->memory_limit > 0) {
         struct rlimit rl = { .rlim_cur = cfg->memory_limit, .rlim_max = cfg->memory_limit };
         if (setrlimit(RLIMIT_AS, &rl) < 0)
@@ -413,9 +418,8 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
     _exit(status);
 }
 
-/* In the child, right after fork: become a clean worker. */
-static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid_t parent,
-                                    int task_fd, int result_fd)
+_Noreturn void wp__worker_become(const worker_config *cfg, unsigned slot, pid_t parent,
+                                 int task_fd, int result_fd, bool close_others)
 {
     /* A process group of its own, before any task runs, so that one kill
        takes whatever its tasks fork (the parent sets it too: whichever of
@@ -435,16 +439,16 @@ static _Noreturn void become_worker(const worker_config *cfg, unsigned slot, pid
     signal(SIGTTOU, SIG_IGN);
     signal(SIGTTIN, SIG_IGN);
     int keep[] = { task_fd, result_fd };
-    wp__close_fds_except(3, keep, 2);
+    if (close_others)
+        wp__close_fds_except(3, keep, 2);
     /* Output the parent had buffered but not written is the parent's. */
     __fpurge(stdout);
     __fpurge(stderr);
     worker_main(cfg, slot, task_fd, result_fd);
 }
 
-int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out, int *os_error)
+int wp__worker_pipes(int to_worker[2], int from_worker[2], int *os_error)
 {
-    int to_worker[2], from_worker[2];
     if (pipe2(to_worker, O_CLOEXEC) < 0) {
         *os_error = errno;
         return WP_ESPAWN;
@@ -458,11 +462,30 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
     /* Bigger pipes move large arguments in fewer wake-ups; best effort. */
     (void)fcntl(to_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
     (void)fcntl(from_worker[1], F_SETPIPE_SZ, WORKER_PIPE_BYTES);
+    return 0;
+}
 
+void wp__worker_handle_of(worker_handle *out, pid_t pid, int task_fd, int result_fd)
+{
+    /* Cannot fail: both are descriptors of the caller's own pipes. */
+    (void)wp__fd_set_nonblock(task_fd);
+    (void)wp__fd_set_nonblock(result_fd);
+    out->pid = pid;
+    out->task_fd = task_fd;
+    out->result_fd = result_fd;
+    int pidfd = wp__pidfd_open(pid);
+    out->pidfd = pidfd >= 0 ? pidfd : -1; /* without one: by pid (worker.h) */
+}
+
+int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out, int *os_error)
+{
+    int to_worker[2], from_worker[2];
+    if (wp__worker_pipes(to_worker, from_worker, os_error) < 0)
+        return WP_ESPAWN;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        become_worker(cfg, slot, parent, to_worker[0], from_worker[1]);
+        wp__worker_become(cfg, slot, parent, to_worker[0], from_worker[1], true);
     int e = errno;
     close(to_worker[0]);
     close(from_worker[1]);
@@ -473,13 +496,6 @@ int wp__worker_spawn(const worker_config *cfg, unsigned slot, worker_handle *out
         return WP_ESPAWN;
     }
     (void)setpgid(pid, pid);
-    /* Cannot fail: both are descriptors this call just made. */
-    (void)wp__fd_set_nonblock(to_worker[1]);
-    (void)wp__fd_set_nonblock(from_worker[0]);
-    out->pid = pid;
-    out->task_fd = to_worker[1];
-    out->result_fd = from_worker[0];
-    int pidfd = wp__pidfd_open(pid);
-    out->pidfd = pidfd >= 0 ? pidfd : -1; /* without one: by pid (worker.h) */
+    wp__worker_handle_of(out, pid, to_worker[1], from_worker[0]);
     return 0;
 }

@@ -98,6 +98,11 @@ static inline bool wp__claim(atomic_uint_fast64_t *word, uint64_t id, int to)
     return atomic_compare_exchange_strong(word, &offered, CLAIM(id, to));
 }
 
+/* Slots a pool may have, and so claim-word sets a worker may be given. */
+#define WORKER_SLOTS_MAX 1024
+
+struct image;
+
 typedef struct worker_config {
     worker_shared *shared;  /* one per slot */
     unsigned slots;
@@ -108,6 +113,8 @@ typedef struct worker_config {
                                the resident set above this many bytes; 0 = none */
     int    (*init)(void *ctx);
     void    *init_ctx;
+    struct image *image;    /* WP_START_EXEC: the pool's image, to find its functions in
+                               this one (image.h); NULL when forked: addresses are shared */
 } worker_config;
 
 typedef struct worker_handle {
@@ -155,6 +162,25 @@ typedef struct worker_handle {
  * - without pidfd the pool learns that a worker died from end-of-file on
  *   its pipe, which a process its task forked can hold open.
  */
+
+/* In a new worker process, whoever started it: become a clean worker
+   (its own process group, gone with its parent, subreaper of its tasks,
+   default signals; with close_others every descriptor but stdio and its
+   two pipes closed) and run the worker loop.  Never returns. */
+_Noreturn void wp__worker_become(const worker_config *cfg, unsigned slot, pid_t parent,
+                                 int task_fd, int result_fd, bool close_others) WP_INTERNAL;
+
+/* In a worker: the function or data that is at `addr` in the pool's
+   process, here — the same address when forked, found in the image when
+   exec'd (image.h) — or NULL, with *why saying why if why is not NULL. */
+void *wp__worker_code(uint64_t addr, bool code, const char **why) WP_INTERNAL;
+
+/* A worker's two pipes, O_CLOEXEC, made big: 0, or WP_ESPAWN with
+   *os_error (nothing left open). */
+int wp__worker_pipes(int to_worker[2], int from_worker[2], int *os_error) WP_INTERNAL;
+/* *out for a started worker: the pool's two ends made non-blocking, its
+   pidfd (-1 where the kernel has none). */
+void wp__worker_handle_of(worker_handle *out, pid_t pid, int task_fd, int result_fd) WP_INTERNAL;
 
 /* Fork the worker for slot.  0, or WP_ESPAWN with *os_error the errno value
    of the pipe2() or fork() that failed.  In the child this never returns. */

@@ -102,7 +102,7 @@ void chaos_wait_forked(unsigned n)
 
 int chaos_worker_parent(void)
 {
-    if (tu_method == WP_START_FORK)
+    if (tu_no_forkserver())
         return (int)getpid();
     chaos_wait_forked(1);
     int fs = atomic_load(&chaos_mem->w[0].ppid);

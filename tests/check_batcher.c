@@ -8,8 +8,9 @@
  * max_in_flight, cancelling items, backpressure, the three kinds of
  * shutdown, many submitting threads, and the stats.
  *
- * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
- * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
+ * Every test runs under WP_START_FORKSERVER and WP_START_FORK (WP_TEST_BOTH;
+ * not WP_START_EXEC: the probes are memory shared with workers through fork;
+ * check_exec.c runs the batcher under WP_START_EXEC).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.  The
  * timed waits on a clock in the time_trigger_* tests are the scenario
  * itself (items arrive at set times), and backpressure gives a submit that
@@ -285,6 +286,6 @@ int main(void)
         batcher_add_batches_tests, batcher_add_failures_tests, batcher_add_flow_tests,
         batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests,
     };
-    const tu_suite suite = { .name = "batcher", .timeout_s = 120 };
+    const tu_suite suite = { .name = "batcher", .timeout_s = 120, .fork_only = true };
     return tu_main_parts(suite, parts, TU_COUNT(parts));
 }

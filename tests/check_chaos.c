@@ -279,7 +279,7 @@ WP_TEST_BOTH(kill_forkserver_pending)
 
 int main(void)
 {
-    const tu_suite suite = { .name = "chaos", .timeout_s = CHAOS_TIMEOUT_S };
+    const tu_suite suite = { .name = "chaos", .timeout_s = CHAOS_TIMEOUT_S, .fork_only = true };
     const tu_test tests[] = {
         TU_TEST(kill_task_frame),
         TU_TEST(kill_result_frame),

@@ -8,8 +8,8 @@
  * concurrent stress tests where every future must settle exactly once,
  * priorities and queue deadlines, and wp_pool_resize (issue #11).
  *
- * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
- * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
+ * Every test runs under each start method, WP_START_FORKSERVER,
+ * WP_START_FORK and WP_START_EXEC (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.  Sleeps
  * happen only inside task functions, as the work being measured.
  *

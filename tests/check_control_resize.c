@@ -154,6 +154,7 @@ enum { GROW_TO = 8 };
    all GROW_TO run at the same time, each in a worker of its own. */
 WP_TEST_BOTH(resize_grow_spreads)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[GROW_TO];
@@ -201,6 +202,7 @@ enum { SHRINK_FROM = 8, SHRINK_SHORT = 24, SHRINK_EARLY = 4 };
  */
 WP_TEST_BOTH(resize_shrink_while_running)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[SHRINK_FROM];
@@ -268,6 +270,7 @@ enum { PIPE_TASKS = 3000 };
    time into every worker's window: each runs exactly once, none fails. */
 WP_TEST_BOTH(resize_shrink_pipelined)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = SHRINK_FROM });
     wp_future **fs = calloc(PIPE_TASKS, sizeof *fs);
@@ -296,6 +299,7 @@ enum { REGROW = 4 };
    is stopped or started, and they take tasks again. */
 WP_TEST_BOTH(resize_regrow_keeps_retiring)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = REGROW });
     tu_hold h[REGROW];
@@ -344,6 +348,7 @@ WP_TEST_BOTH(resize_regrow_keeps_retiring)
    stays); tasks 1 to 3 run on the workers that retire. */
 WP_TEST_BOTH(resize_retiring_keeps_control)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[REGROW];
@@ -407,6 +412,7 @@ enum { STARTING_TO = 4 };
    ready, then retires at once, taking no task (not a failed start). */
 WP_TEST_BOTH(resize_shrink_while_starting)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     tu_hold g;
     tu_hold_open(&g);

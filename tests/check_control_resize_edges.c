@@ -37,9 +37,12 @@ WP_TEST_BOTH(resize_invalid)
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     ck_assert_int_eq(wp_pool_resize(p, MAX_WORKERS_PUBLIC + 1), WP_EINVAL);
     ck_assert_int_eq(wp_pool_resize(p, UINT_MAX), WP_EINVAL);
-    wp_future *f = tu_run(p, resize_in_task, &p, sizeof p, NULL);
-    ck_assert_int_eq(tu_result_int(f), WP_ESHUTDOWN); /* a worker's copy runs nothing */
-    wp_future_release(f);
+    wp_future *f;
+    if (tu_method != WP_START_EXEC) { /* a fresh image has no copy of the pool to pass */
+        f = tu_run(p, resize_in_task, &p, sizeof p, NULL);
+        ck_assert_int_eq(tu_result_int(f), WP_ESHUTDOWN); /* a worker's copy runs nothing */
+        wp_future_release(f);
+    }
     f = tu_run(p, tu_empty, NULL, 0, NULL);
     ck_assert_int_eq(wp_future_error(f), 0);
     wp_future_release(f);

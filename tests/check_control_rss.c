@@ -344,6 +344,7 @@ static int init_fails_2_3(void *ctx)
    counted, the second task would fail so.  It runs in the fourth worker. */
 WP_TEST_BOTH(rss_recycle_is_no_failed_start)
 {
+    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     char inits[200];
     tu_tmp_path(inits, sizeof inits, "inits");
     wp_pool *p = create_pool((wp_pool_options){

@@ -327,6 +327,7 @@ static void *race_cancel_main(void *arg)
    fails. */
 WP_TEST_BOTH(window_take_back_race)
 {
+    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     race_runs = mmap(NULL, RACE_TASKS * sizeof *race_runs, PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(race_runs, MAP_FAILED);

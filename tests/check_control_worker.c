@@ -146,6 +146,7 @@ WP_TEST_BOTH(max_tasks_per_worker)
    retired every 2 tasks, then crashed twice, so 1 + 4 + 2 workers. */
 WP_TEST_BOTH(worker_init_once_per_worker)
 {
+    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", 0);
     wp_pool *p = tu_make_pool((wp_pool_options){
         .workers = 1, .max_tasks_per_worker = 2, .worker_init = init_count, .worker_init_ctx = &c });
@@ -192,6 +193,7 @@ WP_TEST_BOTH(worker_init_once_per_worker)
    worker exits before it allocates: no care for TU_ASAN is needed.) */
 WP_TEST_BOTH(worker_init_fails_espawn)
 {
+    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", -1);
     wp_pool *p = create_pool((wp_pool_options){
         .workers = 2, .worker_init = init_count, .worker_init_ctx = &c });
@@ -251,6 +253,7 @@ WP_TEST_BOTH(worker_init_hangs)
 
 WP_TEST_BOTH(worker_init_recovers)
 {
+    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", 5);
     wp_pool *p = create_pool((wp_pool_options){
         .workers = 1, .worker_init = init_count, .worker_init_ctx = &c });
@@ -320,6 +323,7 @@ WP_TEST_BOTH(memory_limit)
    workers (a tight loop would fork thousands). */
 WP_TEST_BOTH(crash_loop_backoff)
 {
+    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", -1);
     int64_t t0 = tu_now_ms();
     wp_pool *p = create_pool((wp_pool_options){

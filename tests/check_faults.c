@@ -8,8 +8,8 @@
  * with the outcome it deserves, and a misbehaving worker takes down only
  * its own task.
  *
- * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
- * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
+ * Every test runs under each start method, WP_START_FORKSERVER,
+ * WP_START_FORK and WP_START_EXEC (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, reads what tasks report through FIFOs, or polls the
  * observed condition against a deadline.
  *
@@ -54,7 +54,7 @@ int forkserver_of(int worker)
 {
     int parent = tu_pid_parent(worker);
     ck_assert_int_gt(parent, 0);
-    if (tu_method == WP_START_FORK) {
+    if (tu_no_forkserver()) {
         ck_assert_int_eq(parent, (int)getpid());
         return -1;
     }

@@ -186,7 +186,7 @@ WP_TEST_BOTH(owner_dies)
     int n = 2;
     for (int i = 0; i < 2; i++) {
         int parent = tu_pid_parent(pids[i]);
-        if (tu_method == WP_START_FORK) {
+        if (tu_no_forkserver()) {
             ck_assert_int_eq(parent, owner);
         } else {
             ck_assert_int_ne(parent, owner);

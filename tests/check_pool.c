@@ -5,8 +5,8 @@
  * many submitting threads, backpressure, big frames, result limits, stats,
  * done-callbacks, shutdown, and what workers inherit.
  *
- * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
- * (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
+ * Every test runs under each start method, WP_START_FORKSERVER,
+ * WP_START_FORK and WP_START_EXEC (WP_TEST_BOTH).  No test sleeps to let things happen: it waits on futures,
  * joins threads, or polls the observed condition against a deadline.
  * Tasks that must stay running while the test looks use tu_report with
  * FIFOs the test owns (testutil.h).

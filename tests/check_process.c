@@ -9,8 +9,8 @@
  * double-forked daemon) on deadline, cancel, recycling, shutdown and the
  * owner's death.
  *
- * Every test runs twice, under WP_START_FORKSERVER and WP_START_FORK
- * (WP_TEST_BOTH).  Check runs each test in a process of its own, so a test
+ * Every test runs under each start method, WP_START_FORKSERVER,
+ * WP_START_FORK and WP_START_EXEC (WP_TEST_BOTH).  Check runs each test in a process of its own, so a test
  * may change its signal dispositions, or install a seccomp filter that
  * makes the kernel look older (no pidfd; no exit status kept in a pidfd) to
  * reach the library's fallbacks.  No test sleeps to let things happen, and

@@ -432,7 +432,7 @@ WP_TEST_BOTH(worker_refuses_past_queue_deadline)
 
 int main(void)
 {
-    const tu_suite suite = { .name = "window", .timeout_s = 60 };
+    const tu_suite suite = { .name = "window", .timeout_s = 60, .fork_only = true };
     const tu_test tests[] = {
         TU_TEST(reaped_with_half_written_frame),
         TU_TEST(skipped_head_keeps_no_deadline),

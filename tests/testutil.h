@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "workerpool.h"
@@ -46,7 +47,8 @@
  *                               in the suite's table (or tcase_add_both).
  *                               Check's loop index is the start method; the
  *                               body finds it in tu_method
- *                               (WP_START_FORKSERVER, then WP_START_FORK),
+ *                               (WP_START_FORKSERVER, WP_START_FORK, then
+ *                               WP_START_EXEC),
  *                               and tu_make_pool makes its pool with it.
  *
  * The table is the suite's main (tu_main, below), or, in a suite of
@@ -64,6 +66,23 @@
  *       TU_TEST(cancel_twice),
  */
 extern int tu_method;
+/* The pool's workers are this process's own children: no fork server
+   between (WP_START_FORK, WP_START_EXEC). */
+static inline bool tu_no_forkserver(void)
+{
+    return tu_method != WP_START_FORKSERVER;
+}
+/* In a WP_TEST_BOTH test that shares memory with its workers through
+   fork (a MAP_SHARED mapping, a pointer to the test's own data as
+   worker_init_ctx): under WP_START_EXEC, whose workers are fresh images
+   that inherit no memory, say so on stderr and end the test there. */
+#define TU_FORK_ONLY(why)                                                          \
+    do {                                                                           \
+        if (tu_method == WP_START_EXEC) {                                          \
+            fprintf(stderr, "%s: not under WP_START_EXEC: %s\n", __func__, (why)); \
+            return;                                                                \
+        }                                                                          \
+    } while (0)
 /* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
    directory for tu_tmp_path (also when Check runs tests without forking). */
 void tu_begin(int method);
@@ -78,6 +97,8 @@ void tu_begin(int method);
     END_TEST                               \
     static void name##_both(void)
 #define tcase_add_both(tc, name) \
+    tcase_add_loop_test((tc), (name), WP_START_FORKSERVER, WP_START_EXEC + 1)
+#define tcase_add_forked(tc, name) \
     tcase_add_loop_test((tc), (name), WP_START_FORKSERVER, WP_START_FORK + 1)
 
 /*
@@ -101,6 +122,8 @@ typedef struct tu_suite {
     double           timeout_s; /* Check's per-test timeout: the hang detector */
     enum fork_status fork;      /* CK_FORK_GETENV (the default): as $CK_FORK says */
     SFun             setup;     /* a checked fixture of every TCase, or NULL */
+    bool             fork_only; /* WP_TEST_BOTH tests share memory with their workers
+                                   through fork: not under WP_START_EXEC */
 } tu_suite;
 void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n);
 /* The whole main of a suite: make it from def and tests[], run it, and

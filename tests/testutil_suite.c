@@ -52,7 +52,10 @@ void tu_add_tests(Suite *s, const tu_suite *def, const tu_test *tests, size_t n)
     }
     for (size_t i = 0; i < n; i++) {
         if (tests[i].tcase == NULL) {
-            tcase_add_both(new_tcase(s, def, tests[i].name), tests[i].fn);
+            if (def->fork_only)
+                tcase_add_forked(new_tcase(s, def, tests[i].name), tests[i].fn);
+            else
+                tcase_add_both(new_tcase(s, def, tests[i].name), tests[i].fn);
             continue;
         }
         size_t first = 0;

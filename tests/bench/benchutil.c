@@ -228,5 +228,7 @@ void bench_header(const char *what, int start_method)
 {
     printf("# %s: workerpool %d.%d.%d  workers=%d  start=%s  cpus=%ld", what, WP_VERSION_MAJOR,
            WP_VERSION_MINOR, WP_VERSION_PATCH, BENCH_WORKERS,
-           start_method == WP_START_FORK ? "fork" : "forkserver", sysconf(_SC_NPROCESSORS_ONLN));
+           start_method == WP_START_FORK   ? "fork"
+           : start_method == WP_START_EXEC ? "exec"
+                                           : "forkserver", sysconf(_SC_NPROCESSORS_ONLN));
 }
