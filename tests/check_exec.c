@@ -256,6 +256,31 @@ WP_TEST(exec_init_ctx)
     fresh_global = INITIAL_VALUE;
 }
 
+static int refuse_to_start(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+/* A worker_init that fails in every exec'd worker: start failures with
+   backoff, then the task fails WP_ESPAWN saying why — not a hang, not a
+   crash of the task. */
+WP_TEST(exec_init_fails_espawn)
+{
+    wp_pool *p = NULL;
+    ck_assert_int_eq(wp_pool_create(&p, &(wp_pool_options){ .workers = 1,
+                                                            .start_method = WP_START_EXEC,
+                                                            .worker_init = refuse_to_start }),
+                     0);
+    wp_future *f = NULL;
+    ck_assert_int_eq(wp_submit(p, read_global, NULL, 0, NULL, &f), 0);
+    ck_assert_int_eq(wp_future_wait(f, TU_DEADLINE_MS), 0);
+    ck_assert_int_eq(wp_future_error(f), WP_ESPAWN);
+    ck_assert_ptr_nonnull(strstr(wp_future_message(f), "worker_init"));
+    wp_future_release(f);
+    wp_pool_destroy(p);
+}
+
 /* ----------------------------------------------- the batcher, exec'd */
 
 #define POISON 13 /* the item value that crashes its batch */
@@ -313,6 +338,7 @@ int main(void)
         TU_CASE("role", stray_role_never_runs_main),
         TU_CASE("worker", exec_worker_is_a_fresh_image),
         TU_CASE("worker", exec_init_ctx),
+        TU_CASE("worker", exec_init_fails_espawn),
         TU_CASE("worker", exec_batcher_isolates),
     };
     return tu_main(suite, tests, TU_COUNT(tests));

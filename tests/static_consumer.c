@@ -3,7 +3,8 @@
  * static_consumer.c — a program linked fully statically (`make check`
  * builds it with -all-static against the library's archive, where the C
  * library allows): its workers must recognise task functions in a static
- * image, under both start methods.  Plain C, no test framework: it exits 0
+ * image, under every start method (exec'd ones find them in a fresh static
+ * image).  Plain C, no test framework: it exits 0
  * when every task gave the right answer.
  */
 #include <link.h>
@@ -90,6 +91,7 @@ int main(void)
     }
     int bad = run_method(WP_START_FORKSERVER, "fork server");
     bad |= run_method(WP_START_FORK, "fork");
+    bad |= run_method(WP_START_EXEC, "exec"); /* a fresh static image: one object, no loader */
     if (bad)
         return 1;
     printf("static consumer: %d tasks under each start method, all right\n", TASKS + 1);
