@@ -31,8 +31,8 @@
  * commit, one fence, a load of the rank bits (and an OR the first time a
  * rank is pushed in a consumer's turn) — and makes a system call only to
  * wake a consumer that sleeps hungry (or for its rank) or a producer that
- * sleeps for its turn; a pop is O(1), and
- * takes room_mu only when producers are blocked and half the room is free.
+ * sleeps for its turn; a take and a release are O(1), and a release takes
+ * room_mu only when producers are blocked and half the room is free.
  * Every ordering below says which other operation it pairs with.
  */
 #include "config.h"
@@ -267,7 +267,7 @@ static void ring_publish(wp_queue *q, void *item)
 
 int wp__queue_push(wp_queue *q, void *item, bool nowait, unsigned rank)
 {
-    assert(item != NULL); /* NULL is what an empty pop answers */
+    assert(item != NULL); /* NULL is what an empty take answers */
     assert(rank < QUEUE_RANKS);
     int rc = 0;
     atomic_fetch_add(&q->pushers, 1);
@@ -300,14 +300,6 @@ void *wp__queue_take(wp_queue *q)
     return item;
 }
 
-void *wp__queue_pop(wp_queue *q)
-{
-    void *item = wp__queue_take(q);
-    if (item != NULL)
-        wp__queue_release(q);
-    return item;
-}
-
 unsigned wp__queue_take_ranks(wp_queue *q)
 {
     /* The load first: no write, so no stolen line, when nothing came. */
@@ -317,7 +309,7 @@ unsigned wp__queue_take_ranks(wp_queue *q)
 void wp__queue_release(wp_queue *q)
 {
     /* Blocked producers wake when the queue has drained to half, not at
-       every pop: one wake-up then refills many slots, instead of a
+       every release: one wake-up then refills many slots, instead of a
        producer and the consumer taking turns one item at a time. */
     /* seq_cst, then the load of blocked: see wait_for_room. */
     unsigned was = atomic_fetch_sub(&q->count, 1);

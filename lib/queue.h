@@ -26,10 +26,10 @@
  * (WP_CACHELINE apart), away from what every thread only reads, so a
  * producer's push does not take the line the consumer is about to read,
  * and the other way round.  (count is written by both sides: a push
- * reserves, a pop frees; the ring pads its own indices.)
+ * reserves, a release frees; the ring pads its own indices.)
  */
 typedef struct wp_queue {
-    /* Read by every push and pop; written at init, close and renew only. */
+    /* Read by every push and take; written at init, close and renew only. */
     ck_ring_t         ring;
     ck_ring_buffer_t *slots;
     unsigned          capacity;     /* most items it holds */
@@ -39,7 +39,7 @@ typedef struct wp_queue {
     pthread_cond_t    room_cv;
     char              pad_producers[WP_CACHELINE];
     /* Written by producers at every push. */
-    atomic_uint       count;        /* items reserved or in the ring (a pop frees one) */
+    atomic_uint       count;        /* items reserved or in the ring (a release frees one) */
     atomic_uint       pushers;      /* producers inside wp__queue_push */
     atomic_uint       blocked;      /* producers waiting for room */
     atomic_uint       turn_waiters; /* producers asleep waiting to commit */
@@ -74,8 +74,6 @@ int   wp__queue_push(wp_queue *q, void *item, bool nowait, unsigned rank) WP_INT
 void *wp__queue_take(wp_queue *q) WP_INTERNAL;
 /* One item taken is done with: its room is free (wakes blocked producers). */
 void  wp__queue_release(wp_queue *q) WP_INTERNAL;
-/* Take and release at once. */
-void *wp__queue_pop(wp_queue *q) WP_INTERNAL;
 /* Items pushed and not yet released. */
 unsigned wp__queue_count(wp_queue *q) WP_INTERNAL;
 /* Consumer: the ranks pushed since the last call (bit r for rank r), and

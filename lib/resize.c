@@ -49,11 +49,16 @@ int wp_pool_resize(wp_pool *pool, unsigned workers)
     if (wp__getpid() != pool->owner || atomic_load(&pool->closing))
         return WP_ESHUTDOWN; /* a worker's copy of the pool has no workers */
     /* Room for the descriptors of the workers to come, as wp_pool_create
-       makes: the ones alive hold theirs already (so a shrink needs none),
+       makes, when the pool grows past the size asked last: a shrink starts
+       no worker that was not asked for already, so it needs none, even
+       while workers are still starting.  Those alive hold theirs already,
        and one still starting is counted as needing its own again, so the
-       estimate errs on the side of asking for more. */
+       estimate errs on the side of asking for more.  (A resize racing
+       this one may change target meanwhile: the last one wins, and the
+       budget is an estimate either way.) */
     unsigned alive = atomic_load(&pool->n.alive);
-    if (workers > alive && wp__fd_budget(FDS_PER_WORKER * (workers - alive)) < 0)
+    if (workers > atomic_load(&pool->target) && workers > alive &&
+        wp__fd_budget(FDS_PER_WORKER * (workers - alive)) < 0)
         return WP_EINVAL;
     /* Under stop_mu, where wp_pool_shutdown sets closing: a resize that
        returns 0 came before the shutdown began (it is applied, maybe while

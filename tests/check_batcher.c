@@ -33,7 +33,9 @@
  *   check_batcher_shutdown.c  the kinds of shutdown, and destroy;
  *   check_batcher_edges.c     calls from its own callbacks, races, extremes,
  *                             many submitting threads;
- *   check_batcher_isolate.c   isolate: poison items split out of their batch.
+ *   check_batcher_isolate.c   isolate: poison items split out of their batch;
+ *   check_batcher_isolate_cancel.c  cancelling items and shutting down while
+ *                             a batch is split.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -285,6 +287,7 @@ int main(void)
     static tu_part_fn *const parts[] = {
         batcher_add_batches_tests, batcher_add_failures_tests, batcher_add_flow_tests,
         batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests,
+        batcher_add_isolate_cancel_tests,
     };
     const tu_suite suite = { .name = "batcher", .timeout_s = 120, .fork_only = true };
     return tu_main_parts(suite, parts, TU_COUNT(parts));

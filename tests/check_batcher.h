@@ -95,8 +95,27 @@ enum { MAX_PENDING = 4 };
    wait behind it (fs, values 1 ..), submitted with WP_TASK_NOWAIT. */
 wp_batcher *full_batcher(wp_pool *p, wp_future **held, wp_future *fs[MAX_PENDING]);
 
+/* ------------------------------ isolation (check_batcher_isolate.c defines) */
+
+/* The batch of the issue: one poison item in 64. */
+enum { ISOLATE_BATCH = 64 };
+/* True where a test whose workers die under isolation cannot run: under
+   ASan with WP_START_FORK (check_batcher_isolate.c says why). */
+bool fork_unsafe(void);
+/* Options of an isolating batcher whose batches leave when full. */
+wp_batcher_options isolating(size_t batch);
+/* On p, an isolating batcher of bt_apply (batches of two, one in flight,
+   its tasks' flags task_flags) whose first batch, fs = { OP_GATE 0,
+   OP_SEGV1 1 }, the batch function holds at the gate: once it opens, that
+   batch dies of SIGSEGV, and the same items run again do not. */
+wp_batcher *gated_pair(wp_pool *p, unsigned task_flags, wp_future *fs[2]);
+/* Wait for f and check it failed alone with this death (text: part of its
+   message, or NULL). */
+void expect_death(wp_future *f, int error, int code, const char *text);
+
 /* Each file's part of the table (TU_PART), in the order main runs them. */
 tu_part_fn batcher_add_batches_tests, batcher_add_failures_tests, batcher_add_flow_tests,
-           batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests;
+           batcher_add_shutdown_tests, batcher_add_edges_tests, batcher_add_isolate_tests,
+           batcher_add_isolate_cancel_tests;
 
 #endif

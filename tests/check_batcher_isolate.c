@@ -6,10 +6,10 @@
  * halves down to single items, so that only the items that crash or hang
  * fail.  One poison item in 64, two with different deaths, a hanging item,
  * a batch where every item hangs (split all the way down, and it ends),
- * isolate off, retries before a split, a half that fails whole, halves
- * before new batches, cancelling items while they wait in a half, and the
- * batcher's and the pool's shutdown in the middle of it (and past the
- * grace, where nothing is split).
+ * isolate off, retries before a split, a half that fails whole, and halves
+ * before new batches.  Cancelling items and shutting down in the middle of
+ * it are in check_batcher_isolate_cancel.c, which shares the helpers
+ * declared in check_batcher.h ("isolation").
  *
  * How many batches isolation sends is exact, not a bound: model() says it
  * for the items that make a batch fail, and the tests hold the stats to it.
@@ -28,7 +28,6 @@
 #include "check_batcher.h"
 
 enum {
-    BATCH = 64,         /* the batch of the issue: one poison item in 64 */
     OP_ABORT = 100,     /* iso_apply: the whole batch dies of SIGABRT */
     HANG_TIMEOUT_MS = 400 /* a task timeout far above what a batch of
                              OP_VALUE items takes, even under a sanitizer */
@@ -89,17 +88,9 @@ static void expect_sent(wp_batcher *b, const sent *want)
     ck_assert_uint_eq(s.isolated, want->lone);
 }
 
-/* How many times batch functions saw an item of this value. */
-static int times_seen(int32_t value)
-{
-    int n = atomic_load(&pr->nseen), times = 0;
-    for (int i = 0; i < n && i < PROBE_SEEN; i++)
-        times += pr->seen[i] == value;
-    return times;
-}
+/* ------------------------------ shared with check_batcher_isolate_cancel.c */
 
-/* Wait for f and check it failed alone with this death. */
-static void expect_death(wp_future *f, int error, int code, const char *text)
+void expect_death(wp_future *f, int error, int code, const char *text)
 {
     expect_outcome(f, WP_FAILED, error);
     ck_assert_int_eq(wp_future_code(f), code);
@@ -108,20 +99,30 @@ static void expect_death(wp_future *f, int error, int code, const char *text)
                       wp_future_message(f), text);
 }
 
-/* True where a test whose workers die under isolation cannot run (see the
-   top of this file). */
-static bool fork_unsafe(void)
+bool fork_unsafe(void)
 {
     return TU_ASAN && tu_method == WP_START_FORK;
 }
 
-static wp_batcher_options isolating(size_t batch)
+wp_batcher_options isolating(size_t batch)
 {
     return (wp_batcher_options){ .max_batch_size = batch, .max_wait_ms = LONG_WAIT_MS,
                                  .isolate = 1 };
 }
 
-/* One poison item in a batch of n (n <= BATCH) on b: the item at poison
+wp_batcher *gated_pair(wp_pool *p, unsigned task_flags, wp_future *fs[2])
+{
+    wp_batcher_options o = isolating(2);
+    o.max_in_flight = 1;
+    o.task.flags = task_flags;
+    wp_batcher *b = make_batcher(p, bt_apply, o);
+    fs[0] = submit(b, OP_GATE, 0);
+    fs[1] = submit(b, OP_SEGV1, 1);
+    TU_POLL_UNTIL(atomic_load(&pr->entered) == 1);
+    return b;
+}
+
+/* One poison item in a batch of n (n <= ISOLATE_BATCH) on b: the item at poison
    does op, every other one OP_VALUE.  Checks that it alone fails, with
    this death, that every other item gets its result, and that the stats
    say what model() says isolation sends, which it returns. */
@@ -133,9 +134,9 @@ typedef struct poison {
 
 static sent one_poison_item(wp_batcher *b, int n, int at, poison death)
 {
-    ck_assert(n <= BATCH && at < n);
-    wp_future *fs[BATCH];
-    bool bad[BATCH] = { false };
+    ck_assert(n <= ISOLATE_BATCH && at < n);
+    wp_future *fs[ISOLATE_BATCH];
+    bool bad[ISOLATE_BATCH] = { false };
     bad[at] = true;
     for (int i = 0; i < n; i++)
         fs[i] = submit(b, i == at ? death.op : OP_VALUE, i);
@@ -160,8 +161,8 @@ WP_TEST_BOTH(one_poison_item_in_64)
     if (fork_unsafe())
         return;
     wp_pool *p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher *b = make_batcher(p, bt_apply, isolating(BATCH));
-    sent want = one_poison_item(b, BATCH, 37, segv);
+    wp_batcher *b = make_batcher(p, bt_apply, isolating(ISOLATE_BATCH));
+    sent want = one_poison_item(b, ISOLATE_BATCH, 37, segv);
     ck_assert_uint_eq(want.batches, 13); /* 1 + 2·log2(64) */
     ck_assert_uint_eq(bstats(b).isolated, 1);
     /* Every batch that held the poison item crashed once: 64, 32, ..., 1. */
@@ -179,25 +180,26 @@ WP_TEST_BOTH(two_poison_items)
         return;
     enum { SEGV_AT = 5, FAIL_AT = 20, ABORT_AT = 40 };
     wp_pool *p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher *b = make_batcher(p, iso_apply, isolating(BATCH));
-    wp_future *fs[BATCH];
-    bool bad[BATCH] = { [SEGV_AT] = true, [ABORT_AT] = true };
-    const int32_t ops[BATCH] = { [SEGV_AT] = OP_SEGV, [FAIL_AT] = OP_FAIL, [ABORT_AT] = OP_ABORT };
+    wp_batcher *b = make_batcher(p, iso_apply, isolating(ISOLATE_BATCH));
+    wp_future *fs[ISOLATE_BATCH];
+    bool bad[ISOLATE_BATCH] = { [SEGV_AT] = true, [ABORT_AT] = true };
+    const int32_t ops[ISOLATE_BATCH] = { [SEGV_AT] = OP_SEGV, [FAIL_AT] = OP_FAIL,
+                                         [ABORT_AT] = OP_ABORT };
     _Static_assert(OP_VALUE == 0, "the other items are OP_VALUE");
-    for (int i = 0; i < BATCH; i++)
+    for (int i = 0; i < ISOLATE_BATCH; i++)
         fs[i] = submit(b, ops[i], i);
     expect_death(fs[SEGV_AT], WP_ECRASHED, SIGSEGV, "SIGSEGV");
     expect_death(fs[ABORT_AT], WP_ECRASHED, SIGABRT, "SIGABRT");
     expect_death(fs[FAIL_AT], WP_ETASK, FAIL_AT, "item 20 failed");
-    for (int i = 0; i < BATCH; i++)
+    for (int i = 0; i < ISOLATE_BATCH; i++)
         if (i != SEGV_AT && i != ABORT_AT && i != FAIL_AT)
             expect_value(fs[i], i);
     sent want = { 0 };
-    model(bad, 0, BATCH, false, &want);
+    model(bad, 0, ISOLATE_BATCH, false, &want);
     ck_assert_uint_eq(want.batches, 23); /* 1, then 2·log2(32) for each half */
     expect_sent(b, &want);
     ck_assert_uint_eq(bstats(b).isolated, 2);
-    release_all(fs, BATCH);
+    release_all(fs, ISOLATE_BATCH);
     finish(b, p);
 }
 
@@ -248,19 +250,19 @@ WP_TEST_BOTH(isolate_off_fails_whole_batch)
 {
     enum { POISON = 37 };
     wp_pool *p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher_options o = isolating(BATCH);
+    wp_batcher_options o = isolating(ISOLATE_BATCH);
     o.isolate = 0;
     wp_batcher *b = make_batcher(p, bt_apply, o);
-    wp_future *fs[BATCH];
-    for (int i = 0; i < BATCH; i++)
+    wp_future *fs[ISOLATE_BATCH];
+    for (int i = 0; i < ISOLATE_BATCH; i++)
         fs[i] = i == POISON ? submit(b, OP_SEGV, i) : submit(b, OP_VALUE, i);
-    for (int i = 0; i < BATCH; i++)
+    for (int i = 0; i < ISOLATE_BATCH; i++)
         expect_death(fs[i], WP_ECRASHED, SIGSEGV, "SIGSEGV");
     wp_batcher_stats s = bstats(b);
     ck_assert_uint_eq(s.batches, 1);
     ck_assert_uint_eq(s.isolated, 0);
     ck_assert_int_eq(atomic_load(&pr->entered), 1);
-    release_all(fs, BATCH);
+    release_all(fs, ISOLATE_BATCH);
     finish(b, p);
 }
 
@@ -311,12 +313,8 @@ WP_TEST_BOTH(halves_before_new_batches)
     if (fork_unsafe())
         return;
     wp_pool *p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher_options o = isolating(2);
-    o.max_in_flight = 1;
-    wp_batcher *b = make_batcher(p, bt_apply, o);
-    /* The first batch waits at the gate, then dies (its first call only). */
-    wp_future *fs[4] = { submit(b, OP_GATE, 0), submit(b, OP_SEGV1, 1) };
-    TU_POLL_UNTIL(atomic_load(&pr->entered) == 1);
+    wp_future *fs[4];
+    wp_batcher *b = gated_pair(p, 0, fs);
     fs[2] = submit(b, OP_VALUE, 10);
     fs[3] = submit(b, OP_VALUE, 11); /* a full batch, waiting for the one in flight */
     atomic_store(&pr->gate, 1);
@@ -332,217 +330,6 @@ WP_TEST_BOTH(halves_before_new_batches)
     finish(b, p);
 }
 
-/* ------------------------------------------- cancel and shutdown meanwhile */
-
-/* A batch of n items split under a test's hands (held_split). */
-enum { HELD_MAX = 8 };
-typedef struct held {
-    wp_pool    *p;
-    wp_batcher *b;
-    int         n;
-    wp_future  *fs[HELD_MAX];
-} held;
-
-/* On a new pool, a batch of n items (4 <= n <= HELD_MAX, one batch in
-   flight at most) that crashed once and was split: its first half is
-   running, held at the gate (item 1; item 0, OP_SEGV1, no longer
-   crashes), its second half waits to be sent, its items WP_PENDING again.
-   False where the test cannot run (fork_unsafe). */
-static bool held_split(held *h, int n)
-{
-    if (fork_unsafe())
-        return false;
-    ck_assert(n >= 4 && n <= HELD_MAX);
-    h->p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher_options o = isolating((size_t)n);
-    o.max_in_flight = 1;
-    h->b = make_batcher(h->p, bt_apply, o);
-    h->n = n;
-    h->fs[0] = submit(h->b, OP_SEGV1, 0);
-    h->fs[1] = submit(h->b, OP_GATE, 1);
-    for (int i = 2; i < n; i++)
-        h->fs[i] = submit(h->b, OP_VALUE, i);
-    TU_POLL_UNTIL(atomic_load(&pr->entered) == 2);
-    for (int i = 0; i < n; i++)
-        ck_assert_int_eq(wp_future_state(h->fs[i]), i < n / 2 ? WP_RUNNING : WP_PENDING);
-    wp_batcher_stats s = bstats(h->b);
-    ck_assert_uint_eq(s.pending, n - n / 2); /* the waiting half's items */
-    ck_assert_uint_eq(s.in_flight, 1);
-    ck_assert_uint_eq(s.batches, 2);
-    return true;
-}
-
-static void held_finish(held *h)
-{
-    release_all(h->fs, (size_t)h->n);
-    finish(h->b, h->p);
-}
-
-/* An item waiting in a half is cancelled at once, and its half leaves
-   without it; an item of the running half cannot be cancelled alone. */
-WP_TEST_BOTH(cancel_item_in_half)
-{
-    enum { N = 6, VICTIM = 4 };
-    held h;
-    if (!held_split(&h, N))
-        return;
-    ck_assert_int_eq(wp_future_cancel(h.fs[1]), WP_EBUSY);
-    ck_assert_int_eq(wp_future_cancel(h.fs[VICTIM]), 0);
-    expect_outcome(h.fs[VICTIM], WP_CANCELLED, WP_ECANCELED); /* the gate is still shut */
-    ck_assert_uint_eq(bstats(h.b).pending, N - N / 2 - 1);
-    atomic_store(&pr->gate, 1);
-    for (int i = 0; i < N; i++)
-        if (i != VICTIM)
-            ck_assert_int_eq(expect_value(h.fs[i], i).n, N / 2 - (i >= N / 2));
-    ck_assert_msg(times_seen(VICTIM) == 1, "the batch function saw the cancelled item %d times",
-                  times_seen(VICTIM)); /* in the first batch, never again */
-    ck_assert_uint_eq(bstats(h.b).batches, 3);
-    ck_assert_uint_eq(bstats(h.b).isolated, 0);
-    held_finish(&h);
-}
-
-/* A half whose every item was cancelled is never sent. */
-WP_TEST_BOTH(cancel_whole_half)
-{
-    held h;
-    if (!held_split(&h, 4))
-        return;
-    for (int i = 2; i < 4; i++) {
-        ck_assert_int_eq(wp_future_cancel(h.fs[i]), 0);
-        expect_outcome(h.fs[i], WP_CANCELLED, WP_ECANCELED);
-    }
-    ck_assert_uint_eq(bstats(h.b).pending, 0);
-    atomic_store(&pr->gate, 1);
-    expect_value(h.fs[0], 0);
-    expect_value(h.fs[1], 1);
-    ck_assert_int_eq(wp_batcher_shutdown(h.b, -1), 0);
-    ck_assert_int_eq(atomic_load(&pr->entered), 2);
-    ck_assert_uint_eq(bstats(h.b).batches, 2);
-    held_finish(&h);
-}
-
-/* A shutdown with no grace cancels the running half and the waiting one. */
-WP_TEST_BOTH(forced_shutdown_during_isolation)
-{
-    held h;
-    if (!held_split(&h, 4))
-        return;
-    ck_assert_int_eq(wp_batcher_shutdown(h.b, 0), 0);
-    for (int i = 0; i < h.n; i++) {
-        ck_assert_int_eq(wp_future_wait(h.fs[i], 0), 0); /* settled before it returned */
-        expect_outcome(h.fs[i], WP_CANCELLED, WP_ECANCELED);
-    }
-    ck_assert_int_eq(atomic_load(&pr->entered), 2);
-    ck_assert_uint_eq(bstats(h.b).batches, 2);
-    held_finish(&h);
-}
-
-/* wp_batcher_shutdown on a thread of its own: with no end to its grace,
-   or none at all; then joined, and it must have returned 0 (every item
-   settled). */
-static void *shutdown_waiting(void *b)
-{
-    return (void *)(intptr_t)wp_batcher_shutdown(b, -1);
-}
-
-static void *shutdown_now(void *b)
-{
-    return (void *)(intptr_t)wp_batcher_shutdown(b, 0);
-}
-
-static void shutdown_join(pthread_t t)
-{
-    void *rc;
-    ck_assert_int_eq(pthread_join(t, &rc), 0);
-    ck_assert_int_eq((int)(intptr_t)rc, 0);
-}
-
-/* A graceful shutdown lets isolation finish: the waiting half is sent in
-   the grace, and every item gets its result. */
-WP_TEST_BOTH(graceful_shutdown_during_isolation)
-{
-    held h;
-    if (!held_split(&h, 4))
-        return;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, shutdown_waiting, h.b), 0);
-    TU_POLL_UNTIL(wp_batcher_flush(h.b) == WP_ESHUTDOWN); /* it is closing */
-    atomic_store(&pr->gate, 1);
-    shutdown_join(t);
-    for (int i = 0; i < h.n; i++) {
-        ck_assert_int_eq(wp_future_wait(h.fs[i], 0), 0);
-        expect_value(h.fs[i], i);
-    }
-    ck_assert_uint_eq(bstats(h.b).batches, 3);
-    held_finish(&h);
-}
-
-/* Past the shutdown grace nothing new is sent: a shielded batch that runs
-   to its end and crashes there fails whole, as without isolate. */
-WP_TEST_BOTH(no_split_past_the_grace)
-{
-    if (fork_unsafe())
-        return;
-    wp_pool *p = probed_pool((wp_pool_options){ .workers = 2 });
-    wp_batcher_options o = isolating(2);
-    o.max_in_flight = 1;
-    o.task.flags = WP_TASK_SHIELD;
-    wp_batcher *b = make_batcher(p, bt_apply, o);
-    wp_future *fs[3] = { submit(b, OP_GATE, 0), submit(b, OP_SEGV1, 1) };
-    TU_POLL_UNTIL(atomic_load(&pr->entered) == 1);
-    fs[2] = submit(b, OP_VALUE, 2); /* pending behind it */
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, shutdown_now, b), 0);
-    /* The pending item is cancelled once the grace is over: from then on. */
-    expect_outcome(fs[2], WP_CANCELLED, WP_ECANCELED);
-    atomic_store(&pr->gate, 1);
-    shutdown_join(t);
-    for (int i = 0; i < 2; i++)
-        expect_death(fs[i], WP_ECRASHED, SIGSEGV, "SIGSEGV");
-    wp_batcher_stats s = bstats(b);
-    ck_assert_uint_eq(s.batches, 1);
-    ck_assert_uint_eq(s.isolated, 0);
-    release_all(fs, 3);
-    finish(b, p);
-}
-
-/* The pool shutting down under isolation: the running half is cancelled
-   with the pool's tasks, the waiting one can no longer be sent; every item
-   settles, cancelled, as the pool's own tasks do. */
-WP_TEST_BOTH(pool_shutdown_during_isolation)
-{
-    held h;
-    if (!held_split(&h, 4))
-        return;
-    ck_assert_int_eq(wp_pool_shutdown(h.p, 0), 0);
-    for (int i = 0; i < h.n; i++)
-        expect_outcome(h.fs[i], WP_CANCELLED, WP_ECANCELED);
-    ck_assert_int_eq(atomic_load(&pr->entered), 2);
-    held_finish(&h);
-}
-
-/* Cancels back to back: the batcher thread settles a cancelled item with
-   its lock released, and a cancel that comes meanwhile must not wait for
-   some later wake-up (there is none here: max_wait_ms is a minute).  Found
-   by cancel_whole_half; this is the same race with pending items, run
-   often enough to lose it. */
-WP_TEST_BOTH(cancels_back_to_back)
-{
-    enum { ROUNDS = 200 };
-    wp_pool *p = probed_pool((wp_pool_options){ .workers = 1 });
-    wp_batcher *b = make_batcher(p, bt_apply, isolating(BATCH));
-    for (int r = 0; r < ROUNDS; r++) {
-        wp_future *fs[2] = { submit(b, OP_VALUE, 2 * r), submit(b, OP_VALUE, 2 * r + 1) };
-        for (int i = 0; i < 2; i++) {
-            ck_assert_int_eq(wp_future_cancel(fs[i]), 0);
-            expect_outcome(fs[i], WP_CANCELLED, WP_ECANCELED);
-        }
-        release_all(fs, 2);
-    }
-    ck_assert_uint_eq(bstats(b).batches, 0);
-    finish(b, p);
-}
-
 /* ---------------------------------------------------------- its tests */
 
 TU_PART(batcher_add_isolate_tests,
@@ -553,11 +340,4 @@ TU_PART(batcher_add_isolate_tests,
         TU_TEST(isolate_off_fails_whole_batch),
         TU_TEST(split_after_retries),
         TU_TEST(half_failing_whole_is_not_split),
-        TU_TEST(halves_before_new_batches),
-        TU_TEST(cancel_item_in_half),
-        TU_TEST(cancel_whole_half),
-        TU_TEST(cancels_back_to_back),
-        TU_TEST(forced_shutdown_during_isolation),
-        TU_TEST(graceful_shutdown_during_isolation),
-        TU_TEST(no_split_past_the_grace),
-        TU_TEST(pool_shutdown_during_isolation))
+        TU_TEST(halves_before_new_batches))

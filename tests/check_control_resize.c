@@ -387,8 +387,8 @@ WP_TEST_BOTH(resize_retiring_keeps_control)
     runs_unmap();
 }
 
-/* worker_init for resize_shrink_while_starting: the worker reports its
-   pid, then waits at a gate: it stays STARTING until the test lets it go. */
+/* gated_pool's worker_init: the worker reports its pid, then waits at a
+   gate. */
 typedef struct start_gate {
     char report[128];
     char gate[128];
@@ -406,6 +406,16 @@ static int init_at_gate(void *ctx)
     return ok ? 0 : 1;
 }
 
+wp_pool *gated_pool(unsigned workers, tu_hold *g)
+{
+    tu_hold_open(g);
+    snprintf(starting.report, sizeof starting.report, "%s", g->report.path);
+    snprintf(starting.gate, sizeof starting.gate, "%s", g->gate.path);
+    return tu_pool_create((wp_pool_options){ .workers = workers, .start_method = tu_method,
+                                             .worker_init = init_at_gate,
+                                             .worker_init_ctx = &starting });
+}
+
 enum { STARTING_TO = 4 };
 
 /* Shrinking while new workers are still starting: each is let become
@@ -415,12 +425,7 @@ WP_TEST_BOTH(resize_shrink_while_starting)
     TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     tu_hold g;
-    tu_hold_open(&g);
-    snprintf(starting.report, sizeof starting.report, "%s", g.report.path);
-    snprintf(starting.gate, sizeof starting.gate, "%s", g.gate.path);
-    wp_pool *p = tu_pool_create((wp_pool_options){ .workers = 1, .start_method = tu_method,
-                                                   .worker_init = init_at_gate,
-                                                   .worker_init_ctx = &starting });
+    wp_pool *p = gated_pool(1, &g);
     int first = tu_fifo_read_pid(&g.report, TU_DEADLINE_MS);
     ck_assert_int_gt(first, 0);
     tu_fifo_release(&g.gate, 1);

@@ -2,8 +2,8 @@
 /*
  * check_control_resize.h — what the resize tests of the control suite
  * share (check_control_resize.c defines it): task runs counted in memory
- * shared with every worker, and a task that counts its run and says
- * which worker ran it.
+ * shared with every worker, a task that counts its run and says which
+ * worker ran it, and a pool whose workers are held while they start.
  */
 #ifndef WP_CHECK_CONTROL_RESIZE_H
 #define WP_CHECK_CONTROL_RESIZE_H
@@ -45,5 +45,11 @@ int check_ran_once(wp_future *f, int index);
 
 /* The pool's workers_alive now. */
 unsigned alive_now(wp_pool *p);
+
+/* A pool of `workers` whose every worker, in worker_init, writes its pid
+   to g's report FIFO and then waits for a byte at g's gate: it stays
+   STARTING until the test lets it go.  Opens g (the caller closes it once
+   the pool is gone). */
+wp_pool *gated_pool(unsigned workers, tu_hold *g);
 
 #endif

@@ -3,7 +3,8 @@
  * check_control_resize_edges.c — wp_pool_resize at its edges
  * (check_control.c says how the suite's tests work; the resizing itself
  * is check_control_resize.c's): its errors — WP_EINVAL for a NULL pool,
- * more than 1024 workers or a descriptor limit that cannot hold them,
+ * more than 1024 workers or a descriptor limit that cannot hold them (a
+ * shrink needs none, also while workers are still starting),
  * WP_ESHUTDOWN once a shutdown began, in task code too — each leaving the
  * pool as it was; 0 meaning the online CPUs; calls from done-callbacks,
  * before and during a shutdown; and 1024 workers and back to one, leaving
@@ -161,6 +162,18 @@ WP_TEST_BOTH(resize_from_callback)
     wp_pool_destroy(p);
 }
 
+/* Lower the descriptor limit, soft and hard, to those open now and
+   `slack` more (the caller saved the limit before, to restore it). */
+static void lower_fd_limit(int slack)
+{
+    tu_start_symbolizer(); /* before: it needs descriptors of its own */
+    tu_fds fds;
+    tu_fds_snapshot(&fds);
+    rlim_t n = (rlim_t)(fds.n + slack);
+    struct rlimit low = { .rlim_cur = n, .rlim_max = n };
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+}
+
 /* A descriptor limit that cannot hold the growth: WP_EINVAL, and the pool
    keeps its workers and runs tasks; a shrink needs no descriptors; with the
    limit back, the growth works. */
@@ -170,11 +183,7 @@ WP_TEST_BOTH(resize_fd_limit)
     struct rlimit saved;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = FROM });
-    tu_start_symbolizer();
-    tu_fds fds;
-    tu_fds_snapshot(&fds);
-    struct rlimit low = { .rlim_cur = (rlim_t)fds.n + SLACK, .rlim_max = (rlim_t)fds.n + SLACK };
-    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    lower_fd_limit(SLACK);
     int rc = wp_pool_resize(p, TOO_MANY);
     wp_future *f = tu_run(p, tu_empty, NULL, 0, NULL);
     unsigned up = alive_now(p);
@@ -191,6 +200,37 @@ WP_TEST_BOTH(resize_fd_limit)
         tu_wait_workers(p, FROM + 2, FROM + 2);
     }
     wp_pool_destroy(p);
+}
+
+/* A shrink needs no descriptors, also while the workers are still
+   starting (none alive yet, so each kept one was counted as needing its
+   own again): under a limit that holds no more descriptors it is taken,
+   and the pool ends with the workers asked for. */
+WP_TEST_BOTH(resize_shrink_while_starting_fd_limit)
+{
+    enum { FROM = 4, TO = 2, SLACK = 2 /* fewer than one worker needs */ };
+    struct rlimit saved;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    tu_hold g;
+    wp_pool *p = gated_pool(FROM, &g);
+    for (int i = 0; i < FROM; i++) /* forked, and held in worker_init */
+        ck_assert_int_gt(tu_fifo_read_pid(&g.report, TU_DEADLINE_MS), 0);
+    ck_assert_uint_eq(alive_now(p), 0);
+    lower_fd_limit(SLACK);
+    int shrink = wp_pool_resize(p, TO);
+    bool restored = setrlimit(RLIMIT_NOFILE, &saved) == 0; /* not for a non-root user */
+    ck_assert_msg(shrink == 0, "a shrink while workers start said %s", wp_strerror(shrink));
+    tu_fifo_release(&g.gate, FROM);
+    if (restored) { /* else the fork server's workers may not fit: they need not */
+        TU_POLL_UNTIL(alive_now(p) == TO && tu_pool_stats(p).workers_started == FROM);
+        wp_future *f = tu_run(p, tu_empty, NULL, 0, NULL);
+        ck_assert_int_eq(wp_future_error(f), 0);
+        wp_future_release(f);
+        tu_assert_stats(tu_pool_stats(p), .workers_alive = TU_EQ(TO),
+                        .workers_started = TU_EQ(FROM) /* each became ready, then retired */);
+    }
+    wp_pool_destroy(p);
+    tu_hold_close(&g);
 }
 
 /* This test's processes: workers (WP_START_FORK), or the fork server and
@@ -235,4 +275,5 @@ TU_PART(control_add_resize_edge_tests,
         TU_TEST(resize_zero_is_cpus),
         TU_TEST(resize_from_callback),
         TU_TEST(resize_fd_limit),
+        TU_TEST(resize_shrink_while_starting_fd_limit),
         TU_TEST(resize_to_1024_and_back))

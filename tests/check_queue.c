@@ -33,6 +33,13 @@ void free_queue(wp_queue *q)
     free(q);
 }
 
+void take_expect(wp_queue *q, const void *want)
+{
+    void *got = wp__queue_take(q);
+    ck_assert_ptr_eq(got, want);
+    wp__queue_release(q);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void)

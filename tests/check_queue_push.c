@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * check_queue_push.c — pushing and popping (check_queue.c says how the
- * suite's tests work): capacity rounding and its limit, FIFO order, the
- * exact bound, producers blocked on a full queue and released by pops, and
- * close and seal: blocked producers woken with WP_ESHUTDOWN, sealed only
- * once no push is in progress.
+ * check_queue_push.c — pushing, and taking and releasing (check_queue.c
+ * says how the suite's tests work): capacity rounding and its limit, FIFO
+ * order, the exact bound, producers blocked on a full queue and released by
+ * releases (not by takes), and close and seal: blocked producers woken with
+ * WP_ESHUTDOWN, sealed only once no push is in progress.
  */
 #define _GNU_SOURCE
 #include "check_queue.h"
@@ -69,15 +69,18 @@ static void *closer_main(void *arg)
     return NULL;
 }
 
-typedef struct popper {
+/* A consumer on a thread of its own: takes one item and releases it. */
+typedef struct taker {
     wp_queue *q;
     void     *got;
-} popper;
+} taker;
 
-static void *popper_main(void *arg)
+static void *taker_main(void *arg)
 {
-    popper *p = arg;
-    p->got = wp__queue_pop(p->q);
+    taker *t = arg;
+    t->got = wp__queue_take(t->q);
+    if (t->got != NULL)
+        wp__queue_release(t->q);
     return NULL;
 }
 
@@ -96,7 +99,7 @@ WP_TEST(init_capacity_rounding)
                       cases[i].in, q.capacity, cases[i].out);
         ck_assert_uint_eq(wp__queue_count(&q), 0);
         ck_assert_int_ge(q.wake_fd, 0);
-        ck_assert_ptr_null(wp__queue_pop(&q));
+        ck_assert_ptr_null(wp__queue_take(&q));
         ck_assert(!wp__queue_sealed(&q));
         wp__queue_destroy(&q);
     }
@@ -122,32 +125,35 @@ WP_TEST(fifo_single_thread)
             ck_assert_uint_eq(wp__queue_count(q), i + 1);
         }
         for (unsigned i = 0; i < 16; i++) {
-            item *it = wp__queue_pop(q);
+            item *it = wp__queue_take(q);
             ck_assert_ptr_eq(it, &items[i]);
             ck_assert_uint_eq(it->seq, round * 100 + i);
+            ck_assert_uint_eq(wp__queue_count(q), 16 - i); /* until released */
+            wp__queue_release(q);
             ck_assert_uint_eq(wp__queue_count(q), 15 - i);
         }
-        ck_assert_ptr_null(wp__queue_pop(q));
+        ck_assert_ptr_null(wp__queue_take(q));
     }
-    /* Interleaved pushes and pops keep the order too. */
+    /* Interleaved pushes and takes keep the order too. */
     unsigned next_in = 0, next_out = 0;
     for (unsigned step = 0; step < 200; step++) {
         if (step % 3 != 2) {
             if (wp__queue_push(q, &items[next_in % 40], true, 0) == 0)
                 next_in++;
         } else {
-            item *it = wp__queue_pop(q);
+            item *it = wp__queue_take(q);
             if (it != NULL) {
                 ck_assert_ptr_eq(it, &items[next_out % 40]);
+                wp__queue_release(q);
                 next_out++;
             }
         }
     }
     while (next_out < next_in) {
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[next_out % 40]);
+        take_expect(q, &items[next_out % 40]);
         next_out++;
     }
-    ck_assert_ptr_null(wp__queue_pop(q));
+    ck_assert_ptr_null(wp__queue_take(q));
     free_queue(q);
 }
 
@@ -166,13 +172,15 @@ WP_TEST(exact_bound_nowait)
         ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), WP_EAGAIN);
         ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), WP_EAGAIN);
         ck_assert_uint_eq(wp__queue_count(q), cap);
-        /* One pop makes room for exactly one more. */
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[0]);
+        /* A take makes no room; its release makes room for exactly one more. */
+        ck_assert_ptr_eq(wp__queue_take(q), &items[0]);
+        ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), WP_EAGAIN);
+        wp__queue_release(q);
         ck_assert_int_eq(wp__queue_push(q, &items[cap], true, 0), 0);
         ck_assert_int_eq(wp__queue_push(q, &items[0], true, 0), WP_EAGAIN);
         for (unsigned i = 1; i <= cap; i++)
-            ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
-        ck_assert_ptr_null(wp__queue_pop(q));
+            take_expect(q, &items[i]);
+        ck_assert_ptr_null(wp__queue_take(q));
         ck_assert_uint_eq(wp__queue_count(q), 0);
         free_queue(q);
         free(items);
@@ -181,9 +189,9 @@ WP_TEST(exact_bound_nowait)
 
 /* ------------------------------------------------------------ backpressure */
 
-/* Capacity 1 and 2: a single pop from a full queue releases the blocked
-   producer. */
-WP_TEST(blocked_producer_released_by_pop)
+/* Capacity 1 and 2: a single release of an item taken from a full queue
+   lets the blocked producer in; the take alone does not. */
+WP_TEST(blocked_producer_released_by_release)
 {
     for (unsigned cap = 1; cap <= 2; cap++) {
         wp_queue *q = new_queue(cap);
@@ -194,19 +202,24 @@ WP_TEST(blocked_producer_released_by_pop)
         ck_assert(!atomic_load(&p.done));
         ck_assert_uint_eq(wp__queue_count(q), cap);
 
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[0]);
+        ck_assert_ptr_eq(wp__queue_take(q), &items[0]);
+        /* Still counted: nothing woke the producer, it can have no room. */
+        ck_assert(!atomic_load(&p.done));
+        ck_assert_uint_eq(atomic_load(&q->blocked), 1);
+        wp__queue_release(q);
         ck_assert_int_eq(pusher_join(&p), 0);
         ck_assert_uint_eq(atomic_load(&q->blocked), 0);
         ck_assert_uint_eq(wp__queue_count(q), cap);
         for (unsigned i = 1; i <= cap; i++)
-            ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
-        ck_assert_ptr_null(wp__queue_pop(q));
+            take_expect(q, &items[i]);
+        ck_assert_ptr_null(wp__queue_take(q));
         free_queue(q);
     }
 }
 
 /* A bigger queue wakes blocked producers once it has drained to half (the
-   wake-up hysteresis of queue_pop); by then the producer is released. */
+   wake-up hysteresis of wp__queue_release); by then the producer is
+   released. */
 WP_TEST(blocked_producer_released_by_draining_to_half)
 {
     enum { CAP = 8 };
@@ -216,18 +229,18 @@ WP_TEST(blocked_producer_released_by_draining_to_half)
     block_pushers(q, items, CAP, &p, 1);
     ck_assert(!atomic_load(&p.done));
     for (unsigned i = 0; i < CAP / 2; i++)
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
+        take_expect(q, &items[i]);
     ck_assert_int_eq(pusher_join(&p), 0);
     ck_assert_uint_eq(atomic_load(&q->blocked), 0);
     ck_assert_uint_eq(wp__queue_count(q), CAP / 2 + 1);
     for (unsigned i = CAP / 2; i <= CAP; i++)
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
-    ck_assert_ptr_null(wp__queue_pop(q));
+        take_expect(q, &items[i]);
+    ck_assert_ptr_null(wp__queue_take(q));
     free_queue(q);
 }
 
-/* Several blocked producers and a consumer that keeps popping: all get in,
-   every item comes out once. */
+/* Several blocked producers and a consumer that keeps taking and
+   releasing: all get in, every item comes out once. */
 WP_TEST(blocked_producers_all_released)
 {
     enum { CAP = 4, N = 6 };
@@ -236,14 +249,15 @@ WP_TEST(blocked_producers_all_released)
     pusher p[N];
     block_pushers(q, items, CAP, p, N);
 
-    unsigned popped = 0, done = 0;
+    unsigned taken = 0, done = 0;
     unsigned char seen[CAP + N] = { 0 };
     while (done < N || wp__queue_count(q) > 0) {
-        item *it = wp__queue_pop(q);
+        item *it = wp__queue_take(q);
         if (it != NULL) {
+            wp__queue_release(q);
             ck_assert(it >= items && it < items + CAP + N);
-            ck_assert_msg(seen[it - items]++ == 0, "item %td popped twice", it - items);
-            popped++;
+            ck_assert_msg(seen[it - items]++ == 0, "item %td taken twice", it - items);
+            taken++;
             continue;
         }
         done = 0;
@@ -253,8 +267,8 @@ WP_TEST(blocked_producers_all_released)
     }
     for (unsigned i = 0; i < N; i++)
         ck_assert_int_eq(pusher_join(&p[i]), 0);
-    ck_assert_ptr_null(wp__queue_pop(q));
-    ck_assert_uint_eq(popped, CAP + N);
+    ck_assert_ptr_null(wp__queue_take(q));
+    ck_assert_uint_eq(taken, CAP + N);
     ck_assert_uint_eq(atomic_load(&q->blocked), 0);
     free_queue(q);
 }
@@ -281,12 +295,12 @@ WP_TEST(close_wakes_blocked_producers)
 
     /* What was queued before the close is still delivered, in order. */
     for (unsigned i = 0; i < CAP; i++)
-        ck_assert_ptr_eq(wp__queue_pop(q), &items[i]);
-    ck_assert_ptr_null(wp__queue_pop(q));
+        take_expect(q, &items[i]);
+    ck_assert_ptr_null(wp__queue_take(q));
     /* Even with room now, a closed queue takes nothing. */
     ck_assert_int_eq(wp__queue_push(q, &items[0], false, 0), WP_ESHUTDOWN);
     ck_assert_int_eq(wp__queue_push(q, &items[0], true, 0), WP_ESHUTDOWN);
-    ck_assert_ptr_null(wp__queue_pop(q));
+    ck_assert_ptr_null(wp__queue_take(q));
     ck_assert(wp__queue_sealed(q));
     free_queue(q);
 }
@@ -294,9 +308,9 @@ WP_TEST(close_wakes_blocked_producers)
 /*
  * A producer blocked on a full queue when it is closed must get
  * WP_ESHUTDOWN (queue.h: "wake blocked producers (they get WP_ESHUTDOWN)"),
- * even if a pop made room before it got to run again.  The test holds
+ * even if a release made room before it got to run again.  The test holds
  * room_mu so that the producer, woken by close's broadcast, only runs again
- * once both the close and the pop have happened.
+ * once both the close and the take and release have happened.
  */
 WP_TEST(close_blocked_producer_gets_shutdown_despite_room)
 {
@@ -307,24 +321,24 @@ WP_TEST(close_blocked_producer_gets_shutdown_despite_room)
 
     /* The producer is in pthread_cond_wait (it released room_mu there). */
     ck_assert_int_eq(pthread_mutex_lock(&q->room_mu), 0);
-    pthread_t closer, popper_t;
-    popper pp = { .q = q, .got = NULL };
+    pthread_t closer, taker_t;
+    taker tk = { .q = q, .got = NULL };
     ck_assert_int_eq(pthread_create(&closer, NULL, closer_main, q), 0);
     while (!atomic_load(&q->closed))
         sched_yield();
-    ck_assert_int_eq(pthread_create(&popper_t, NULL, popper_main, &pp), 0);
+    ck_assert_int_eq(pthread_create(&taker_t, NULL, taker_main, &tk), 0);
     while (wp__queue_count(q) != 0)
         sched_yield();
     ck_assert_int_eq(pthread_mutex_unlock(&q->room_mu), 0);
     ck_assert_int_eq(pthread_join(closer, NULL), 0);
-    ck_assert_int_eq(pthread_join(popper_t, NULL), 0);
-    ck_assert_ptr_eq(pp.got, &items[0]);
+    ck_assert_int_eq(pthread_join(taker_t, NULL), 0);
+    ck_assert_ptr_eq(tk.got, &items[0]);
 
     int rc = pusher_join(&p);
     ck_assert_msg(rc == WP_ESHUTDOWN,
                   "a producer blocked when the queue closed returned %d (want WP_ESHUTDOWN %d); "
                   "its item went into a closed queue", rc, WP_ESHUTDOWN);
-    ck_assert_ptr_null(wp__queue_pop(q));
+    ck_assert_ptr_null(wp__queue_take(q));
     free_queue(q);
 }
 
@@ -357,7 +371,7 @@ WP_TEST(sealed_only_after_close_and_no_push_in_progress)
     ck_assert(wp__queue_sealed(q));
 
     /* Sealed does not mean empty: the queued item is still there. */
-    ck_assert_ptr_eq(wp__queue_pop(q), &items[0]);
+    take_expect(q, &items[0]);
     ck_assert(wp__queue_sealed(q));
     /* A refused push leaves it sealed. */
     ck_assert_int_eq(wp__queue_push(q, &items[1], true, 0), WP_ESHUTDOWN);
@@ -372,7 +386,7 @@ WP_TEST(close_idempotent_and_empty_sealed)
     ck_assert(wp__queue_sealed(q));
     wp__queue_close(q);
     ck_assert(wp__queue_sealed(q));
-    ck_assert_ptr_null(wp__queue_pop(q));
+    ck_assert_ptr_null(wp__queue_take(q));
     free_queue(q);
 }
 
@@ -383,7 +397,7 @@ TU_PART(queue_add_push_tests,
         TU_CASE("basic", init_capacity_too_big),
         TU_CASE("basic", fifo_single_thread),
         TU_CASE("basic", exact_bound_nowait),
-        TU_CASE("backpressure", blocked_producer_released_by_pop),
+        TU_CASE("backpressure", blocked_producer_released_by_release),
         TU_CASE("backpressure", blocked_producer_released_by_draining_to_half),
         TU_CASE("backpressure", blocked_producers_all_released),
         TU_CASE("close", close_wakes_blocked_producers),

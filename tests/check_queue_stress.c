@@ -68,11 +68,12 @@ WP_TEST(stress_many_producers_one_consumer)
     unsigned got = 0, dup = 0, out_of_order = 0, foreign = 0;
     pthread_barrier_wait(&s.start);
     while (got < total) {
-        item *it = wp__queue_pop(s.q);
+        item *it = wp__queue_take(s.q);
         if (it == NULL) {
             sched_yield();
             continue;
         }
+        wp__queue_release(s.q);
         if (it < s.items || it >= s.items + total) {
             foreign++;
             got++;
@@ -90,7 +91,7 @@ WP_TEST(stress_many_producers_one_consumer)
     }
     for (unsigned i = 0; i < STRESS_PRODUCERS; i++)
         ck_assert_int_eq(pthread_join(th[i], NULL), 0);
-    ck_assert_ptr_null(wp__queue_pop(s.q));
+    ck_assert_ptr_null(wp__queue_take(s.q));
     ck_assert_uint_eq(wp__queue_count(s.q), 0);
     ck_assert_uint_eq(atomic_load(&s.failures), 0);
     ck_assert_uint_eq(foreign, 0);
@@ -108,8 +109,8 @@ WP_TEST(stress_many_producers_one_consumer)
 }
 
 /*
- * The consumer loop of a dispatcher: {may_sleep; poll(wake_fd); awake; pop
- * all}.  First, bulk producers push as fast as they can (and block on the
+ * The consumer loop of a dispatcher: {may_sleep; poll(wake_fd); awake; take
+ * (and release) all}.  First, bulk producers push as fast as they can (and block on the
  * small queue) while ping-pong producers keep one item in flight each,
  * waiting until the consumer has taken it before pushing the next.  Then
  * one ping-pong producer alone: the consumer runs dry after every item and
@@ -177,7 +178,8 @@ static void *lw_consumer_main(void *arg)
             wp__queue_awake(lw->q, n > 0 && (pfd.revents & POLLIN));
         }
         item *it;
-        while ((it = wp__queue_pop(lw->q)) != NULL) {
+        while ((it = wp__queue_take(lw->q)) != NULL) {
+            wp__queue_release(lw->q);
             if (atomic_fetch_add(&lw->seen[it - lw->items], 1) != 0)
                 lw->dups++;
             lw->received++;
@@ -238,7 +240,7 @@ WP_TEST(no_lost_wakeup_many_threads)
                 lw.sleeps, (unsigned)LW_TOTAL);
     for (unsigned i = 0; i < LW_TOTAL; i++)
         ck_assert(atomic_load(&lw.seen[i]) == 1);
-    ck_assert_ptr_null(wp__queue_pop(lw.q));
+    ck_assert_ptr_null(wp__queue_take(lw.q));
     pthread_barrier_destroy(&lw.start);
     free(lw.seen);
     free(lw.items);

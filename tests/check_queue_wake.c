@@ -35,7 +35,7 @@ WP_TEST(wake_hungry_sleeper_on_push)
     ck_assert_msg(wake_fd_readable(q), "a push to a hungry sleeper did not write the eventfd");
     wp__queue_awake(q, true);
     ck_assert_msg(!wake_fd_readable(q), "queue_awake(q, true) did not drain the eventfd");
-    ck_assert_ptr_eq(wp__queue_pop(q), &it);
+    take_expect(q, &it);
 
     /* Only the first push after going to sleep writes; the state is AWAKE
        after it, so a second push does not. */
@@ -60,8 +60,8 @@ WP_TEST(push_while_awake_does_not_write)
         ck_assert_int_eq(wp__queue_push(q, &items[i], true, 0), 0);
     ck_assert(!wake_fd_readable(q));
     /* Awake again after a sleep. */
-    while (wp__queue_pop(q) != NULL)
-        ;
+    for (unsigned i = 0; i < 32; i++)
+        take_expect(q, &items[i]);
     ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_awake(q, false);
     for (unsigned i = 0; i < 32; i++)
@@ -83,8 +83,8 @@ WP_TEST(may_sleep_false_when_item_there)
     /* It stays awake: a further push does not write. */
     ck_assert_int_eq(wp__queue_push(q, &it, true, 0), 0);
     ck_assert(!wake_fd_readable(q));
-    ck_assert_ptr_eq(wp__queue_pop(q), &it);
-    ck_assert_ptr_eq(wp__queue_pop(q), &it);
+    take_expect(q, &it);
+    take_expect(q, &it);
     ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_awake(q, false);
     free_queue(q);
@@ -104,8 +104,8 @@ WP_TEST(non_hungry_sleeper_ignores_push_but_wakes_on_kick)
     wp__queue_awake(q, true);
     ck_assert(!wake_fd_readable(q));
     /* Kick also wakes a hungry sleeper. */
-    while (wp__queue_pop(q) != NULL)
-        ;
+    take_expect(q, &it);
+    take_expect(q, &it);
     ck_assert(wp__queue_may_sleep(q, true, QUEUE_RANKS));
     wp__queue_kick(q);
     ck_assert(wake_fd_readable(q));
@@ -161,7 +161,7 @@ WP_TEST(rank_wakes_sleeper_that_is_not_hungry)
        itself says no. */
     ck_assert(!wp__queue_may_sleep(q, false, 0));
     for (int i = 0; i < 3; i++)
-        ck_assert_ptr_nonnull(wp__queue_pop(q));
+        take_expect(q, &it[i]);
     ck_assert(wp__queue_may_sleep(q, false, 0)); /* nothing there, nothing new */
     wp__queue_awake(q, false);
     free_queue(q);
@@ -183,8 +183,10 @@ WP_TEST(take_counts_until_release)
     wp__queue_release(q);
     ck_assert_uint_eq(wp__queue_count(q), 1);
     ck_assert_int_eq(wp__queue_push(q, &it[2], true, 0), 0);
-    ck_assert_ptr_eq(wp__queue_pop(q), &it[2]);
-    wp__queue_release(q);
+    ck_assert_ptr_eq(wp__queue_take(q), &it[2]);
+    wp__queue_release(q); /* it[1] */
+    ck_assert_uint_eq(wp__queue_count(q), 1);
+    wp__queue_release(q); /* it[2] */
     ck_assert_uint_eq(wp__queue_count(q), 0);
     free_queue(q);
 }

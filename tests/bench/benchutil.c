@@ -9,6 +9,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +19,10 @@
 #include <unistd.h>
 
 #define WARM_TASKS_PER_WORKER 4
-#define WORKERS_UP_TIMEOUT_NS (10ull * 1000000000u)
+#define WORKERS_UP_TIMEOUT_NS (20ull * 1000000000u) /* replacements of crashed workers too */
 #define WORKERS_UP_POLL_NS    1000000 /* 1 ms between looks at the stats */
-#define MAX_OPTIONS           8       /* per program, --help aside */
+#define MAX_OPTIONS           8       /* per program, --fork and --help aside */
+#define MAX_KEY               128     /* a RESULT key's bytes, its NUL included */
 
 const char *bench_name = "bench";
 
@@ -94,6 +96,16 @@ void bench_result(const char *key, double value, const char *unit)
     printf("RESULT %s %.3f %s\n", key, value, unit);
 }
 
+void bench_resultf(double value, const char *unit, const char *key_fmt, ...)
+{
+    char key[MAX_KEY];
+    va_list ap;
+    va_start(ap, key_fmt);
+    vsnprintf(key, sizeof key, key_fmt, ap);
+    va_end(ap);
+    bench_result(key, value, unit);
+}
+
 bench_latency bench_report_latency(const char *label, const char *key, uint64_t *ns, size_t n)
 {
     bench_sort_ns(ns, n);
@@ -104,13 +116,9 @@ bench_latency bench_report_latency(const char *label, const char *key, uint64_t 
     };
     printf("%-22s samples=%-6zu p50_us=%-9.1f p99_us=%-9.1f max_us=%.1f\n", label, n,
            l.p50_us, l.p99_us, l.max_us);
-    char k[128];
-    snprintf(k, sizeof k, "%s_p50", key);
-    bench_result(k, l.p50_us, "us");
-    snprintf(k, sizeof k, "%s_p99", key);
-    bench_result(k, l.p99_us, "us");
-    snprintf(k, sizeof k, "%s_max", key);
-    bench_result(k, l.max_us, "us");
+    bench_resultf(l.p50_us, "us", "%s_p50", key);
+    bench_resultf(l.p99_us, "us", "%s_p99", key);
+    bench_resultf(l.max_us, "us", "%s_max", key);
     return l;
 }
 
@@ -145,19 +153,38 @@ wp_pool *bench_ready_pool(const wp_pool_options *opts)
         if ((rc = wp_submit(pool, bench_empty_task, NULL, 0, NULL, &f)) != 0)
             bench_die("wp_submit (warm-up)", rc);
         wp_future_wait(f, -1);
-        bench_expect(f, 0);
-        wp_future_release(f);
+        bench_expect_release(&f, 1, 0);
     }
     /* Tasks may all have gone to one worker: wait for the others too. */
+    bench_wait_workers(pool, workers);
+    return pool;
+}
+
+void bench_wait_workers(wp_pool *pool, unsigned workers)
+{
     uint64_t deadline = bench_now_ns() + WORKERS_UP_TIMEOUT_NS;
     wp_pool_stats st;
     const struct timespec pause_ts = { 0, WORKERS_UP_POLL_NS };
     while (wp_pool_get_stats(pool, &st) == 0 && st.workers_alive < workers) {
         if (bench_now_ns() > deadline)
-            bench_die("workers did not start", WP_ESPAWN);
+            bench_die("workers did not come up", WP_ESPAWN);
         nanosleep(&pause_ts, NULL);
     }
-    return pool;
+}
+
+void bench_wait_all(wp_future *const *fs, size_t n)
+{
+    int rc = wp_wait_all(fs, n, -1);
+    if (rc != 0)
+        bench_die("wp_wait_all", rc);
+}
+
+void bench_expect_release(wp_future **fs, size_t n, int want)
+{
+    for (size_t i = 0; i < n; i++) {
+        bench_expect(fs[i], want);
+        wp_future_release(fs[i]);
+    }
 }
 
 /* A count, or exit 2 naming the option. */
@@ -181,13 +208,14 @@ static bool option_is(const bench_option *o, size_t i, int c)
     return o->name != NULL ? c == (int)i + 1 : c == o->letter;
 }
 
+/* Parses argv by opts (n of them, then a terminator); see bench_begin. */
 void bench_parse_args(int argc, char **argv, const bench_option *opts, const char *usage_text)
 {
-    struct option longopts[MAX_OPTIONS + 2] = { { "help", no_argument, NULL, 'h' } };
+    struct option longopts[MAX_OPTIONS + 3] = { { "help", no_argument, NULL, 'h' } };
     char shortopts[2 * MAX_OPTIONS + 2] = "h";
     size_t nlong = 1, nshort = 1, n = 0;
     for (; opts[n].name != NULL || opts[n].letter != 0; n++) {
-        assert(n < MAX_OPTIONS);
+        assert(n < MAX_OPTIONS + 1);
         if (opts[n].name != NULL)
             longopts[nlong++] = (struct option){ opts[n].name, no_argument, NULL, (int)n + 1 };
         else {
@@ -219,16 +247,25 @@ void bench_parse_args(int argc, char **argv, const bench_option *opts, const cha
     }
 }
 
-int bench_start_method(int fork)
+int bench_begin(const char *name, int argc, char **argv, const bench_option *opts,
+                const char *usage_text)
 {
-    return fork ? WP_START_FORK : WP_START_FORKSERVER;
-}
-
-void bench_header(const char *what, int start_method)
-{
-    printf("# %s: workerpool %d.%d.%d  workers=%d  start=%s  cpus=%ld", what, WP_VERSION_MAJOR,
+    bench_name = name;
+    int fork = 0, exec = 0;
+    bench_option all[MAX_OPTIONS + 3] = { { .name = "fork", .flag = &fork },
+                                          { .name = "exec", .flag = &exec } };
+    for (size_t i = 0; opts[i].name != NULL || opts[i].letter != 0; i++) {
+        assert(i < MAX_OPTIONS);
+        all[i + 2] = opts[i];
+    }
+    bench_parse_args(argc, argv, all, usage_text);
+    int start_method = exec ? WP_START_EXEC : fork ? WP_START_FORK : WP_START_FORKSERVER;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("# %s: workerpool %d.%d.%d  workers=%d  start=%s  cpus=%ld", name, WP_VERSION_MAJOR,
            WP_VERSION_MINOR, WP_VERSION_PATCH, BENCH_WORKERS,
            start_method == WP_START_FORK   ? "fork"
            : start_method == WP_START_EXEC ? "exec"
-                                           : "forkserver", sysconf(_SC_NPROCESSORS_ONLN));
+                                           : "forkserver",
+           sysconf(_SC_NPROCESSORS_ONLN));
+    return start_method;
 }

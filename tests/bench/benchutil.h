@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * benchutil.h — what the small benchmarks (tiny, roundtrip, headofline,
- * queuemem) share: clocks, percentiles, CPU accounting, busy-waiting, a warm
- * pool, and the output format.
+ * queuemem, overload, isolate) share: the start of their main (options and
+ * header), clocks, percentiles, CPU accounting, busy-waiting, a warm pool,
+ * waits and outcome checks, and the output format.
  *
  * Every figure is printed twice: once in a line for people, and once as
  *     RESULT <key> <value> <unit>
@@ -24,7 +25,7 @@
 #define BENCH_STR_(x) #x
 #define BENCH_STR(x)  BENCH_STR_(x)
 
-/* Set once by main: the program's name, for messages. */
+/* The program's name, for messages: set by bench_begin. */
 extern const char *bench_name;
 
 /* Prints "NAME: WHAT: why" (a WP_E* code if negative, an errno value if
@@ -73,6 +74,21 @@ void bench_expect(const wp_future *f, int want);
    task, so that start-up is never timed. */
 wp_pool *bench_ready_pool(const wp_pool_options *opts);
 
+/* Untimed: returns once `workers` workers of pool are alive; exits 2 if
+   they are not within a generous time. */
+void bench_wait_workers(wp_pool *pool, unsigned workers);
+
+/* wp_wait_all(fs, n, -1); exits 2 if it fails. */
+void bench_wait_all(wp_future *const *fs, size_t n);
+
+/* bench_expect(fs[i], want), then wp_future_release(fs[i]), for each of
+   fs[0..n). */
+void bench_expect_release(wp_future **fs, size_t n, int want);
+
+/* bench_result under the key key_fmt formats (printf), at most 127 bytes. */
+void bench_resultf(double value, const char *unit, const char *key_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* One command-line option: a flag (--name, sets *flag to 1) or a count
    (-letter N, 1 <= N <= limit, into *count).  Lists end with { 0 }. */
 typedef struct bench_option {
@@ -83,15 +99,20 @@ typedef struct bench_option {
     size_t      limit;
 } bench_option;
 
-/* Parses argv by opts; --help prints usage_text and exits 0; anything else
-   prints it to stderr and exits 2. */
+/* Parses argv by opts alone (a benchmark that compares start methods
+   itself): as bench_begin says, without --fork and --exec. */
 void bench_parse_args(int argc, char **argv, const bench_option *opts, const char *usage_text);
 
-/* WP_START_FORK if fork is set, else the default fork server. */
-int bench_start_method(int fork);
-
-/* Prints the start of the header line of a run:
-   "# WHAT: workerpool x.y.z  workers=2  start=..  cpus=.." (no newline). */
-void bench_header(const char *what, int start_method);
+/* What every benchmark's main does first: sets bench_name to name, parses
+   argv by opts and --fork or --exec (which every benchmark takes: workers
+   started with WP_START_FORK or WP_START_EXEC instead of the fork server),
+   line-buffers stdout, and
+   prints the start of the header line
+   "# NAME: workerpool x.y.z  workers=2  start=..  cpus=.." (no newline).
+   Returns the start method.  --help prints usage_text and exits 0; any
+   other option, a bad count or an argument prints it to stderr and exits
+   2. */
+int bench_begin(const char *name, int argc, char **argv, const bench_option *opts,
+                const char *usage_text);
 
 #endif

@@ -84,20 +84,14 @@ static const char usage_text[] =
 
 int main(int argc, char **argv)
 {
-    int fork = 0;
     size_t long_ms = DEFAULT_LONG_MS, shorts = DEFAULT_SHORTS, short_us = DEFAULT_SHORT_US;
     const bench_option opts[] = {
-        { .name = "fork", .flag = &fork },
         { .letter = 'l', .count = &long_ms, .limit = MAX_COUNT },
         { .letter = 's', .count = &shorts, .limit = MAX_COUNT },
         { .letter = 'u', .count = &short_us, .limit = MAX_COUNT },
         { 0 },
     };
-    bench_name = "headofline";
-    bench_parse_args(argc, argv, opts, usage_text);
-    int start_method = bench_start_method(fork);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    bench_header("headofline", start_method);
+    int start_method = bench_begin("headofline", argc, argv, opts, usage_text);
     printf("  long_ms=%zu  shorts=%zu  short_us=%zu (busy-waits)\n", long_ms, shorts, short_us);
 
     /* Room for every short task, so that submitting never blocks. */
@@ -113,13 +107,8 @@ int main(int argc, char **argv)
     fs[0] = submit_timed(pool, (uint64_t)long_ms * US_PER_MS, &times[0]);
     for (size_t i = 1; i < n; i++)
         fs[i] = submit_timed(pool, short_us, &times[i]);
-    int rc = wp_wait_all(fs, n, -1);
-    if (rc != 0)
-        bench_die("wp_wait_all", rc);
-    for (size_t i = 0; i < n; i++) {
-        bench_expect(fs[i], 0);
-        wp_future_release(fs[i]);
-    }
+    bench_wait_all(fs, n);
+    bench_expect_release(fs, n, 0);
     /* A waiter may wake before the done-callbacks have run; once the pool
        is destroyed every one of them has. */
     wp_pool_destroy(pool);

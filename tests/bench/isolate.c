@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "benchutil.h"
@@ -46,8 +45,6 @@
 #define MAX_COUNT           100000
 #define LONG_WAIT_MS        60000     /* a batch leaves when full, never on time */
 #define POISON_STRIDE       29        /* odd: the poison visits every place of 64 */
-#define WORKERS_POLL_NS     1000000L  /* 1 ms between looks at workers_alive */
-#define WORKERS_UP_NS       20000000000ull
 
 enum { CLEAN, CRASH, HANG }; /* what an item does */
 
@@ -100,19 +97,6 @@ typedef struct case_figures {
     double        mean_ms, batches, started;
 } case_figures;
 
-/* Untimed: until every worker of the pool is up again. */
-static void wait_workers(wp_pool *pool)
-{
-    uint64_t deadline = bench_now_ns() + WORKERS_UP_NS;
-    const struct timespec pause_ts = { 0, WORKERS_POLL_NS };
-    wp_pool_stats st;
-    while (wp_pool_get_stats(pool, &st) == 0 && st.workers_alive < BENCH_WORKERS) {
-        if (bench_now_ns() > deadline)
-            bench_die("workers did not come back", WP_ESPAWN);
-        nanosleep(&pause_ts, NULL);
-    }
-}
-
 /* Exits 1 unless item i of a round of case c, poison at `at` (or none),
    settled as it must. */
 static void check_item(const bench_case *c, const wp_future *f, uint32_t i, uint32_t at)
@@ -141,10 +125,8 @@ static uint64_t run_round(wp_batcher *b, const bench_case *c, uint32_t at)
         if (rc != 0)
             bench_die("wp_batcher_submit", rc);
     }
-    int rc = wp_wait_all(fs, BATCH, -1);
+    bench_wait_all(fs, BATCH);
     uint64_t ns = bench_now_ns() - t0;
-    if (rc != 0)
-        bench_die("wp_wait_all", rc);
     for (uint32_t i = 0; i < BATCH; i++) {
         check_item(c, fs[i], i, at);
         wp_future_release(fs[i]);
@@ -168,13 +150,13 @@ static case_figures run_case(int start_method, const bench_case *c, size_t round
     wp_pool_stats p0;
     wp_pool_get_stats(pool, &p0);
     for (size_t r = 0; r < rounds; r++) {
-        wait_workers(pool);
+        bench_wait_workers(pool, BENCH_WORKERS);
         ns[r] = run_round(b, c, (uint32_t)(r * POISON_STRIDE % BATCH));
         sum += ns[r];
     }
     wp_batcher_stats bs;
     wp_batcher_get_stats(b, &bs);
-    wait_workers(pool); /* the last round's replacements count too */
+    bench_wait_workers(pool, BENCH_WORKERS); /* the last round's replacements count too */
     wp_pool_stats p1;
     wp_pool_get_stats(pool, &p1);
     wp_batcher_destroy(b);
@@ -191,10 +173,8 @@ static case_figures run_case(int start_method, const bench_case *c, size_t round
            "  isolated=%llu  workers_started/round=%.2f\n",
            c->name, rounds, fig.mean_ms, fig.batches, bs.mean_batch_size,
            (unsigned long long)bs.isolated, fig.started);
-    snprintf(key, sizeof key, "isolate_%s_mean", c->name);
-    bench_result(key, fig.mean_ms, "ms");
-    snprintf(key, sizeof key, "isolate_%s_batches", c->name);
-    bench_result(key, fig.batches, "batches");
+    bench_resultf(fig.mean_ms, "ms", "isolate_%s_mean", c->name);
+    bench_resultf(fig.batches, "batches", "isolate_%s_batches", c->name);
     free(ns);
     return fig;
 }
@@ -208,21 +188,15 @@ static const char usage_text[] =
 
 int main(int argc, char **argv)
 {
-    int fork = 0;
     size_t rounds = DEFAULT_ROUNDS, hang_rounds = DEFAULT_HANG_ROUNDS,
            timeout_ms = DEFAULT_TIMEOUT_MS;
     const bench_option opts[] = {
-        { .name = "fork", .flag = &fork },
         { .letter = 'r', .count = &rounds, .limit = MAX_COUNT },
         { .letter = 'H', .count = &hang_rounds, .limit = MAX_COUNT },
         { .letter = 't', .count = &timeout_ms, .limit = MAX_COUNT },
         { 0 },
     };
-    bench_name = "isolate";
-    bench_parse_args(argc, argv, opts, usage_text);
-    int start_method = bench_start_method(fork);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    bench_header("isolate", start_method);
+    int start_method = bench_begin("isolate", argc, argv, opts, usage_text);
     printf("  batch=%d  rounds=%zu  hang_rounds=%zu  hang_timeout_ms=%zu\n", BATCH, rounds,
            hang_rounds, timeout_ms);
 

@@ -136,25 +136,21 @@ static void run(const char *mode, int64_t queue_ms, size_t task_us, size_t durat
 
 int main(int argc, char **argv)
 {
-    bench_name = "overload";
     size_t task_us = DEFAULT_TASK_US, duration = DEFAULT_DURATION, queue_ms = DEFAULT_QUEUE_MS;
     size_t factor = DEFAULT_FACTOR;
-    int fork = 0;
     const bench_option opts[] = {
         { .letter = 't', .count = &task_us, .limit = 1000000 },
         { .letter = 'd', .count = &duration, .limit = 600000 },
         { .letter = 'q', .count = &queue_ms, .limit = 600000 },
         { .letter = 'x', .count = &factor, .limit = 100 },
-        { .name = "fork", .flag = &fork },
         { 0 },
     };
-    bench_parse_args(argc, argv, opts,
-                     "usage: overload [-t TASK_US] [-d DURATION_MS] [-q QUEUE_TIMEOUT_MS] "
-                     "[-x LOAD_FACTOR] [--fork]\n"
-                     "  defaults: -t " BENCH_STR(DEFAULT_TASK_US) " -d " BENCH_STR(DEFAULT_DURATION)
-                     " -q " BENCH_STR(DEFAULT_QUEUE_MS) " -x " BENCH_STR(DEFAULT_FACTOR) "\n");
-    int method = bench_start_method(fork);
-    bench_header("overload", method);
+    int method = bench_begin(
+        "overload", argc, argv, opts,
+        "usage: overload [-t TASK_US] [-d DURATION_MS] [-q QUEUE_TIMEOUT_MS] "
+        "[-x LOAD_FACTOR] [--fork]\n"
+        "  defaults: -t " BENCH_STR(DEFAULT_TASK_US) " -d " BENCH_STR(DEFAULT_DURATION)
+        " -q " BENCH_STR(DEFAULT_QUEUE_MS) " -x " BENCH_STR(DEFAULT_FACTOR) "\n");
     printf("  task_us=%zu duration_ms=%zu queue_timeout_ms=%zu\n", task_us, duration, queue_ms);
     run("no-deadline", 0, task_us, duration, factor, method);
     run("queue-deadline", (int64_t)queue_ms, task_us, duration, factor, method);

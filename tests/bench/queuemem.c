@@ -71,20 +71,15 @@ static const char usage_text[] =
 
 int main(int argc, char **argv)
 {
-    int fork = 0, many = 0;
+    int many = 0;
     size_t tasks = DEFAULT_TASKS;
     const bench_option opts[] = {
-        { .name = "fork", .flag = &fork },
         { .name = "many", .flag = &many },
         { .letter = 'n', .count = &tasks, .limit = MAX_TASKS },
         { 0 },
     };
-    bench_name = "queuemem";
-    bench_parse_args(argc, argv, opts, usage_text);
-    int start_method = bench_start_method(fork);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    int start_method = bench_begin("queuemem", argc, argv, opts, usage_text);
     const char *mode = many ? "many" : "submit";
-    bench_header("queuemem", start_method);
     printf("  tasks=%zu  arg=%zu bytes  mode=%s\n", tasks, sizeof(uint64_t), mode);
 
     wp_pool_options o = { .workers = BENCH_WORKERS, .start_method = start_method,
@@ -131,21 +126,13 @@ int main(int argc, char **argv)
     printf("rss before=%zu  after=%zu bytes  growth per task=%.1f  minus the argument=%.1f"
            " bytes  (queued=%u running=%u; submitting took %.3f s)\n",
            before, after, per_task, library, st.queued, st.running, (double)(t1 - t0) / 1e9);
-    char key[64];
-    snprintf(key, sizeof key, "queuemem_%s_bytes_per_task", mode);
-    bench_result(key, library, "bytes");
+    bench_resultf(library, "bytes", "queuemem_%s_bytes_per_task", mode);
 
     int rc = wp_pool_shutdown(pool, 0);
     if (rc != 0)
         bench_die("wp_pool_shutdown", rc);
-    for (size_t i = 0; i < BENCH_WORKERS; i++) {
-        bench_expect(hold[i], WP_ECANCELED);
-        wp_future_release(hold[i]);
-    }
-    for (size_t i = 0; i < tasks; i++) {
-        bench_expect(fs[i], WP_ECANCELED);
-        wp_future_release(fs[i]);
-    }
+    bench_expect_release(hold, BENCH_WORKERS, WP_ECANCELED);
+    bench_expect_release(fs, tasks, WP_ECANCELED);
     wp_pool_destroy(pool);
     free(fs);
     return 0;

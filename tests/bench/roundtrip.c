@@ -146,26 +146,22 @@ static const char usage_text[] =
 
 int main(int argc, char **argv)
 {
-    int fork = 0, quick = 0;
+    int quick = 0;
     size_t samples = 0;
     const bench_option opts[] = {
-        { .name = "fork", .flag = &fork },
         { .name = "quick", .flag = &quick },
         { .letter = 'n', .count = &samples, .limit = MAX_SAMPLES },
         { 0 },
     };
-    bench_name = "roundtrip";
-    bench_parse_args(argc, argv, opts, usage_text);
+    int start_method = bench_begin("roundtrip", argc, argv, opts, usage_text);
     if (samples == 0)
         samples = quick ? QUICK_SAMPLES : DEFAULT_SAMPLES;
     if (samples < ROUNDS)
         samples = ROUNDS;
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    bench_header("roundtrip", bench_start_method(fork));
     printf("  samples=%zu  frame=%d bytes  rounds=%d\n", samples, FRAME_BYTES, ROUNDS);
 
     partner child = partner_start(); /* before any thread exists */
-    wp_pool_options o = { .workers = BENCH_WORKERS, .start_method = bench_start_method(fork) };
+    wp_pool_options o = { .workers = BENCH_WORKERS, .start_method = start_method };
     wp_pool *pool = bench_ready_pool(&o);
     uint64_t *pipe_ns = malloc(samples * sizeof *pipe_ns);
     uint64_t *pool_ns = malloc(samples * sizeof *pool_ns);

@@ -199,22 +199,17 @@ static const char usage_text[] =
 int main(int argc, char **argv)
 {
     config cfg = { .tasks = 0, .window = DEFAULT_WINDOW, .batch = DEFAULT_BATCH };
-    int fork = 0, quick = 0;
+    int quick = 0;
     const bench_option opts[] = {
-        { .name = "fork", .flag = &fork },
         { .name = "quick", .flag = &quick },
         { .letter = 'n', .count = &cfg.tasks, .limit = MAX_TASKS },
         { .letter = 'W', .count = &cfg.window, .limit = MAX_WINDOW },
         { .letter = 'b', .count = &cfg.batch, .limit = MAX_WINDOW },
         { 0 },
     };
-    bench_name = "tiny";
-    bench_parse_args(argc, argv, opts, usage_text);
-    cfg.start_method = bench_start_method(fork);
+    cfg.start_method = bench_begin("tiny", argc, argv, opts, usage_text);
     if (cfg.tasks == 0)
         cfg.tasks = quick ? QUICK_TASKS : DEFAULT_TASKS;
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    bench_header("tiny", cfg.start_method);
     printf("  tasks=%zu  window=%zu  batch=%zu\n", cfg.tasks, cfg.window, cfg.batch);
     for (size_t i = 0; i < sizeof thread_counts / sizeof thread_counts[0]; i++)
         run_case(&cfg, "submit", submit_share, thread_counts[i]);
