@@ -76,4 +76,8 @@ typedef struct frame_fuzz_config {
 enum { FSMSG_FUZZ_RAW, FSMSG_FUZZ_ROUND_TRIP, FSMSG_FUZZ_MODES };
 enum { FSMSG_FUZZ_CTRUNC = 1, FSMSG_FUZZ_TRUNC = 2, FSMSG_FUZZ_EOR = 4 };
 
+/* fuzz_image: one byte (1 + it modulo IMAGE_FUZZ_MISALIGN - 1: the second
+   parse's misalignment), then the description's bytes (image.h). */
+#define IMAGE_FUZZ_MISALIGN 8u
+
 #endif

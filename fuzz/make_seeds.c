@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * make_seeds.c — writes the small seed corpus of the fuzz targets into
- * DIR/frame and DIR/fsmsg (`make fuzz-seeds` runs it on fuzz/corpus): a few
- * valid frame streams and messages, and one of each kind of refusal, so
- * that the fuzzers start from inputs that reach every branch of interest.
+ * DIR/frame, DIR/fsmsg and DIR/image (`make fuzz-seeds` runs it on
+ * fuzz/corpus): a few valid frame streams, messages and image descriptions
+ * (one of them this program's own, by wp__image_describe), and one of each
+ * kind of refusal, so that the fuzzers start from inputs that reach every
+ * branch of interest.
  */
 #include "config.h"
 
@@ -13,8 +15,9 @@
 #include "frame.h"
 #include "fsmsg.h"
 #include "fuzz.h"
+#include "image.h"
 
-#define SEED_MAX 512
+#define SEED_MAX 8192 /* room for this program's own image description */
 
 typedef struct seed {
     uint8_t bytes[SEED_MAX];
@@ -138,6 +141,57 @@ static void fsmsg_seeds(const char *dir)
     write_seed(dir, "fsmsg", "round_trip_cut", &s);
 }
 
+/* fuzz_image: the misalignment byte, then the description. */
+static seed image_seed(const void *bytes, size_t len)
+{
+    seed s = { .len = 0 };
+    put_byte(&s, 3);
+    put(&s, bytes, len);
+    return s;
+}
+
+/* A description of two objects, the second's span starting at second_lo. */
+static seed image_pair(uint64_t second_lo)
+{
+    static const char *const names[] = { "", "/usr/lib/libexample.so.1" };
+    static const unsigned char build_id[] = { 0xde, 0xad, 0xbe, 0xef };
+    const uint64_t lo[] = { 0x400000u, second_lo };
+    const size_t span = 0x10000u;
+    uint8_t buf[SEED_MAX / 2] = { 0 };
+    size_t at = sizeof(image_header);
+    for (unsigned i = 0; i < 2; i++) {
+        image_record r = { .base = lo[i], .lo = lo[i], .hi = lo[i] + span,
+                           .name_len = (uint32_t)strlen(names[i]),
+                           .build_id_len = sizeof build_id };
+        memcpy(buf + at, &r, sizeof r);
+        memcpy(buf + at + sizeof r, names[i], r.name_len);
+        memcpy(buf + at + sizeof r + r.name_len, build_id, sizeof build_id);
+        at += (sizeof r + r.name_len + sizeof build_id + 7u) & ~(size_t)7u;
+    }
+    image_header h = { .magic = IMAGE_MAGIC, .version = IMAGE_VERSION, .count = 2, .bytes = at };
+    memcpy(buf, &h, sizeof h);
+    return image_seed(buf, at);
+}
+
+static void image_seeds(const char *dir)
+{
+    void *own;
+    size_t len;
+    if (wp__image_describe(&own, &len) < 0) {
+        fprintf(stderr, "make_seeds: wp__image_describe failed\n");
+        exit(1);
+    }
+    seed s = image_seed(own, len);
+    free(own);
+    write_seed(dir, "image", "described", &s);
+
+    s = image_pair(0x7f0000000000u);
+    write_seed(dir, "image", "two_objects", &s);
+
+    s = image_pair(0x408000u); /* inside the first one's span */
+    write_seed(dir, "image", "overlapping", &s);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -146,5 +200,6 @@ int main(int argc, char **argv)
     }
     frame_seeds(argv[1]);
     fsmsg_seeds(argv[1]);
+    image_seeds(argv[1]);
     return 0;
 }

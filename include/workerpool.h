@@ -58,7 +58,7 @@ extern "C" {
    this header is removed or changes meaning; during 0.x a minor release may
    change the ABI, and the library's SONAME then changes with it. */
 #define WP_VERSION_MAJOR 0
-#define WP_VERSION_MINOR 3
+#define WP_VERSION_MINOR 4
 #define WP_VERSION_PATCH 0
 /* 0xMMmmpp: compare with wp_version() to learn what the running library is. */
 #define WP_VERSION_HEX ((WP_VERSION_MAJOR << 16) | (WP_VERSION_MINOR << 8) | WP_VERSION_PATCH)

@@ -101,6 +101,8 @@ typedef struct worker {
     int   task_fd, result_fd;
     int   statm_fd;         /* /proc/self/statm with an rss_limit, else -1 */
     size_t page_bytes;      /* the unit of statm's counts */
+    size_t last_rss;        /* the last resident set statm gave, in bytes */
+    uint64_t start_peak_kib; /* getrusage's peak at start: not this worker's own */
     uint64_t checked_fn;    /* last function found in the image, as the pool names it */
     void *checked_here;     /* and where it is here */
     char *rbuf;             /* bytes read from the pool, not yet parsed */
@@ -329,7 +331,13 @@ static bool statm_resident(const char *line, uint64_t *pages)
  * /proc in this mount namespace, or a task closed the descriptor — the
  * peak resident set (getrusage's ru_maxrss) stands in from then on: never
  * below the current size, so a leak still recycles the worker, but so does
- * a task that only peaked past the limit.  0 if neither can be read.
+ * a task that only peaked past the limit.  Only a peak past the one the
+ * worker started with is its own: an exec'd worker's starts at the pool
+ * process's peak (the kernel keeps the high-water mark of the address space
+ * exec replaced, and posix_spawn's child shares the pool's; docs/
+ * ARCHITECTURE.md, "Exec start"), a forked one's at its size when forked.
+ * Below that, the last size statm gave stands in, so a worker does not
+ * recycle for the pool's memory.  0 if neither can be read.
  */
 static size_t resident_bytes(worker *w)
 {
@@ -342,8 +350,11 @@ static size_t resident_bytes(worker *w)
         uint64_t pages;
         if (n > 0) {
             line[n] = '\0';
-            if (statm_resident(line, &pages))
-                return pages > SIZE_MAX / w->page_bytes ? SIZE_MAX : (size_t)pages * w->page_bytes;
+            if (statm_resident(line, &pages)) {
+                w->last_rss = pages > SIZE_MAX / w->page_bytes ? SIZE_MAX
+                                                               : (size_t)pages * w->page_bytes;
+                return w->last_rss;
+            }
         }
         /* Not ours any more, or never statm: a later number there may be a
            task's descriptor, so never read it again. */
@@ -353,6 +364,8 @@ static size_t resident_bytes(worker *w)
     if (getrusage(RUSAGE_SELF, &ru) < 0 || ru.ru_maxrss <= 0)
         return 0;
     uint64_t kib = (uint64_t)ru.ru_maxrss;
+    if (kib <= w->start_peak_kib)
+        return w->last_rss;
     return kib > SIZE_MAX / KIB ? SIZE_MAX : (size_t)kib * KIB;
 }
 
@@ -364,6 +377,9 @@ static void resident_open(worker *w)
         return;
     long page = sysconf(_SC_PAGESIZE);
     w->page_bytes = page > 0 ? (size_t)page : 1;
+    w->last_rss = 0;
+    struct rusage ru;
+    w->start_peak_kib = getrusage(RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss > 0 ? (uint64_t)ru.ru_maxrss : 0;
     w->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
 }
 

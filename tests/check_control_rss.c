@@ -419,6 +419,29 @@ WP_TEST_BOTH(rss_fallback_peak)
     wp_pool_destroy(p);
 }
 
+/* The peak a worker stands in with must be its own.  An exec'd worker's
+   getrusage peak starts at the pool process's own peak (the kernel keeps
+   the high-water mark of the address space exec replaced, and posix_spawn's
+   child shares the pool's until it execs): here the pool has peaked far
+   past the limit before it creates the pool, and its workers, idle after
+   their statm descriptor is gone, must stay. */
+WP_TEST_BOTH(rss_fallback_peak_is_the_workers)
+{
+    size_t n = 2 * RSS_LEAK;
+    ck_assert_int_eq(peak_task(&n, sizeof n, NULL), 0); /* the pool's peak, in this process */
+    wp_pool *p = make_limited_pool(1);
+    int pid = tu_worker_pid(p);
+    wp_future *f = tu_run(p, close_statm_task, NULL, 0, NULL);
+    ck_assert_int_eq(tu_result_int(f), 1);
+    wp_future_release(f);
+    f = tu_run(p, tu_echo, NULL, 0, NULL); /* a task that peaks at nothing */
+    tu_check_echo(f, NULL, 0);
+    wp_future_release(f);
+    ck_assert_int_eq(tu_worker_pid(p), pid);
+    ck_assert_uint_eq(tu_pool_stats(p).workers_recycled, 0);
+    wp_pool_destroy(p);
+}
+
 /* ---------------------------------------------------------- its tests */
 
 TU_PART(control_add_rss_tests,
@@ -430,4 +453,5 @@ TU_PART(control_add_rss_tests,
         TU_TEST(rss_recycle_is_no_failed_start),
         TU_TEST(rss_max_tasks),
         TU_TEST(rss_peak_is_not_size),
-        TU_TEST(rss_fallback_peak))
+        TU_TEST(rss_fallback_peak),
+        TU_TEST(rss_fallback_peak_is_the_workers))

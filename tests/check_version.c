@@ -116,6 +116,7 @@ WP_TEST(constants_are_pinned)
 {
     ck_assert_int_eq(WP_START_FORKSERVER, 0);
     ck_assert_int_eq(WP_START_FORK, 1);
+    ck_assert_int_eq(WP_START_EXEC, 2); /* since 0.4 */
     ck_assert_int_eq(WP_TASK_NOWAIT, 1);
     ck_assert_int_eq(WP_TASK_SHIELD, 2);
     ck_assert_int_eq(WP_PENDING, 0);

@@ -7,7 +7,7 @@
 #      the program gets versioned symbol references (wp_submit@WP_0.1);
 #   2. a fully static program (cc -static, pkg-config --static --libs),
 #      where this machine can link one;
-#   3. CMake: find_package(workerpool 0.3) with the imported target, and
+#   3. CMake: find_package(workerpool 0.4) with the imported target, and
 #      pkg_check_modules; versions the install must refuse are refused.
 # Usage: check-installed.sh SRCDIR DESTDIR PREFIX LIBDIR STATIC(yes|no)
 set -eu
@@ -58,10 +58,10 @@ if command -v cmake >/dev/null 2>&1; then
         CMAKE_PREFIX_PATH=$destdir$prefix cmake -S "$here" -B "$tmp/cmake" \
             -DCMAKE_C_COMPILER="$cc" -DWP_WANT="$1" >"$tmp/cmake.log" 2>&1
     }
-    for refused in 0.2 0.4 1.0; do
+    for refused in 0.3 0.5 1.0; do
         ! cmake_try $refused || fail "find_package(workerpool $refused) accepted version $(pkg-config --modversion workerpool)"
     done
-    cmake_try 0.3 || { cat "$tmp/cmake.log"; fail "find_package(workerpool 0.3) failed"; }
+    cmake_try 0.4 || { cat "$tmp/cmake.log"; fail "find_package(workerpool 0.4) failed"; }
     cmake --build "$tmp/cmake" >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; fail "CMake build failed"; }
     LD_LIBRARY_PATH=$libdir "$tmp/cmake/consumer_cmake"
     LD_LIBRARY_PATH=$libdir "$tmp/cmake/consumer_pkgconfig"
