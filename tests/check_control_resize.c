@@ -50,17 +50,12 @@ static bool count_run(int i)
     return true;
 }
 
-static int no_shared(wp_buf *out)
-{
-    return wp_buf_fail(out, TU_ENOSHARED, "no memory shared with the test");
-}
-
 int rz_task(const void *arg, size_t len, wp_buf *out)
 {
     rz_arg a;
     TU_TASK_ARG(a, arg, len, out);
     if (!count_run(a.index))
-        return no_shared(out);
+        return tu_no_shared(out);
     if (a.spin_us > 0)
         spin_us((unsigned)a.spin_us);
     rz_result r = { .index = a.index, .pid = (int)getpid() };
@@ -112,7 +107,7 @@ static int rz_held(const void *arg, size_t len, wp_buf *out)
         return wp_buf_fail(out, TU_EBADARG, "bad argument");
     memcpy(&a, arg, sizeof a);
     if (!count_run(a.index))
-        return no_shared(out);
+        return tu_no_shared(out);
     return tu_report(&a.rep, sizeof a.rep, out);
 }
 

@@ -74,17 +74,6 @@ static inline bool tu_no_forkserver(void)
 {
     return tu_method != WP_START_FORKSERVER;
 }
-/* In a WP_TEST_BOTH test that shares memory with its workers through
-   fork (a MAP_SHARED mapping, a pointer to the test's own data as
-   worker_init_ctx): under WP_START_EXEC, whose workers are fresh images
-   that inherit no memory, say so on stderr and end the test there. */
-#define TU_FORK_ONLY(why)                                                          \
-    do {                                                                           \
-        if (tu_method == WP_START_EXEC) {                                          \
-            fprintf(stderr, "%s: not under WP_START_EXEC: %s\n", __func__, (why)); \
-            return;                                                                \
-        }                                                                          \
-    } while (0)
 /* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
    directory for tu_tmp_path (also when Check runs tests without forking). */
 void tu_begin(int method);
@@ -457,8 +446,8 @@ void tu_tmp_begin_run(void);
  * (an exec'd one) maps the same file with tu_shared_attach, once: NULL if
  * it cannot (no Check call: it runs in workers).  tu_shared_destroy
  * unmaps it, removes the file and unsets the variable, once the pool is
- * gone.  One such mapping at a time.  A task that cannot attach fails
- * with code TU_ENOSHARED.
+ * gone.  One such mapping at a time.  A task that cannot attach fails:
+ * return tu_no_shared(out), WP_ETASK with code TU_ENOSHARED.
  */
 #define TU_SHARED_ENV "WP_TEST_SHARED"
 #define TU_ENOSHARED  77
@@ -467,6 +456,7 @@ void  tu_env_setf(const char *name, const char *fmt, ...)
 void *tu_shared_create(size_t bytes);
 void *tu_shared_attach(void);
 void  tu_shared_destroy(void *mem, size_t bytes);
+int   tu_no_shared(wp_buf *out);
 
 /* A tu_report argument: sleep ms (hang if < 0), reporting to report and
    waiting at gate where they are not NULL. */

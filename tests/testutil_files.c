@@ -232,6 +232,11 @@ void *tu_shared_attach(void)
     return mem == MAP_FAILED ? NULL : mem;
 }
 
+int tu_no_shared(wp_buf *out)
+{
+    return wp_buf_fail(out, TU_ENOSHARED, "no memory shared with the test");
+}
+
 void tu_shared_destroy(void *mem, size_t bytes)
 {
     char path[TU_TMP_PATH_MAX];
