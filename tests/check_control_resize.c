@@ -9,15 +9,14 @@
  * and shutdown; a worker still starting is let become ready first;
  * growing again keeps a retiring worker.
  *
- * Runs are counted in memory shared with every worker (a MAP_SHARED
- * array, mapped before the pool so its workers inherit it), one counter
- * per task: "ran exactly once" is read there, not inferred.  This file
+ * Runs are counted in memory shared with every worker (tu_shared_create,
+ * before the pool: a forked worker inherits the mapping, an exec'd one
+ * maps the same file), one counter per task: "ran exactly once" is read there, not inferred.  This file
  * also defines what check_control_resize.h declares; the stress test is
  * check_control_resize_stress.c, the edges check_control_resize_edges.c.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "check_control_resize.h"
@@ -29,27 +28,34 @@ rz_shared *rz;
 
 void runs_map(void)
 {
-    rz = mmap(NULL, sizeof *rz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(rz, MAP_FAILED);
+    rz = tu_shared_create(sizeof *rz);
 }
 
 void runs_unmap(void)
 {
-    munmap(rz, sizeof *rz);
+    tu_shared_destroy(rz, sizeof *rz);
+    rz = NULL;
 }
 
-/* In a task: count a run of task i (and, the first time, when). */
-static void count_run(int i)
+/* In a task: count a run of task i (and, the first time, when); false if
+   this worker cannot see rz (an exec'd worker maps it on first use). */
+static bool count_run(int i)
 {
+    if (rz == NULL)
+        rz = tu_shared_attach();
+    if (rz == NULL)
+        return false;
     if (atomic_fetch_add(&rz->runs[i], 1) == 0)
         atomic_store(&rz->order[i], atomic_fetch_add(&rz->seq, 1));
+    return true;
 }
 
 int rz_task(const void *arg, size_t len, wp_buf *out)
 {
     rz_arg a;
     TU_TASK_ARG(a, arg, len, out);
-    count_run(a.index);
+    if (!count_run(a.index))
+        return tu_no_shared(out);
     if (a.spin_us > 0)
         spin_us((unsigned)a.spin_us);
     rz_result r = { .index = a.index, .pid = (int)getpid() };
@@ -100,7 +106,8 @@ static int rz_held(const void *arg, size_t len, wp_buf *out)
     if (len < sizeof a)
         return wp_buf_fail(out, TU_EBADARG, "bad argument");
     memcpy(&a, arg, sizeof a);
-    count_run(a.index);
+    if (!count_run(a.index))
+        return tu_no_shared(out);
     return tu_report(&a.rep, sizeof a.rep, out);
 }
 
@@ -154,7 +161,6 @@ enum { GROW_TO = 8 };
    all GROW_TO run at the same time, each in a worker of its own. */
 WP_TEST_BOTH(resize_grow_spreads)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[GROW_TO];
@@ -202,7 +208,6 @@ enum { SHRINK_FROM = 8, SHRINK_SHORT = 24, SHRINK_EARLY = 4 };
  */
 WP_TEST_BOTH(resize_shrink_while_running)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[SHRINK_FROM];
@@ -270,7 +275,6 @@ enum { PIPE_TASKS = 3000 };
    time into every worker's window: each runs exactly once, none fails. */
 WP_TEST_BOTH(resize_shrink_pipelined)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = SHRINK_FROM });
     wp_future **fs = calloc(PIPE_TASKS, sizeof *fs);
@@ -299,7 +303,6 @@ enum { REGROW = 4 };
    is stopped or started, and they take tasks again. */
 WP_TEST_BOTH(resize_regrow_keeps_retiring)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = REGROW });
     tu_hold h[REGROW];
@@ -348,7 +351,6 @@ WP_TEST_BOTH(resize_regrow_keeps_retiring)
    stays); tasks 1 to 3 run on the workers that retire. */
 WP_TEST_BOTH(resize_retiring_keeps_control)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     tu_hold h[REGROW];
@@ -388,32 +390,39 @@ WP_TEST_BOTH(resize_retiring_keeps_control)
 }
 
 /* gated_pool's worker_init: the worker reports its pid, then waits at a
-   gate. */
-typedef struct start_gate {
-    char report[128];
-    char gate[128];
-} start_gate;
-static start_gate starting;
+   gate.  Its ctx names the environment variable that holds the two FIFOs'
+   paths, "<report> <gate>" (tu_env_setf: under every start method). */
+static char gate_var[] = "WP_TEST_START_GATE";
 
 static int init_at_gate(void *ctx)
 {
-    const start_gate *g = ctx;
-    int pid = (int)getpid(), rfd = open(g->report, O_WRONLY | O_CLOEXEC);
-    int gfd = open(g->gate, O_RDONLY | O_CLOEXEC);
+    const char *v = getenv(ctx);
+    char paths[2 * TU_TMP_PATH_MAX];
+    char *gate = NULL;
+    if (v != NULL && snprintf(paths, sizeof paths, "%s", v) < (int)sizeof paths)
+        gate = strchr(paths, ' ');
+    if (gate == NULL)
+        return 1;
+    *gate++ = '\0';
+    int pid = (int)getpid(), rfd = open(paths, O_WRONLY | O_CLOEXEC);
+    int gfd = open(gate, O_RDONLY | O_CLOEXEC);
     char byte;
     bool ok = rfd >= 0 && gfd >= 0 && write(rfd, &pid, sizeof pid) == (ssize_t)sizeof pid &&
               read(gfd, &byte, 1) == 1;
+    if (rfd >= 0)
+        close(rfd);
+    if (gfd >= 0)
+        close(gfd);
     return ok ? 0 : 1;
 }
 
 wp_pool *gated_pool(unsigned workers, tu_hold *g)
 {
     tu_hold_open(g);
-    snprintf(starting.report, sizeof starting.report, "%s", g->report.path);
-    snprintf(starting.gate, sizeof starting.gate, "%s", g->gate.path);
+    tu_env_setf(gate_var, "%s %s", g->report.path, g->gate.path);
     return tu_pool_create((wp_pool_options){ .workers = workers, .start_method = tu_method,
                                              .worker_init = init_at_gate,
-                                             .worker_init_ctx = &starting });
+                                             .worker_init_ctx = gate_var });
 }
 
 enum { STARTING_TO = 4 };
@@ -422,7 +431,6 @@ enum { STARTING_TO = 4 };
    ready, then retires at once, taking no task (not a failed start). */
 WP_TEST_BOTH(resize_shrink_while_starting)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     runs_map();
     tu_hold g;
     wp_pool *p = gated_pool(1, &g);

@@ -21,7 +21,8 @@ typedef struct rz_shared {
 } rz_shared;
 extern rz_shared *rz;
 
-/* Map rz before the pool, so that every worker shares it; unmap after. */
+/* Map rz before the pool, so that every worker shares it (tu_shared_create:
+   under every start method); unmap after the pool is gone. */
 void runs_map(void);
 void runs_unmap(void);
 

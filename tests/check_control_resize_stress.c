@@ -115,7 +115,6 @@ static const char *rs_wrong(const rs_rec *r, int index)
    succeeds, the counters add up. */
 WP_TEST_BOTH(resize_stress)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
     /* Threads allocate all the time while the dispatcher forks: see
        stress_mixed (check_control_stress.c). */
     if (TU_ASAN && tu_method == WP_START_FORK)

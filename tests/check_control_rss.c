@@ -327,13 +327,19 @@ WP_TEST_BOTH(rss_exit_status_is_crash)
     wp_pool_destroy(p);
 }
 
-/* worker_init: appends the worker's pid to the file ctx names, and fails
-   in the second and third workers (a start that fails twice in a row,
-   after the first worker). */
+/* worker_init: appends the worker's pid to a file, and fails in the
+   second and third workers (a start that fails twice in a row, after the
+   first worker).  Its ctx, inits_var, names the environment variable
+   that holds the file's path (tu_env_setf: under every start method). */
+static char inits_var[] = "WP_TEST_INITS";
+
 static int init_fails_2_3(void *ctx)
 {
+    const char *path = getenv(ctx);
+    if (path == NULL)
+        return 1;
     int pid = (int)getpid();
-    long n = file_append(ctx, &pid, sizeof pid);
+    long n = file_append(path, &pid, sizeof pid);
     long call = n / (long)sizeof pid;
     return n < 0 || call == 2 || call == 3;
 }
@@ -344,11 +350,12 @@ static int init_fails_2_3(void *ctx)
    counted, the second task would fail so.  It runs in the fourth worker. */
 WP_TEST_BOTH(rss_recycle_is_no_failed_start)
 {
-    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
-    char inits[200];
+    char inits[TU_TMP_PATH_MAX];
     tu_tmp_path(inits, sizeof inits, "inits");
+    tu_env_setf(inits_var, "%s", inits);
     wp_pool *p = create_pool((wp_pool_options){
-        .workers = 1, .worker_rss_limit = 1, .worker_init = init_fails_2_3, .worker_init_ctx = inits });
+        .workers = 1, .worker_rss_limit = 1, .worker_init = init_fails_2_3,
+        .worker_init_ctx = inits_var });
     int pids[2];
     run_leaks(p, 0, NULL, 2, pids, 1, 3);
     ck_assert_int_ne(pids[0], pids[1]);

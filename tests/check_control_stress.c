@@ -7,7 +7,6 @@
  * the claim of tasks in a worker's window.
  */
 #define _GNU_SOURCE
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "check_control.h"
@@ -283,7 +282,9 @@ WP_TEST_BOTH(fd_limit)
 
 /* ============================================ the window's claim race */
 
-/* Runs of each task, counted in memory shared with every worker. */
+/* Runs of each task, counted in memory shared with every worker
+   (tu_shared_create: an exec'd worker, whose race_runs is NULL, maps it on
+   first use). */
 enum { RACE_TASKS = 6000 };
 static atomic_int *race_runs;
 
@@ -291,6 +292,10 @@ static int race_task(const void *arg, size_t len, wp_buf *out)
 {
     int i;
     TU_TASK_ARG(i, arg, len, out);
+    if (race_runs == NULL)
+        race_runs = tu_shared_attach();
+    if (race_runs == NULL)
+        return tu_no_shared(out);
     atomic_fetch_add(&race_runs[i], 1);
     if (i % 500 == 7) /* now and then a long one: windows shrink, tasks get stolen */
         spin_us(3000);
@@ -327,10 +332,7 @@ static void *race_cancel_main(void *arg)
    fails. */
 WP_TEST_BOTH(window_take_back_race)
 {
-    TU_FORK_ONLY("its tasks count runs in memory shared through fork");
-    race_runs = mmap(NULL, RACE_TASKS * sizeof *race_runs, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(race_runs, MAP_FAILED);
+    race_runs = tu_shared_create(RACE_TASKS * sizeof *race_runs);
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 2 });
     wp_future **fs = calloc(RACE_TASKS, sizeof *fs);
     atomic_int *cancelled = calloc(RACE_TASKS, sizeof *cancelled);
@@ -373,7 +375,8 @@ WP_TEST_BOTH(window_take_back_race)
     wp_pool_destroy(p);
     free(fs);
     free(cancelled);
-    munmap(race_runs, RACE_TASKS * sizeof *race_runs);
+    tu_shared_destroy(race_runs, RACE_TASKS * sizeof *race_runs);
+    race_runs = NULL;
     fprintf(stderr, "race: %d cancelled (%d of them had started), %llu workers started\n", n_cancelled, ran_cancelled, (unsigned long long)s.workers_started);
 }
 

@@ -40,34 +40,43 @@ static int alloc_task(const void *arg, size_t len, wp_buf *out)
     return rc;
 }
 
-/* worker_init: appends the worker's pid to the file ctx names; fails after
-   that if fail_first > 0 and this is one of the first fail_first calls
-   (fail_first < 0: always fails). */
+/* worker_init: appends the worker's pid to a file; fails after that if
+   fail_first > 0 and this is one of the first fail_first calls
+   (fail_first < 0: always fails).  Its ctx, init_var, names the
+   environment variable that holds "<fail_first> <path>" (tu_env_setf:
+   under every start method). */
 typedef struct init_ctx {
-    char path[200];
+    char path[TU_TMP_PATH_MAX];
     int  fail_first;
 } init_ctx;
+static char init_var[] = "WP_TEST_INIT_COUNT";
 
 static int init_count(void *ctx)
 {
-    const init_ctx *c = ctx;
+    const char *v = getenv(ctx);
+    char *path = NULL;
+    long fail_first = v == NULL ? 0 : strtol(v, &path, 10);
+    if (path == NULL || path == v || *path++ != ' ')
+        return 1;
     int pid = (int)getpid();
-    long n = file_append(c->path, &pid, sizeof pid);
+    long n = file_append(path, &pid, sizeof pid);
     if (n < 0)
         return 1;
     long calls = n / (long)sizeof pid;
-    if (c->fail_first < 0 || calls <= c->fail_first)
+    if (fail_first < 0 || calls <= fail_first)
         return 1;
     return 0;
 }
 
-/* A worker_init context whose file is `name` in the test's directory. */
+/* A worker_init context whose file is `name` in the test's directory, in
+   init_var for init_count. */
 static init_ctx init_ctx_of(const char *name, int fail_first)
 {
     init_ctx c;
     memset(&c, 0, sizeof c);
     tu_tmp_path(c.path, sizeof c.path, name);
     c.fail_first = fail_first;
+    tu_env_setf(init_var, "%d %s", c.fail_first, c.path);
     return c;
 }
 
@@ -146,10 +155,9 @@ WP_TEST_BOTH(max_tasks_per_worker)
    retired every 2 tasks, then crashed twice, so 1 + 4 + 2 workers. */
 WP_TEST_BOTH(worker_init_once_per_worker)
 {
-    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", 0);
     wp_pool *p = tu_make_pool((wp_pool_options){
-        .workers = 1, .max_tasks_per_worker = 2, .worker_init = init_count, .worker_init_ctx = &c });
+        .workers = 1, .max_tasks_per_worker = 2, .worker_init = init_count, .worker_init_ctx = init_var });
     enum { N = 8 };
     int task_pids[N];
     for (int i = 0; i < N; i++) {
@@ -193,10 +201,9 @@ WP_TEST_BOTH(worker_init_once_per_worker)
    worker exits before it allocates: no care for TU_ASAN is needed.) */
 WP_TEST_BOTH(worker_init_fails_espawn)
 {
-    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", -1);
     wp_pool *p = create_pool((wp_pool_options){
-        .workers = 2, .worker_init = init_count, .worker_init_ctx = &c });
+        .workers = 2, .worker_init = init_count, .worker_init_ctx = init_var });
     wp_future *f = tu_submit(p, tu_echo, "a", 1, NULL);
     tu_wait_settled(f); /* bounded: no WP_ESPAWN would leave it waiting forever */
     ck_assert_int_eq(wp_future_state(f), WP_FAILED);
@@ -253,10 +260,9 @@ WP_TEST_BOTH(worker_init_hangs)
 
 WP_TEST_BOTH(worker_init_recovers)
 {
-    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", 5);
     wp_pool *p = create_pool((wp_pool_options){
-        .workers = 1, .worker_init = init_count, .worker_init_ctx = &c });
+        .workers = 1, .worker_init = init_count, .worker_init_ctx = init_var });
     wp_future *f = tu_submit(p, tu_echo, "r", 1, NULL);
     int w = wp_future_wait(f, TU_DEADLINE_MS);
     tu_wait_workers(p, 1, 1); /* it did recover */
@@ -323,11 +329,10 @@ WP_TEST_BOTH(memory_limit)
    workers (a tight loop would fork thousands). */
 WP_TEST_BOTH(crash_loop_backoff)
 {
-    TU_FORK_ONLY("worker_init_ctx points to the test's own data");
     init_ctx c = init_ctx_of("inits", -1);
     int64_t t0 = tu_now_ms();
     wp_pool *p = create_pool((wp_pool_options){
-        .workers = 2, .worker_init = init_count, .worker_init_ctx = &c });
+        .workers = 2, .worker_init = init_count, .worker_init_ctx = init_var });
     long n = 0;
     while (tu_now_ms() - t0 < 1000) { /* watch for one second */
         n = file_size(c.path) / (long)sizeof(int);

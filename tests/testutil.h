@@ -12,7 +12,9 @@
  *                     sanitizer builds, seeds and scaling, clocks;
  *   testutil.c        task functions, and pools, futures, outcomes, stats
  *                     and crowds of submitting threads;
- *   testutil_files.c  temporary files and FIFOs, and tasks held on them;
+ *   testutil_files.c  temporary files and FIFOs, and tasks held on them,
+ *                     memory and data shared with workers of every start
+ *                     method;
  *   testutil_proc.c   processes and /proc, descriptors, blocked threads,
  *                     the spin check.
  */
@@ -72,17 +74,6 @@ static inline bool tu_no_forkserver(void)
 {
     return tu_method != WP_START_FORKSERVER;
 }
-/* In a WP_TEST_BOTH test that shares memory with its workers through
-   fork (a MAP_SHARED mapping, a pointer to the test's own data as
-   worker_init_ctx): under WP_START_EXEC, whose workers are fresh images
-   that inherit no memory, say so on stderr and end the test there. */
-#define TU_FORK_ONLY(why)                                                          \
-    do {                                                                           \
-        if (tu_method == WP_START_EXEC) {                                          \
-            fprintf(stderr, "%s: not under WP_START_EXEC: %s\n", __func__, (why)); \
-            return;                                                                \
-        }                                                                          \
-    } while (0)
 /* What a WP_TEST_BOTH test does first: tu_method = method, and a fresh
    directory for tu_tmp_path (also when Check runs tests without forking). */
 void tu_begin(int method);
@@ -428,9 +419,44 @@ void tu_hold_close(tu_hold *h);
 void tu_tmp_setup(void);
 void tu_tmp_teardown(void);
 void tu_tmp_path(char *buf, size_t n, const char *name);
+/* Room enough for any tu_tmp_path with a short name. */
+#define TU_TMP_PATH_MAX 200
 /* Forget the running test's directory: the next tu_tmp_path makes a fresh
    one (tu_begin calls it). */
 void tu_tmp_begin_run(void);
+
+/*
+ * What a test shares with its workers under every start method.  An
+ * exec'd worker inherits none of the test's memory (its globals hold
+ * their initial values) but it does inherit the environment as it was
+ * when the worker started, and it can open files (docs/ARCHITECTURE.md,
+ * "Exec start").  So both helpers name what they share in an environment
+ * variable, set before the pool is created:
+ *
+ * tu_env_setf(name, fmt, ...): setenv(name, the formatted value); fails
+ * the test on error.  A worker_init finds its data so: worker_init_ctx is
+ * a static string holding the variable's name (static data, whose
+ * initial value every worker sees), and the worker_init calls
+ * getenv(ctx).
+ *
+ * tu_shared_create(bytes): `bytes` zero bytes shared with every worker,
+ * a file in the running test's directory (tu_tmp_path) mapped MAP_SHARED,
+ * its size and path in TU_SHARED_ENV.  A forked worker inherits the
+ * test's mapping; a worker whose copy of the test's pointer to it is NULL
+ * (an exec'd one) maps the same file with tu_shared_attach, once: NULL if
+ * it cannot (no Check call: it runs in workers).  tu_shared_destroy
+ * unmaps it, removes the file and unsets the variable, once the pool is
+ * gone.  One such mapping at a time.  A task that cannot attach fails:
+ * return tu_no_shared(out), WP_ETASK with code TU_ENOSHARED.
+ */
+#define TU_SHARED_ENV "WP_TEST_SHARED"
+#define TU_ENOSHARED  77
+void  tu_env_setf(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void *tu_shared_create(size_t bytes);
+void *tu_shared_attach(void);
+void  tu_shared_destroy(void *mem, size_t bytes);
+int   tu_no_shared(wp_buf *out);
 
 /* A tu_report argument: sleep ms (hang if < 0), reporting to report and
    waiting at gate where they are not NULL. */

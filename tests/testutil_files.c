@@ -4,7 +4,9 @@
  * on: the per-TCase temporary directory (the fixture tu_add_tests installs)
  * and each run's own in it, FIFOs a tu_report task reports to and waits at,
  * and submitting a task held there (testutil.h, "temporary files and
- * FIFOs").
+ * FIFOs"); memory and data shared with workers of every start method, a
+ * file in that directory named in the environment (testutil.h, before
+ * tu_shared_create).
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -12,9 +14,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -164,4 +168,81 @@ wp_future *tu_submit_held(wp_pool *p, tu_hold *h, const wp_task_options *o, int 
     if (pid != NULL)
         *pid = who;
     return f;
+}
+
+/* ------------------------------------- shared with workers, every method */
+
+enum { ENV_VALUE_MAX = 512 };
+
+void tu_env_setf(const char *name, const char *fmt, ...)
+{
+    char value[ENV_VALUE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(value, sizeof value, fmt, ap);
+    va_end(ap);
+    ck_assert(w >= 0 && (size_t)w < sizeof value);
+    ck_assert_int_eq(setenv(name, value, 1), 0);
+}
+
+/* The mapping TU_SHARED_ENV names ("<bytes> <path>"): its size in *bytes,
+   its path in path[size]; false if there is none. */
+static bool shared_named(size_t *bytes, char *path, size_t size)
+{
+    const char *v = getenv(TU_SHARED_ENV);
+    char *end;
+    if (v == NULL)
+        return false;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || *end != ' ' || n == 0)
+        return false;
+    int w = snprintf(path, size, "%s", end + 1);
+    *bytes = (size_t)n;
+    return w > 0 && (size_t)w < size;
+}
+
+void *tu_shared_create(size_t bytes)
+{
+    char path[TU_TMP_PATH_MAX];
+    tu_tmp_path(path, sizeof path, "shared");
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)bytes), 0);
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    ck_assert_ptr_ne(mem, MAP_FAILED);
+    tu_env_setf(TU_SHARED_ENV, "%zu %s", bytes, path);
+    return mem;
+}
+
+void *tu_shared_attach(void)
+{
+    char path[TU_TMP_PATH_MAX];
+    size_t bytes;
+    struct stat st;
+    if (!shared_named(&bytes, path, sizeof path))
+        return NULL;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    void *mem = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size == bytes)
+        mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return mem == MAP_FAILED ? NULL : mem;
+}
+
+int tu_no_shared(wp_buf *out)
+{
+    return wp_buf_fail(out, TU_ENOSHARED, "no memory shared with the test");
+}
+
+void tu_shared_destroy(void *mem, size_t bytes)
+{
+    char path[TU_TMP_PATH_MAX];
+    size_t named;
+    if (shared_named(&named, path, sizeof path))
+        unlink(path);
+    unsetenv(TU_SHARED_ENV);
+    ck_assert_int_eq(munmap(mem, bytes), 0);
 }
