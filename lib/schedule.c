@@ -125,8 +125,11 @@ static bool outranks_a_window(const wp_pool *p, const task *t)
    behind t in s goes back to the line (wp__slot_yield); so does what is
    behind it in every other window, if any holds a task of lower
    priority: otherwise that worker, freed first, would start it before t
-   (O(workers) then; O(LEVELS) when priorities are all equal). */
-static void give(wp_pool *p, slot *s, task *t)
+   (O(workers) then; O(LEVELS) when priorities are all equal).  A task
+   that joins a long head waits behind it: p->stuck counts it at once, so
+   that the next worker with room in this very turn takes it (unstick)
+   before anything behind it in line. */
+static void give(wp_pool *p, slot *s, task *t, int64_t now_us)
 {
     if (wp_future_state(&t->future) != WP_PENDING) {
         wp__task_settle(t, WP_ECANCELED, 0, "cancelled", NULL, 0);
@@ -137,6 +140,8 @@ static void give(wp_pool *p, slot *s, task *t)
     else
         (void)wp__slot_yield(p, s, t);
     wp__slot_send(p, s, t);
+    if (p->nslots > 1 && stuck(s, now_us))
+        p->stuck++;
 }
 
 /* One round over the slots: idle ones only, or all with room.  False once
@@ -156,7 +161,7 @@ static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t n
             t = steal_first(p);
         if (t == NULL)
             return false;
-        give(p, s, t);
+        give(p, s, t, now_us);
         *gave = true;
     }
     return true;

@@ -165,6 +165,12 @@ static task *take_back(slot *s, unsigned i)
     }
     if (i == 0) /* a new head, or a skipped one: its deadline goes */
         head_changed(s);
+    /* Its last task left before its frame was written (a task ahead of
+       it given elsewhere in the same turn took it back): the worker has
+       nothing to answer, so it is idle now, as after a last answer —
+       busy with no task it would count as running for good. */
+    if (s->count == 0 && s->state == SLOT_BUSY)
+        wp__slot_idle(t->pool, s);
     wp_future_release(&t->future);
     return t;
 }

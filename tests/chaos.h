@@ -214,10 +214,12 @@ void chaos_killer_start(chaos_killer *k);
 unsigned chaos_killer_stop(chaos_killer *k); /* joins; returns the kills */
 
 /* The storm tests (chaos_storm.c), the races of destroy, the batcher and
-   done-callbacks (chaos_race.c) and the deterministic stopped-worker cases
-   (chaos_stopped.c), added to the suite by check_chaos.c. */
+   done-callbacks (chaos_race.c), the deterministic stopped-worker cases
+   (chaos_stopped.c) and the line under kills and resizes
+   (chaos_priority.c), added to the suite by check_chaos.c. */
 void chaos_add_storm_tests(Suite *s, const tu_suite *def);
 void chaos_add_race_tests(Suite *s, const tu_suite *def);
 void chaos_add_stopped_tests(Suite *s, const tu_suite *def);
+void chaos_add_priority_tests(Suite *s, const tu_suite *def);
 
 #endif

@@ -3,11 +3,12 @@
  * check_chaos.c — adversarial tests: SIGKILL at every point of a worker's
  * life and of the fork server's (here), the same moments made
  * deterministic with SIGSTOP (chaos_stopped.c), storms of cancels and
- * shutdowns (chaos_storm.c), and races of destroy, the batcher and
- * done-callbacks (chaos_race.c).  The bug class: a pool that loses, doubles
- * or misreports a task when a process dies at an awkward moment
- * (pebble#163, CPython bpo-22393), or hangs or touches freed memory when
- * its own calls race.
+ * shutdowns (chaos_storm.c), races of destroy, the batcher and
+ * done-callbacks (chaos_race.c), and the line's priorities, queue
+ * deadlines and retries under kills and resizes (chaos_priority.c).  The
+ * bug class: a pool that loses, doubles or misreports a task when a
+ * process dies at an awkward moment (pebble#163, CPython bpo-22393), or
+ * hangs or touches freed memory when its own calls race.
  *
  * Every test runs under both start methods (WP_TEST_BOTH) and
  * asserts: every future settles exactly once (counted done-callbacks), with
@@ -294,5 +295,6 @@ int main(void)
     chaos_add_stopped_tests(s, &suite);
     chaos_add_storm_tests(s, &suite);
     chaos_add_race_tests(s, &suite);
+    chaos_add_priority_tests(s, &suite);
     return tu_run_suite(s, suite.fork);
 }

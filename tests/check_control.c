@@ -43,7 +43,9 @@
  *                             (check_control_resize.h: what the resize
  *                             files share);
  *   check_control_resize_stress.c  resizing at random under load;
- *   check_control_resize_edges.c   its errors, 0, done-callbacks, 1024.
+ *   check_control_resize_edges.c   its errors, 0, done-callbacks, 1024;
+ *   check_control_hol.c       head-of-line: a task behind a long head goes
+ *                             to the next worker with room first.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -263,7 +265,7 @@ int main(void)
         control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
         control_add_priority_tests, control_add_expiry_tests, control_add_resize_tests,
         control_add_resize_stress_tests,
-        control_add_resize_edge_tests,
+        control_add_resize_edge_tests, control_add_hol_tests,
     };
     const tu_suite suite = { .name = "control", .timeout_s = 120, .fork = CK_FORK };
     return tu_main_parts(suite, parts, TU_COUNT(parts));

@@ -86,6 +86,6 @@ void wait_queued(wp_pool *p, unsigned queued);
 tu_part_fn control_add_deadline_tests, control_add_cancel_tests, control_add_retry_tests,
            control_add_worker_tests, control_add_rss_tests, control_add_stress_tests,
            control_add_priority_tests, control_add_expiry_tests, control_add_resize_tests,
-           control_add_resize_stress_tests, control_add_resize_edge_tests;
+           control_add_resize_stress_tests, control_add_resize_edge_tests, control_add_hol_tests;
 
 #endif

@@ -13,9 +13,11 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "check_control.h"
+#include "pool_impl.h"
 
 #define ORDER_TASKS 24        /* tasks whose start order a test checks */
 #define HOL_MS 1 /* lib/pool_impl.h's HOL_US: a head that has run this long is long */
@@ -197,6 +199,100 @@ WP_TEST(priority_out_of_range)
     wp_pool_destroy(p);
 }
 
+/* ------------------------------------------------ a window emptied */
+
+/* What the done-callback below does on the dispatcher thread, and what
+   it saw.  No Check call there. */
+typedef struct release_pair {
+    wp_pool   *pool;
+    tu_hold   *holds;      /* two held tasks, in slots 1 and 2 */
+    wp_future *low;        /* submitted by the callback */
+    int        error;      /* a step that failed, or 0 */
+    atomic_int done;
+} release_pair;
+
+/* The worker of slot i has written its answer: it is in the pool's pipe. */
+static bool answer_waits(wp_pool *p, unsigned i)
+{
+    int n = 0;
+    return ioctl(p->slots[i].h.result_fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* On the dispatcher, between two turns: both held tasks finish and their
+   answers wait in the pipes, and a low task waits in the queue, so the
+   next turn finds two idle workers and a task in line at once. */
+static void release_both(wp_future *f, void *ctx)
+{
+    (void)f;
+    release_pair *r = ctx;
+    int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
+    for (unsigned i = 0; i < 2 && r->error == 0; i++)
+        if (write(r->holds[i].gate.fd, "x", 1) != 1)
+            r->error = 1;
+    while (r->error == 0 && !(answer_waits(r->pool, 1) && answer_waits(r->pool, 2)))
+        if (tu_now_ms() >= deadline)
+            r->error = 2;
+    order_arg a = order_arg_of(3);
+    wp_task_options lo = { .priority = WP_PRIORITY_MIN };
+    if (r->error == 0 && wp_submit(r->pool, order_task, &a, sizeof a, &lo, &r->low) != 0)
+        r->error = 3;
+    atomic_store(&r->done, 1);
+}
+
+/* Two workers come free in one turn with a low task in line and a high
+   one pipelined behind a third worker that has not started its head (it
+   is stopped): the first free worker gets the low task, the second steals
+   the high one, which takes the low one back from the first worker's
+   window before its frame was written.  That window is empty then, and
+   its worker idle: it must count so (before, its slot stayed busy with no
+   task, counted as running for good, and the next task sent to it broke
+   the slot's state machine). */
+WP_TEST_BOTH(priority_take_back_empties_window)
+{
+    enum { WORKERS = 3, HEAD = 0, HIGH = 1, CANCELLED = 2, LOW = 3 };
+    wp_pool *p = tu_make_pool((wp_pool_options){ .workers = WORKERS });
+    int stopped = p->slots[0].h.pid; /* read after the workers were seen alive */
+    ck_assert_int_eq(kill(stopped, SIGSTOP), 0);
+    ck_assert_msg(tu_wait_state(stopped, 'T', TU_DEADLINE_MS), "worker %d did not stop", stopped);
+    wp_future *head = submit_order(p, HEAD, WP_PRIORITY_MAX, 0); /* slot 0, never claimed */
+    wait_queued(p, 0);
+    tu_hold h[2];
+    wp_future *busy[2];
+    for (int i = 0; i < 2; i++) {
+        tu_hold_open(&h[i]);
+        busy[i] = tu_submit_held(p, &h[i], NULL, NULL); /* slots 1 and 2 */
+    }
+    wp_future *high = submit_order(p, HIGH, WP_PRIORITY_MAX, 0); /* behind the head */
+    wait_queued(p, 0);
+    wp_future *blocker = submit_order(p, CANCELLED, WP_PRIORITY_MIN, 0); /* slot 0 too */
+    wait_queued(p, 0);
+    release_pair r = { .pool = p, .holds = h };
+    ck_assert_int_eq(wp_future_on_done(blocker, release_both, &r), 0);
+    ck_assert_int_eq(wp_future_cancel(blocker), 0); /* settled, and r run, by the dispatcher */
+    TU_POLL_UNTIL(atomic_load(&r.done));
+    ck_assert_int_eq(r.error, 0);
+    tu_check_echo(high, &(int){ HIGH }, sizeof(int));
+    tu_check_echo(r.low, &(int){ LOW }, sizeof(int));
+    ck_assert_int_eq(kill(stopped, SIGCONT), 0);
+    tu_check_echo(head, &(int){ HEAD }, sizeof(int));
+    for (int i = 0; i < 2; i++) {
+        tu_wait_settled(busy[i]);
+        wp_future_release(busy[i]);
+        tu_hold_close(&h[i]);
+    }
+    TU_POLL_UNTIL(tu_pool_stats(p).running == 0); /* every window is empty */
+    int got[ORDER_MAX];
+    ck_assert_uint_eq(read_order(got, ORDER_MAX), 3); /* each once; high and low at once */
+    check_cancelled(blocker);
+    wp_future_release(blocker);
+    wp_future_release(r.low);
+    wp_future_release(high);
+    wp_future_release(head);
+    tu_assert_stats(tu_pool_stats(p), .succeeded = TU_EQ(5), .cancelled = TU_EQ(1),
+                    .failed = TU_EQ(0));
+    wp_pool_destroy(p);
+}
+
 /* ------------------------------------------------------------ the batcher */
 
 static int batch_order(const wp_item *items, size_t n, wp_buf *const *results)
@@ -252,5 +348,6 @@ TU_PART(control_add_priority_tests,
         TU_TEST(priority_takes_back_pipelined),
         TU_TEST(priority_takes_back_pipelined_two_workers),
         TU_TEST(priority_many_workers),
+        TU_TEST(priority_take_back_empties_window),
         TU_CASE("priority", priority_out_of_range),
         TU_TEST(priority_of_batches))
