@@ -22,7 +22,8 @@
 #include "pool_impl.h"
 
 #define LONG_QUEUE_MS (3600 * 1000) /* a queue deadline far past the test */
-#define RETRY_MS      100           /* a retry delay that passes during the test */
+#define RETRY_MS      300           /* a retry delay that passes during the test, after
+                                       its setup (times tu_slowdown) */
 
 /* f failed WP_EEXPIRED, and the task never wrote its index. */
 static void check_expired(wp_future *f)
@@ -251,7 +252,10 @@ WP_TEST_BOTH(queue_deadline_heap_removals)
     wait_queued(p, 0);
     wp_future *f[TASKS];
     for (int i = 0; i < TASKS; i++) {
-        int64_t ms = i % 3 == 2 ? LONG_QUEUE_MS : SHORT_QUEUE_MS + (int64_t)((i * 37) % 61);
+        /* Short ones not before all are submitted and cancelled: under a
+           sanitizer that takes longer than SHORT_QUEUE_MS. */
+        int64_t ms = i % 3 == 2 ? LONG_QUEUE_MS
+                                : SHORT_QUEUE_MS * (int64_t)tu_slowdown() + (i * 37) % 61;
         f[i] = submit_order(p, i, 0, ms);
     }
     for (int i = 0; i < TASKS; i += 3)
@@ -292,7 +296,8 @@ WP_TEST_BOTH(retry_due_ahead_of_pipelined)
     wp_pool *p = tu_make_pool((wp_pool_options){ .workers = 1 });
     order_arg a = order_arg_of(HIGH);
     tu_tmp_path(a.fail_path, sizeof a.fail_path, "fails");
-    wp_task_options ro = { .priority = WP_PRIORITY_MAX, .retries = 1, .retry_delay_ms = RETRY_MS };
+    wp_task_options ro = { .priority = WP_PRIORITY_MAX, .retries = 1,
+                           .retry_delay_ms = RETRY_MS * tu_slowdown() };
     wp_future *high = tu_submit(p, order_task, &a, sizeof a, &ro);
     int64_t deadline = tu_now_ms() + TU_DEADLINE_MS;
     while (tu_pool_stats(p).retried == 0 && tu_now_ms() < deadline)
