@@ -22,6 +22,7 @@
 #include "pool_impl.h"
 
 #define LONG_QUEUE_MS (3600 * 1000) /* a queue deadline far past the test */
+#define CANCELLED_QUEUE_MS (10 * 1000) /* cancelled long before it passes */
 #define RETRY_MS      300           /* a retry delay that passes during the test, after
                                        its setup (times tu_slowdown) */
 
@@ -254,8 +255,9 @@ WP_TEST_BOTH(queue_deadline_heap_removals)
     for (int i = 0; i < TASKS; i++) {
         /* Short ones not before all are submitted and cancelled: under a
            sanitizer that takes longer than SHORT_QUEUE_MS. */
-        int64_t ms = i % 3 == 2 ? LONG_QUEUE_MS
-                                : SHORT_QUEUE_MS * (int64_t)tu_slowdown() + (i * 37) % 61;
+        int64_t ms = i % 3 == 2   ? LONG_QUEUE_MS
+                     : i % 3 == 0 ? CANCELLED_QUEUE_MS + (i * 37) % 61 /* between the others */
+                                  : SHORT_QUEUE_MS * (int64_t)tu_slowdown() + (i * 37) % 61;
         f[i] = submit_order(p, i, 0, ms);
     }
     for (int i = 0; i < TASKS; i += 3)
