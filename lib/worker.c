@@ -53,8 +53,6 @@ typedef struct worker {
     size_t page_bytes;      /* the unit of statm's counts */
     size_t last_rss;        /* the last resident set statm gave, in bytes */
     uint64_t start_peak_kib; /* getrusage's peak at start: not this worker's own */
-    uint64_t checked_fn;    /* last function found in the image, as the pool names it */
-    void *checked_here;     /* and where it is here */
     char *rbuf;             /* bytes read from the pool, not yet parsed */
     size_t rstart, rend;
 } worker;
@@ -144,7 +142,18 @@ static bool receive_task(worker *w, frame_reader *r)
    what wp__worker_code translates with. */
 static struct image *worker_image;
 
-void *wp__worker_code(uint64_t addr, bool code, const char **why)
+/* Addresses found lately, so a task function (and a batch's, behind the
+   batcher's trampoline: two that alternate) is looked up once, not with a
+   walk of the loader's table per task.  A few entries, replaced in turn. */
+#define FOUND_CACHE 4
+static struct found {
+    uint64_t addr;
+    bool     code;
+    void    *here;
+} found[FOUND_CACHE];
+static unsigned found_next;
+
+static void *find_code(uint64_t addr, bool code, const char **why)
 {
     if (worker_image != NULL)
         return wp__image_translate(worker_image, addr, code, why);
@@ -156,22 +165,25 @@ void *wp__worker_code(uint64_t addr, bool code, const char **why)
     return NULL;
 }
 
-/* Is fn code of an object loaded in this process?  A pointer into a library
-   the parent loaded after this worker's image was forked is not, nor is one
-   into data.  dl_iterate_phdr, unlike dladdr, also sees the image of a
-   statically linked program.  The last function found is remembered. */
-static void *callable(worker *w, uint64_t fn, const char **why)
+/* Is addr code (or data) of an object loaded here?  A pointer into a
+   library the parent loaded after this worker's image was forked is not,
+   nor is one into data.  dl_iterate_phdr, unlike dladdr, also sees the
+   image of a statically linked program.  O(1) for an address found
+   lately; the worker's one thread is the only caller. */
+void *wp__worker_code(uint64_t addr, bool code, const char **why)
 {
-    if (fn == 0) {
-        *why = "a NULL function";
+    if (addr == 0) {
+        if (why != NULL)
+            *why = "a NULL function";
         return NULL;
     }
-    if (fn == w->checked_fn)
-        return w->checked_here;
-    void *here = wp__worker_code(fn, true, why);
+    for (unsigned i = 0; i < FOUND_CACHE; i++)
+        if (found[i].here != NULL && found[i].addr == addr && found[i].code == code)
+            return found[i].here;
+    void *here = find_code(addr, code, why);
     if (here != NULL) {
-        w->checked_fn = fn;
-        w->checked_here = here;
+        found[found_next] = (struct found){ .addr = addr, .code = code, .here = here };
+        found_next = (found_next + 1) % FOUND_CACHE;
     }
     return here;
 }
@@ -192,8 +204,8 @@ static bool claim_task(worker *w, const frame_header *task)
 static bool run_task(worker *w, const frame_header *task, const void *arg)
 {
     const char *why = NULL;
-    void *addr = callable(w, task->fn, &why); /* before the claim: claimed to running is a few
-                                                 instructions */
+    /* Before the claim: claimed to running is a few instructions. */
+    void *addr = wp__worker_code(task->fn, true, &why);
     wp_task_fn fn;
     memcpy(&fn, &addr, sizeof fn);
     wp_buf result = { .max = w->cfg->max_message };
@@ -346,6 +358,8 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
 {
     worker w = { .cfg = cfg, .shared = &cfg->shared[slot], .task_fd = task_fd, .result_fd = result_fd };
     worker_image = cfg->image;
+    memset(found, 0, sizeof found); /* a worker forked by a worker: not its parent's */
+    found_next = 0;
     if (cfg->memory_limit > 0) {
         struct rlimit rl = { .rlim_cur = cfg->memory_limit, .rlim_max = cfg->memory_limit };
         if (setrlimit(RLIMIT_AS, &rl) < 0)
