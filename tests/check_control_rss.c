@@ -17,7 +17,9 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -58,22 +60,66 @@ static int rss_task(const void *arg, size_t len, wp_buf *out)
     return rss > 0 ? wp_buf_append(out, &rss, sizeof rss) : wp_buf_fail(out, 1, "no statm");
 }
 
-/* leak_task: appends its index to path (when path is set), leaks `leak`
-   bytes, touched, and returns the worker's pid.  Through an opaque malloc,
-   so no compiler drops the allocation. */
+/* leak_task: waits for the gate (when gate is set), appends its index to
+   path (when path is set), leaks `leak` bytes, touched, and returns the
+   worker's pid.  Through an opaque malloc, so no compiler drops the
+   allocation. */
 typedef struct leak_arg {
     size_t leak;
     int    index;
     char   path[200];
+    char   gate[200];
 } leak_arg;
 
 static void *(*volatile opaque_malloc)(size_t) = malloc;
+
+/*
+ * The gate: a file the test holds an exclusive flock on while it submits;
+ * a task takes a shared lock on it, so it waits in the kernel until the
+ * test lets go.  Why: a worker recycled by the first task is replaced at
+ * once, and with WP_START_FORK the dispatcher forks the replacement while
+ * the test thread may still be allocating futures in wp_submit_many.
+ * glibc's malloc is fork-safe, the sanitizers' allocators (GCC 12) are
+ * not: a replacement forked then would find the allocator's lock held for
+ * good and hang in its first allocation (a CI failure under ASan).
+ */
+static int gate_pass(const char *gate)
+{
+    int fd = open(gate, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc;
+    do
+        rc = flock(fd, LOCK_SH);
+    while (rc < 0 && errno == EINTR);
+    close(fd);
+    return rc;
+}
+
+/* Close the gate: a descriptor holding the exclusive lock on it. */
+static int gate_close(const char *gate)
+{
+    int fd = open(gate, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    return fd;
+}
+
+/* Open it: every task waiting on it goes on, and so do later ones. */
+static void gate_open(int fd)
+{
+    ck_assert_int_eq(flock(fd, LOCK_UN), 0);
+    close(fd);
+}
 
 static int leak_task(const void *arg, size_t len, wp_buf *out)
 {
     leak_arg a;
     TU_TASK_ARG(a, arg, len, out);
     a.path[sizeof a.path - 1] = '\0';
+    a.gate[sizeof a.gate - 1] = '\0';
+    if (a.gate[0] != '\0' && gate_pass(a.gate) < 0)
+        return wp_buf_fail(out, 9, "leak_task: no gate");
     if (a.path[0] != '\0' && file_append(a.path, &a.index, sizeof a.index) < 0)
         return wp_buf_fail(out, 5, "leak_task: cannot append");
     if (a.leak > 0) {
@@ -138,6 +184,8 @@ static leak_arg leak_arg_of(size_t leak, int index, const char *file)
     return a;
 }
 
+#define GATE_FILE "gate"
+
 /* ---------------------------------------------------------- helpers */
 
 /* A pool of this test's start method whose workers may fail to start. */
@@ -171,10 +219,11 @@ static wp_pool *make_limited_pool(unsigned workers)
 }
 
 /* Submit n leak_tasks at once (wp_submit_many: pipelined to the worker),
-   each leaking `leak` and logging its index to `file`; wait for them all
-   without allocating, then for the pool to have `alive` workers up and
-   `started` ever (the replacements: see the top of check_control.c), then
-   check every one succeeded; their pids in pids[]. */
+   each leaking `leak` and logging its index to `file`, none starting
+   before the submit returns (the gate); wait for them all without
+   allocating, then for the pool to have `alive` workers up and `started`
+   ever (the replacements: see the top of check_control.c), then check
+   every one succeeded; their pids in pids[]. */
 static void run_leaks(wp_pool *p, size_t leak, const char *file, int n, int *pids,
                       unsigned alive, uint64_t started)
 {
@@ -183,14 +232,19 @@ static void run_leaks(wp_pool *p, size_t leak, const char *file, int n, int *pid
     wp_item items[MAX];
     wp_future *fs[MAX];
     ck_assert_int_le(n, MAX);
+    char gate[sizeof args[0].gate];
+    tu_tmp_path(gate, sizeof gate, GATE_FILE);
     for (int i = 0; i < n; i++) {
         args[i] = leak_arg_of(leak, i, file);
+        memcpy(args[i].gate, gate, sizeof gate);
         items[i] = (wp_item){ &args[i], sizeof args[i] };
     }
+    int held = gate_close(gate);
     ck_assert_int_eq(wp_submit_many(p, leak_task, items, (size_t)n, NULL, fs, NULL), 0);
+    gate_open(held);
     bool all = quiet_wait_all(fs, (size_t)n, TU_DEADLINE_MS * 3);
+    ck_assert_msg(all, "not every task settled");
     tu_wait_workers(p, alive, started);
-    ck_assert(all);
     for (int i = 0; i < n; i++) {
         ck_assert_msg(wp_future_state(fs[i]) == WP_SUCCEEDED, "task %d ended %d: %s", i,
                       wp_future_state(fs[i]), wp_future_message(fs[i]));
