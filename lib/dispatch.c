@@ -27,12 +27,15 @@
 /* ----------------------------------------------------------- fork server */
 
 /* One event of the fork server's.  O(workers) for an exit (found by pid:
-   a worker's slot may have been reused since), O(1) otherwise. */
+   a worker's slot may have been reused since; and by slot too when the
+   event names one, as a relay's do: pids of different ranks may be the
+   same number), O(1) otherwise. */
 static void forkserver_event_in(wp_pool *p, const forkserver_event *ev)
 {
     if (ev->kind == FS_EXITED) {
         for (unsigned i = 0; i < p->nslots; i++)
-            if (p->slots[i].h.pid == ev->handle.pid && p->slots[i].state != SLOT_EMPTY)
+            if (p->slots[i].h.pid == ev->handle.pid && p->slots[i].state != SLOT_EMPTY &&
+                (ev->slot == FS_ANY_SLOT || ev->slot == i))
                 wp__slot_reaped(p, &p->slots[i], ev->status);
         return;
     }

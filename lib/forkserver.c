@@ -25,8 +25,6 @@
 #include "forkserver.h"
 #include "fsmsg.h"
 
-enum { OP_SPAWN = 1, OP_KILL, OP_SPAWNED, OP_SPAWN_FAILED, OP_EXITED };
-
 /* ------------------------------------------------------- message transport */
 
 /* The transport is fsmsg.c's; these are the server's short names for it.
@@ -155,7 +153,7 @@ static size_t reap_ended(server *s, bool report)
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
         if (worker && report) {
-            fs_msg m = { .op = OP_EXITED, .pid = pid, .value = status };
+            fs_msg m = { .op = OP_EXITED, .slot = FS_ANY_SLOT, .pid = pid, .value = status };
             send_msg(s->sock, &m, NULL, 0, 0);
         }
         workers += worker;
@@ -330,9 +328,9 @@ int wp__forkserver_spawn(forkserver *fs, uint32_t slot, int *os_error)
     return request(fs, &m, os_error);
 }
 
-int wp__forkserver_kill(forkserver *fs, pid_t pid)
+int wp__forkserver_kill(forkserver *fs, uint32_t slot, pid_t pid)
 {
-    fs_msg m = { .op = OP_KILL, .pid = pid };
+    fs_msg m = { .op = OP_KILL, .slot = slot, .pid = pid };
     return request(fs, &m, NULL);
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "pool_impl.h"
+#include "relay.h"
 
 static int normalize_options(wp_pool_options *o, const wp_pool_options *in)
 {
@@ -66,6 +67,8 @@ static void pool_free(wp_pool *p)
     if (p->slots != NULL) /* slots_made: the dispatcher is gone, or never ran */
         for (unsigned i = 0; i < p->slots_made; i++)
             wp__frame_reader_reset(&p->slots[i].in);
+    if (p->relay_stop != NULL) /* the dispatcher closed the socket: the relay ends */
+        p->relay_stop(p->relay_ctx);
     wp__queue_destroy(&p->queue);
     wp__lock_destroy(&p->stop_mu, &p->stop_cv);
     if (p->use_exec)
@@ -89,10 +92,16 @@ static int start_dispatcher(wp_pool *p)
     return rc;
 }
 
-int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
+/* A relayed pool's fork server: a socket whose other end a relay serves
+   (lib/relay.h), and what to call when the pool is done with it. */
+typedef struct relay_end {
+    int   sock;
+    void (*stop)(void *ctx);
+    void *ctx;
+} relay_end;
+
+static int pool_make(wp_pool **out, const wp_pool_options *opts, const relay_end *relay)
 {
-    if (out == NULL)
-        return WP_EINVAL;
     *out = NULL;
     wp_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -146,19 +155,41 @@ int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
         pool_free(p);
         return WP_ENOMEM;
     }
-    p->use_forkserver = p->opts.start_method == WP_START_FORKSERVER;
-    if (p->use_forkserver && wp__forkserver_start(&p->fs, &p->wcfg) < 0) {
+    p->use_forkserver = p->opts.start_method == WP_START_FORKSERVER || relay != NULL;
+    if (relay != NULL) { /* the relay is its fork server; its workers claim nothing */
+        p->relayed = true;
+        p->fs = (forkserver){ .pid = 0, .sock = relay->sock };
+        (void)wp__fd_set_nonblock(relay->sock);
+    } else if (p->use_forkserver && wp__forkserver_start(&p->fs, &p->wcfg) < 0) {
         pool_free(p);
         return WP_ESPAWN;
     }
     if (start_dispatcher(p) != 0) {
-        if (p->use_forkserver)
+        if (p->use_forkserver && !p->relayed)
             wp__forkserver_stop(&p->fs);
         pool_free(p);
         return WP_ESPAWN;
     }
+    if (relay != NULL) { /* from now on the pool owns the socket and calls stop */
+        p->relay_stop = relay->stop;
+        p->relay_ctx = relay->ctx;
+    }
     *out = p;
     return 0;
+}
+
+int wp_pool_create(wp_pool **out, const wp_pool_options *opts)
+{
+    return out != NULL ? pool_make(out, opts, NULL) : WP_EINVAL;
+}
+
+int wp__relay_pool_create(wp_pool **out, const wp_pool_options *opts, int sock,
+                          void (*stop)(void *ctx), void *ctx)
+{
+    if (out == NULL || sock < 0 || stop == NULL)
+        return WP_EINVAL;
+    relay_end relay = { .sock = sock, .stop = stop, .ctx = ctx };
+    return pool_make(out, opts, &relay);
 }
 
 bool wp__pool_must_not_wait(const wp_pool *p)

@@ -192,6 +192,9 @@ struct wp_pool {
     exec_start      exec;                /* WP_START_EXEC: what each worker's spawn passes on */
     bool            use_forkserver, fs_gone;
     bool            use_exec;
+    bool            relayed;             /* workers on other ranks: fs is a relay (lib/relay.h) */
+    void          (*relay_stop)(void *ctx); /* relayed: called once the pool is done with fs */
+    void           *relay_ctx;
     bool            fs_full;             /* its socket refused a request: wait for POLLOUT */
     pid_t           owner;
     pthread_t       thread;

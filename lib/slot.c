@@ -73,7 +73,7 @@ void wp__slot_kill(wp_pool *p, slot *s)
     else if (s->h.pidfd >= 0)
         wp__pidfd_kill(s->h.pidfd, SIGKILL); /* the server kills its group as it reaps it */
     else
-        wp__forkserver_kill(&p->fs, s->h.pid);
+        wp__forkserver_kill(&p->fs, (uint32_t)(s - p->slots), s->h.pid);
 }
 
 void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,

@@ -190,6 +190,8 @@ static int entry_of(slot *s, const task *t)
    WINDOW_BUDGET_US in all, within [WINDOW_MIN, WINDOW_MAX]. */
 static unsigned window_target(const wp_pool *p)
 {
+    if (p->relayed)
+        return 1; /* every task sent is a task started: none waits behind it */
     int64_t avg = p->run_avg_us > 0 ? p->run_avg_us : 1;
     int64_t n = 1 + WINDOW_BUDGET_US / avg;
     return n < WINDOW_MIN ? WINDOW_MIN : n > WINDOW_MAX ? WINDOW_MAX : (unsigned)n;
@@ -243,6 +245,17 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
        returns its bytes order memory as a release and an acquire would:
        the kernel's pipe lock), so the worker's swap finds OFFERED. */
     atomic_store(&s->shared->claim[pos], CLAIM(t->id, CLAIM_OFFERED));
+    if (p->relayed) {
+        /* Its worker is on another rank and cannot swap our word: the
+           task starts here, as it is sent, never to be taken back (a
+           window of one, window_target), and a queue deadline no longer
+           applies (docs/ARCHITECTURE.md, "More than one machine"). */
+        e->hdr.expire_us = 0;
+        atomic_store(&s->shared->started_us[pos], wp__now_us());
+        bool claimed = wp__claim(&s->shared->claim[pos], t->id, CLAIM_STARTED);
+        assert(claimed);
+        (void)claimed;
+    }
     s->count++;
     s->live++;
     s->live_at[t->level]++;

@@ -188,15 +188,19 @@ void *wp__worker_code(uint64_t addr, bool code, const char **why)
     return here;
 }
 
-/* Claim the task (worker.h): false if the pool took it back. */
-static bool claim_task(worker *w, const frame_header *task)
+/* Claim the task (worker.h): false if the pool took it back.  *t0 = when
+   it started.  A relayed worker's pool claimed it as it sent it. */
+static bool claim_task(worker *w, const frame_header *task, int64_t *t0)
 {
     unsigned pos = (unsigned)task->code;
     if (pos >= WINDOW_MAX)
         _exit(WORKER_EXIT_BAD_FRAME);
+    *t0 = wp__now_us();
+    if (w->cfg->relayed)
+        return true;
     /* The start time first: the swap (seq_cst) publishes it to a pool that
        sees STARTED (wp__slot_head_started). */
-    atomic_store(&w->shared->started_us[pos], wp__now_us());
+    atomic_store(&w->shared->started_us[pos], *t0);
     return wp__claim(&w->shared->claim[pos], task->task_id, CLAIM_STARTED);
 }
 
@@ -212,13 +216,15 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     /* Past its queue deadline: refused, never started (the pool's timer
        may not have taken it back yet).  A bad position is claim_task's to
        refuse. */
-    if (task->expire_us > 0 && (unsigned)task->code < WINDOW_MAX && wp__now_us() >= task->expire_us &&
+    if (!w->cfg->relayed && task->expire_us > 0 && (unsigned)task->code < WINDOW_MAX &&
+        wp__now_us() >= task->expire_us &&
         wp__claim(&w->shared->claim[(unsigned)task->code], task->task_id, CLAIM_EXPIRED)) {
         send_failure(w, task->task_id, WP_EEXPIRED, 0, "expired before it started: reached its "
                      "worker after its queue deadline", 0);
         return false;
     }
-    if (!claim_task(w, task)) {
+    int64_t t0;
+    if (!claim_task(w, task, &t0)) {
         send_failure(w, task->task_id, WP_ECANCELED, 0, "taken back before it started", 0);
         return false;
     }
@@ -228,7 +234,6 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
         send_failure(w, task->task_id, WP_ENOFUNC, 0, msg, 0);
         return true;
     }
-    int64_t t0 = atomic_load(&w->shared->started_us[task->code]);
     int rc = fn(arg, (size_t)task->length, &result);
     uint64_t run_us = (uint64_t)(wp__now_us() - t0);
     /* The task's own output, before anyone can kill us. */

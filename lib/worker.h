@@ -113,8 +113,13 @@ typedef struct worker_config {
                                the resident set above this many bytes; 0 = none */
     int    (*init)(void *ctx);
     void    *init_ctx;
-    struct image *image;    /* WP_START_EXEC: the pool's image, to find its functions in
-                               this one (image.h); NULL when forked: addresses are shared */
+    struct image *image;    /* WP_START_EXEC and relayed: the pool's image, to find its
+                               functions in this one (image.h); NULL when forked from the
+                               pool: addresses are shared */
+    bool     relayed;       /* the pool is another process, on another rank (lib/relay.h):
+                               it claims each task itself as it sends it, so the worker
+                               runs every frame it reads, shares no claim words and sees
+                               no queue deadline */
 } worker_config;
 
 typedef struct worker_handle {
