@@ -204,8 +204,8 @@ unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us)
     unsigned cap = window_target(p);
     if (s->count > 0) { /* a head that runs long keeps one task behind it, no more */
         int64_t started = wp__slot_head_started(s);
-        if (started >= 0 && now_us - started >= HOL_US)
-            cap = HOL_KEEP;
+        if (started >= 0 && now_us - started >= HOL_US && cap > HOL_KEEP)
+            cap = HOL_KEEP; /* a cap, never a raise: a relayed window stays at one */
     }
     if (s->count >= cap || (s->count > 0 && s->bytes >= WINDOW_BYTES))
         return 0;
@@ -222,6 +222,7 @@ void wp__slot_send(wp_pool *p, slot *s, task *t)
 {
     assert(s->state == SLOT_IDLE || s->state == SLOT_BUSY);
     assert(s->count < WINDOW_MAX && s->pos_used != UINT32_MAX);
+    assert(!p->relayed || s->count == 0); /* a task sent is a task started: nothing behind */
     /* The task is in no other place: not held, in no window. */
     assert(t->slot < 0 && !wp__list_linked(&t->held_node));
     unsigned pos = (unsigned)__builtin_ctz(~s->pos_used);

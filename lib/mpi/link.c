@@ -190,12 +190,10 @@ long wpm_read_chunk(int fd, char *buf)
     }
 }
 
-int wpm_pipe(int fds[2], unsigned nonblock_mask)
+int wpm_pipe(int fds[2])
 {
-    if (pipe2(fds, O_CLOEXEC) < 0)
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
         return -1;
-    for (int i = 0; i < 2; i++)
-        if (nonblock_mask & (1u << i))
-            (void)fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    (void)fcntl(fds[1], F_SETPIPE_SZ, WPM_PIPE_BYTES);
     return 0;
 }

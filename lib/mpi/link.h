@@ -27,6 +27,7 @@
 #define WPM_INFLIGHT   (8 * 1024 * 1024) /* send bytes in flight past which pipes wait */
 #define WPM_SPIN_US    200             /* after activity, look again at once this long */
 #define WPM_IDLE_MS    1               /* then poll the pipes this long between looks at MPI */
+#define WPM_PIPE_BYTES (1 << 20)       /* as a worker's pipes (worker.h) */
 
 enum wpm_op {
     /* root -> serving rank */
@@ -112,8 +113,9 @@ void wpm_idle_wait(wpm_idle *w, bool did_something, struct pollfd *fds, nfds_t n
    of file or error (the descriptor is done). */
 long wpm_read_chunk(int fd, char *buf);
 
-/* An O_CLOEXEC pipe whose ends `nonblock_mask` (bit 0: read, bit 1: write)
-   are made non-blocking: 0 or -1 (errno). */
-int  wpm_pipe(int fds[2], unsigned nonblock_mask);
+/* A pipe between the relay and the pool: O_CLOEXEC, both ends non-blocking
+   (the pool's dispatcher never blocks on a worker's pipe), made as big as
+   a worker's (WPM_PIPE_BYTES, best effort).  0 or -1 (errno). */
+int  wpm_pipe(int fds[2]);
 
 #endif

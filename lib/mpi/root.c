@@ -118,12 +118,12 @@ static void spawned(relay *r, uint32_t slot, int32_t pid)
 {
     rslot *s = &r->slots[slot];
     int tp[2], rp[2];
-    if (s->up || wpm_pipe(tp, 1u) < 0) { /* the relay's read end non-blocking */
+    if (s->up || wpm_pipe(tp) < 0) {
         send_ctl(r, slot, WPM_KILL, pid); /* its exit comes back and is dropped */
         (void)wp__relay_spawn_failed(r->sock, slot, s->up ? EPROTO : errno);
         return;
     }
-    if (wpm_pipe(rp, 2u) < 0) { /* the relay's write end non-blocking */
+    if (wpm_pipe(rp) < 0) {
         int err = errno;
         close(tp[0]);
         close(tp[1]);

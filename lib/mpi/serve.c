@@ -15,9 +15,12 @@
  * O(local workers) per turn.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "link.h"
@@ -286,6 +289,16 @@ int wp_mpi_serve(MPI_Comm comm, int root, const wp_pool_options *opts)
     for (uint32_t i = 0; i < LOCAL_MAX; i++)
         sv->slots[i] = (sslot){ .task_wr = -1, .result_rd = -1 };
     MPI_Comm_dup(comm, &sv->comm);
+    /* A write to a dead worker's pipe must be EPIPE, not a SIGPIPE that
+       ends the rank: blocked on this thread while it serves (the process's
+       disposition is the program's), and one that came meanwhile is taken
+       back before the mask is (unless the program had one pending). */
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    sigset_t before;
+    sigpending(&before);
     int status = configure(sv, opts);
     if (status == 0) {
         bool stop = false;
@@ -308,5 +321,11 @@ int wp_mpi_serve(MPI_Comm comm, int root, const wp_pool_options *opts)
     }
     MPI_Comm_free(&sv->comm);
     free(sv);
+    if (!sigismember(&before, SIGPIPE)) {
+        struct timespec none = { 0, 0 };
+        while (sigtimedwait(&pipe_only, NULL, &none) == SIGPIPE)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return status;
 }

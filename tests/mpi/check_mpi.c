@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_mpi.c — the libworkerpool-mpi suite: run as
+ *     mpirun -n 3 --oversubscribe tests/check_mpi
+ * (tests/mpi/run.sh, with a timeout).  Rank 0 runs the Check tests; each
+ * test that needs a pool calls mt_pool, which first broadcasts how the
+ * serving ranks are to serve it, so every other rank loops: learn what
+ * comes next, wp_mpi_serve it (checking what it returns), until MT_DONE.
+ * Check cannot fork here (an MPI process's child cannot use MPI), so the
+ * tests run in rank 0 itself (CK_NOFORK) and a fixture destroys the pool
+ * of a test that failed half-way, so the serving ranks are never left
+ * waiting.  At the end the serving ranks' own failures are summed into
+ * rank 0's result: the suite fails if any rank saw anything wrong.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_mpi.h"
+
+#define ROOT 0
+
+int mt_init_mark;
+
+static wp_pool *current;
+static int      nranks;
+
+int mt_worker_init(void *ctx);
+int mt_worker_init(void *ctx)
+{
+    (void)ctx;
+    mt_init_mark = MT_INIT_MARK;
+    return 0;
+}
+
+static int failing_init(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+void mt_serve_next(enum mt_serve how)
+{
+    int what = (int)how;
+    MPI_Bcast(&what, 1, MPI_INT, ROOT, MPI_COMM_WORLD);
+}
+
+wp_pool *mt_pool(wp_pool_options o, enum mt_serve how)
+{
+    ck_assert_ptr_null(current);
+    mt_serve_next(how);
+    int rc = wp_mpi_pool_create(&current, MPI_COMM_WORLD, ROOT, &o);
+    ck_assert_msg(rc == 0, "wp_mpi_pool_create: %s", wp_strerror(rc));
+    return current;
+}
+
+void mt_pool_done(void)
+{
+    wp_pool_destroy(current);
+    current = NULL;
+}
+
+int mt_serving_ranks(void)
+{
+    return nranks - 1;
+}
+
+int mt_worker_rank(void)
+{
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    return r != NULL ? atoi(r) : -1;
+}
+
+void mt_wait_state(wp_future *f, int state)
+{
+    int rc = wp_future_wait(f, MT_DEADLINE_MS);
+    ck_assert_msg(rc == 0, "wait: %s", wp_strerror(rc));
+    ck_assert_msg(wp_future_state(f) == state, "state %d (want %d): %s: %s", wp_future_state(f),
+                  state, wp_strerror(wp_future_error(f)), wp_future_message(f));
+}
+
+static void teardown(void)
+{
+    if (current != NULL)
+        mt_pool_done();
+}
+
+/* ------------------------------------------------------ serving ranks */
+
+/* Serve pool after pool; returns how many things went wrong here. */
+static int serve_loop(int rank)
+{
+    int bad = 0;
+    /* Calls that start no collective are refused at once. */
+    wp_pool_options none = { 0 };
+    if (wp_mpi_serve(MPI_COMM_WORLD, rank, &none) != WP_EINVAL) {
+        fprintf(stderr, "rank %d: wp_mpi_serve as its own root was not WP_EINVAL\n", rank);
+        bad++;
+    }
+    if (wp_mpi_serve(MPI_COMM_NULL, ROOT, &none) != WP_EINVAL) {
+        fprintf(stderr, "rank %d: wp_mpi_serve on MPI_COMM_NULL was not WP_EINVAL\n", rank);
+        bad++;
+    }
+    for (;;) {
+        int what = MT_DONE;
+        MPI_Bcast(&what, 1, MPI_INT, ROOT, MPI_COMM_WORLD);
+        if (what == MT_DONE)
+            return bad;
+        wp_pool_options o = { 0 };
+        if (what == MT_INIT)
+            o.worker_init = mt_worker_init;
+        else if (what == MT_INIT_FAILS)
+            o.worker_init = failing_init;
+        int rc = wp_mpi_serve(MPI_COMM_WORLD, ROOT, what == MT_PLAIN ? NULL : &o);
+        /* The root's refusals come back as WP_EINVAL; anything else is 0. */
+        if (rc != 0 && rc != WP_EINVAL) {
+            fprintf(stderr, "rank %d: wp_mpi_serve returned %s\n", rank, wp_strerror(rc));
+            bad++;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- rank 0 */
+
+static int run_tests(void)
+{
+    Suite *s = suite_create("mpi");
+    TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase() };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tcase_add_checked_fixture(cases[i], NULL, teardown);
+        suite_add_tcase(s, cases[i]);
+    }
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    teardown();
+    return failed;
+}
+
+int main(int argc, char **argv)
+{
+    int provided = MPI_THREAD_SINGLE, rank = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    int bad = 0;
+    if (nranks < 2) {
+        fprintf(stderr, "check_mpi: run me with mpirun -n 3 (I have %d rank)\n", nranks);
+        bad = 1;
+    } else if (rank == ROOT) {
+        bad = run_tests();
+        mt_serve_next(MT_DONE);
+    } else {
+        bad = serve_loop(rank);
+    }
+    int total = 0;
+    MPI_Reduce(&bad, &total, 1, MPI_INT, MPI_SUM, ROOT, MPI_COMM_WORLD);
+    MPI_Finalize();
+    if (rank == ROOT && total > bad)
+        fprintf(stderr, "check_mpi: %d failures on the serving ranks\n", total - bad);
+    return rank == ROOT ? total != 0 : 0;
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_mpi.h — the MPI suite's shared parts (tests/mpi/check_mpi.c says how
+ * it runs: under mpirun, rank 0 runs the Check tests, every other rank
+ * serves each pool the tests create).
+ */
+#ifndef CHECK_MPI_H
+#define CHECK_MPI_H
+
+#include <check.h>
+#include <stdint.h>
+
+#include "workerpool-mpi.h"
+
+#define MT_DEADLINE_MS 60000 /* no wait of the suite's is longer: a hang fails */
+
+/* What the serving ranks run each pool with (the root broadcasts it). */
+enum mt_serve {
+    MT_DONE = 0,      /* no more pools: leave */
+    MT_PLAIN,         /* wp_mpi_serve without worker_init */
+    MT_INIT,          /* with worker_init = mt_worker_init (sets mt_init_mark) */
+    MT_INIT_FAILS     /* with a worker_init that fails */
+};
+
+/* Set by mt_worker_init in a worker of an MT_INIT pool. */
+extern int mt_init_mark;
+#define MT_INIT_MARK 4242
+
+/* The pool of the running test, made by mt_pool (serving ranks told how to
+   serve it) and destroyed by mt_pool_done or, if the test failed first, by
+   the fixture.  How many ranks serve it. */
+wp_pool *mt_pool(wp_pool_options o, enum mt_serve how);
+void     mt_pool_done(void);
+int      mt_serving_ranks(void);
+
+/* Tell the serving ranks to serve one pool, how; for tests that call
+   wp_mpi_pool_create themselves (and must then make sure the collective
+   happens: a call on the root that gets as far as it). */
+void mt_serve_next(enum mt_serve how);
+
+/* The rank a worker runs on (its environment says, under Open MPI), -1 if
+   unknown. */
+int mt_worker_rank(void);
+
+/* Wait for f (MT_DEADLINE_MS at most) and check it settled in state. */
+void mt_wait_state(wp_future *f, int state);
+
+TCase *mt_tasks_tcase(void);
+TCase *mt_faults_tcase(void);
+TCase *mt_chaos_tcase(void);
+
+#endif
