@@ -9,7 +9,8 @@
  * cancel, the batcher and the stats are those of workerpool.h.  Its workers
  * live on the other ranks, opts->workers on each; each of those ranks
  * calls wp_mpi_serve(), which starts a local fork server and the workers,
- * carries their traffic, and returns once the root's pool is destroyed.
+ * carries their traffic, and returns once the root's pool has shut down
+ * (wp_pool_shutdown, or wp_pool_destroy).
  *
  *     MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
  *     int rank;
@@ -52,10 +53,10 @@
  * thread level will do.  MPI_THREAD_MULTIPLE is never needed.
  *
  * A whole rank that dies: Open MPI ends the job (mpirun reports which rank
- * and why, and kills the others; their fork servers take their workers
- * down).  The library never waits forever on a dead rank: either the job
- * ends, or — under an MPI that survives a lost rank — the relay's
- * messages fail and the pool's tasks fail WP_ESPAWN / WP_ECRASHED.
+ * and why, and kills the others; every fork server, seeing its owner go,
+ * takes its workers down), so nothing hangs.  An MPI set up to let a job
+ * outlive a lost rank is not supported: the root's relay would wait for
+ * the dead rank's messages, and wp_pool_destroy with it.
  */
 #ifndef WORKERPOOL_MPI_H
 #define WORKERPOOL_MPI_H
@@ -70,16 +71,18 @@ extern "C" {
 
 /*
  * On rank `root` of comm: create *out, a pool whose workers are
- * opts->workers on each other rank of comm (0 = this machine's online
+ * opts->workers on each other rank of comm (0 = the root machine's online
  * CPUs, for each).  Collective over comm: every other rank calls
  * wp_mpi_serve(comm, root, ...) at the same time.  opts as for
  * wp_pool_create, but start_method, worker_init and worker_init_ctx are
- * the serving ranks' business.  Returns 0; WP_EINVAL (out NULL, this is
- * not rank root, comm has one rank, MPI not initialised or below
- * MPI_THREAD_SERIALIZED, bad opts, more than 1024 workers in all) — the
- * serving ranks' wp_mpi_serve then returns WP_EINVAL too, unless MPI is not
- * initialised; WP_ENOMEM; WP_ESPAWN (the relay thread or its socket could
- * not be made).
+ * the serving ranks' business.  Returns 0, or:
+ *   WP_EINVAL at once, starting nothing, when MPI is not initialised, comm
+ *     is MPI_COMM_NULL or has one rank, or this is not rank root (the
+ *     serving ranks then go on waiting: a program error);
+ *   WP_EINVAL (out NULL, MPI below MPI_THREAD_SERIALIZED, bad opts, more
+ *     than 1024 workers in all), WP_ENOMEM, WP_ESPAWN (the relay thread or
+ *     its socket could not be made) after telling the serving ranks, whose
+ *     wp_mpi_serve returns the same code.
  */
 WP_EXTERN int wp_mpi_pool_create(wp_pool **out, MPI_Comm comm, int root, const wp_pool_options *opts);
 
@@ -87,11 +90,16 @@ WP_EXTERN int wp_mpi_pool_create(wp_pool **out, MPI_Comm comm, int root, const w
  * On every rank of comm but root: serve the root's pool — a fork server
  * and its workers here, each running worker_init(worker_init_ctx) of opts
  * (NULL = none; the other fields of opts are ignored: the root's apply).
- * Returns 0 once the root's pool has been destroyed (every worker here has
- * been killed and reaped), WP_EINVAL (this is rank root, comm has one rank,
- * or the root's wp_mpi_pool_create refused its arguments), WP_ENOMEM.
- * When the fork server cannot start, the root's tasks fail WP_ESPAWN and
- * this still returns once the root's pool is destroyed.
+ * Returns 0 once the root's pool has shut down (every worker here has been
+ * killed and reaped); WP_EINVAL at once when MPI is not initialised, comm
+ * is MPI_COMM_NULL or has one rank, or this is rank root; the code the
+ * root's wp_mpi_pool_create returned when it failed after the collective
+ * began (WP_EINVAL, WP_ENOMEM, WP_ESPAWN); WP_EPROTO when the root is not
+ * this library's.  Out of memory here, where the root would wait forever,
+ * it ends the job (MPI_Abort, saying why).  When the fork server cannot
+ * start, no worker starts on this rank (the pool counts failed starts);
+ * the root's tasks run on the other ranks, and fail WP_ESPAWN only when no
+ * worker can start anywhere.
  */
 WP_EXTERN int wp_mpi_serve(MPI_Comm comm, int root, const wp_pool_options *opts);
 

@@ -44,8 +44,14 @@ typedef struct frame_header {
     int32_t  code;    /* FAILURE: the task's own code */
     uint64_t length;  /* payload bytes that follow */
     int64_t  expire_us; /* TASK: not to be started at or after this CLOCK_MONOTONIC time
-                           (µs; the task's queue deadline), 0 = no limit */
+                           (µs; the task's queue deadline), 0 = no limit; RESULT and
+                           FAILURE: FRAME_LEAVING or 0 */
 } frame_header;
+
+/* An answer's expire_us when its worker leaves right after it: a relayed
+   worker past worker_rss_limit says so, since its pool claims the next task
+   as it sends it (lib/relay.h) and must send none. */
+#define FRAME_LEAVING 1
 
 void wp__frame_header(frame_header *h, enum frame_type type, uint64_t task_id,
                       uint64_t length) WP_INTERNAL;

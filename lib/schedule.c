@@ -152,7 +152,7 @@ static bool dispatch_round(wp_pool *p, bool idle_only, int64_t now_ms, int64_t n
 {
     for (unsigned i = 0; i < p->nslots; i++) {
         slot *s = &p->slots[i];
-        if (idle_only ? s->state != SLOT_IDLE || s->count > 0 : wp__slot_room(p, s, now_us) == 0)
+        if ((idle_only && (s->state != SLOT_IDLE || s->count > 0)) || wp__slot_room(p, s, now_us) == 0)
             continue;
         task *t = p->stuck > 0 && !long_head(s, now_us) ? unstick(p, s, now_ms, now_us) : NULL;
         if (t == NULL)

@@ -162,6 +162,7 @@ void wp__slot_start(wp_pool *p, slot *s)
     s->ready_at = 0;
     s->tasks_done = 0;
     s->deliberate = false;
+    s->leaving = false;
     s->kill_how[0] = '\0';
     s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
     s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };

@@ -199,7 +199,7 @@ static unsigned window_target(const wp_pool *p)
 
 unsigned wp__slot_room(const wp_pool *p, slot *s, int64_t now_us)
 {
-    if ((s->state != SLOT_IDLE && s->state != SLOT_BUSY) || wp__slot_retiring(p, s))
+    if ((s->state != SLOT_IDLE && s->state != SLOT_BUSY) || wp__slot_retiring(p, s) || s->leaving)
         return 0;
     unsigned cap = window_target(p);
     if (s->count > 0) { /* a head that runs long keeps one task behind it, no more */

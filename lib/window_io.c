@@ -123,6 +123,8 @@ static void handle_answer(wp_pool *p, slot *s)
         protocol_error(p, s, skipped ? "ran a task it was told to skip" : "unknown failure code");
         return;
     }
+    if (p->relayed && h->expire_us == FRAME_LEAVING)
+        s->leaving = true; /* it sent its last answer: send it nothing more */
     if (!skipped)
         wp_future_retain(&t->future); /* across entry_remove */
     if (!skipped && !refused) { /* it ran (the worker counts it too) */

@@ -55,10 +55,17 @@ typedef struct worker {
     uint64_t start_peak_kib; /* getrusage's peak at start: not this worker's own */
     char *rbuf;             /* bytes read from the pool, not yet parsed */
     size_t rstart, rend;
+    bool leaving;           /* relayed: past rss_limit, says so in the answer and leaves */
 } worker;
+
+static bool over_rss_limit(worker *w);
 
 static void send_frame(worker *w, const frame_header *h, const void *payload)
 {
+    frame_header out = *h;
+    if (out.type != FRAME_READY) /* an answer: says whether this worker leaves after it */
+        out.expire_us = w->leaving ? FRAME_LEAVING : 0;
+    h = &out;
     struct iovec iov[2] = {
         { .iov_base = (void *)h, .iov_len = sizeof *h },
         { .iov_base = (void *)payload, .iov_len = (size_t)h->length },
@@ -239,6 +246,9 @@ static bool run_task(worker *w, const frame_header *task, const void *arg)
     /* The task's own output, before anyone can kill us. */
     fflush(stdout);
     fflush(stderr);
+    /* A relayed worker decides before it answers, and says so in the
+       answer: its pool must not send it another task (FRAME_LEAVING). */
+    w->leaving = w->cfg->relayed && over_rss_limit(w);
     /* One write per result, at once: a result held back while the next
        task runs would be lost if the pool killed that task's worker. */
     if (result.overflow) {
@@ -394,7 +404,8 @@ static _Noreturn void worker_main(const worker_config *cfg, unsigned slot, int t
            last of max_tasks: leaving then anyway, it is retired, not
            recycled.  Every worker runs one task first, so even a limit
            below an idle worker's size makes progress. */
-        if (ran && (cfg->max_tasks == 0 || done < cfg->max_tasks) && over_rss_limit(&w)) {
+        bool over = cfg->relayed ? w.leaving : over_rss_limit(&w);
+        if (ran && (cfg->max_tasks == 0 || done < cfg->max_tasks) && over) {
             status = WORKER_EXIT_RECYCLED;
             break;
         }

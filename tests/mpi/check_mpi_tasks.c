@@ -206,6 +206,31 @@ START_TEST(workers_recycled_after_max_tasks)
 }
 END_TEST
 
+/* A limit below any worker's size: every worker runs one task and is
+   replaced, and no task fails for it — the next one is never sent to a
+   worker on its way out (it says so in its answer). */
+START_TEST(workers_recycled_past_rss_limit)
+{
+    enum { N = 20 };
+    wp_pool *p = mt_pool((wp_pool_options){ .workers = 1, .worker_rss_limit = 1 }, MT_PLAIN);
+    wp_future *fs[N];
+    int vals[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        ck_assert_int_eq(wp_submit(p, square_task, &vals[i], sizeof vals[i], NULL, &fs[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        mt_wait_state(fs[i], WP_SUCCEEDED);
+        wp_future_release(fs[i]);
+    }
+    wp_pool_stats s;
+    wp_pool_get_stats(p, &s);
+    ck_assert_uint_eq(s.failed, 0);
+    ck_assert_uint_ge(s.workers_recycled, N - (uint64_t)mt_serving_ranks());
+    mt_pool_done();
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     wp_pool *p = (wp_pool *)&p;
@@ -238,6 +263,7 @@ TCase *mt_tasks_tcase(void)
     tcase_add_test(tc, worker_init_failing_fails_tasks);
     tcase_add_test(tc, batcher_on_an_mpi_pool);
     tcase_add_test(tc, workers_recycled_after_max_tasks);
+    tcase_add_test(tc, workers_recycled_past_rss_limit);
     tcase_add_test(tc, bad_arguments);
     return tc;
 }
