@@ -9,8 +9,10 @@
 #   - every .TH names the version of include/workerpool.h ("workerpool M.m");
 #   - every ".BR name (N)" is a reference to a page: N is a section, and the
 #     wp_* pages referred to exist (code such as exit(0) is set as code);
-#   - every WP_EXTERN function of the header has a page (or a .so link to
-#     one) whose NAME lists it, and workerpool(3) lists it too;
+#   - every WP_EXTERN function of the headers (include/workerpool.h, and
+#     include/workerpool-mpi.h of libworkerpool-mpi, checked whether or not
+#     this build makes that library) has a page (or a .so link to one) whose
+#     NAME lists it, and workerpool(3) lists it too;
 #   - every page is in man/Makefile.inc (so it is installed and shipped);
 #   - for each XX(NAME, VALUE, "text") of WP_ERRNO_MAP in the header,
 #     wp_strerror(3) lists WP_NAME with its value and the exact text, and
@@ -19,6 +21,7 @@
 srcdir=${srcdir:-.}
 man="$srcdir/man"
 header="$srcdir/include/workerpool.h"
+mpi_header="$srcdir/include/workerpool-mpi.h"
 
 if ! command -v groff >/dev/null 2>&1 || ! command -v tbl >/dev/null 2>&1; then
     echo "SKIP: groff and tbl are needed to render the man pages (Debian: groff-base)"
@@ -70,8 +73,14 @@ done
 
 # Every exported function: a page whose NAME section lists it, and a line
 # in the overview.
-fns=$(sed -n 's/^WP_EXTERN[^(]*[ *]\([a-z_0-9]*\)(.*/\1/p' "$header")
+# externs HEADER: the names of its WP_EXTERN functions, one a line.
+externs() { sed -n 's/^WP_EXTERN[^(]*[ *]\([a-z_0-9]*\)(.*/\1/p' "$1"; }
+fns=$(externs "$header")
 [ -n "$fns" ] || fail "no WP_EXTERN functions found in $header"
+mpi_fns=$(externs "$mpi_header")
+[ -n "$mpi_fns" ] || fail "no WP_EXTERN functions found in $mpi_header"
+fns="$fns
+$mpi_fns"
 for fn in $fns; do
     page="$man/$fn.3"
     if [ ! -f "$page" ]; then
