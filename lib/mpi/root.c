@@ -118,9 +118,14 @@ static void spawned(relay *r, uint32_t slot, int32_t pid)
 {
     rslot *s = &r->slots[slot];
     int tp[2], rp[2];
-    if (s->up || wpm_pipe(tp) < 0) {
-        send_ctl(r, slot, WPM_KILL, pid); /* its exit comes back and is dropped */
-        (void)wp__relay_spawn_failed(r->sock, slot, s->up ? EPROTO : errno);
+    if (s->up) { /* a second worker for a slot the pool has one in: not the pool's */
+        send_ctl(r, slot, WPM_KILL, pid); /* its exit comes back, for no pid of ours */
+        return;
+    }
+    if (wpm_pipe(tp) < 0) {
+        int err = errno;
+        send_ctl(r, slot, WPM_KILL, pid);
+        (void)wp__relay_spawn_failed(r->sock, slot, err);
         return;
     }
     if (wpm_pipe(rp) < 0) {

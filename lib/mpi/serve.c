@@ -85,6 +85,10 @@ static bool drain(server *sv, uint32_t slot)
 static void spawn(server *sv, uint32_t slot)
 {
     sslot *s = &sv->slots[slot];
+    if (s->up) { /* its last worker is not reaped yet: the pool backs off and asks again */
+        tell(sv, WPM_SPAWN_FAILED, slot, 0, EBUSY, NULL, 0);
+        return;
+    }
     int os_error = 0;
     int rc = sv->srv == NULL ? WP_ESPAWN : wp__relay_server_spawn(sv->srv, slot, &os_error);
     s->want = rc == WP_EAGAIN;
