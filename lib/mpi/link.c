@@ -136,7 +136,12 @@ int wpm_recv_msg(MPI_Comm comm, int *src, wpm_hdr *hdr, char **data, size_t *n)
 {
     int flag = 0;
     MPI_Status st;
+    /* Twice: Open MPI's MPI_Iprobe looks for a matching message before it
+       runs its progress engine, so a message that arrived while we slept
+       is found by the second look, not a millisecond later. */
     MPI_Iprobe(MPI_ANY_SOURCE, WPM_TAG, comm, &flag, &st);
+    if (!flag)
+        MPI_Iprobe(MPI_ANY_SOURCE, WPM_TAG, comm, &flag, &st);
     if (!flag)
         return 0;
     int count = 0;
