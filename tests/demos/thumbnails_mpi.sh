@@ -17,6 +17,10 @@ photogen="$top/demos/photogen"
 MPIRUN=${MPIRUN:-mpirun}
 MPI_TIMEOUT_S=120   # a run takes a few seconds; a hang fails instead of waiting forever
 RANKS=3
+# Deadline per task: slow.jpg takes seconds to decode, a photo tens of ms;
+# wide enough for a loaded machine, where a photo's time stretches.
+SLOW_TIMEOUT_MS=2000
+OBSERVED_TIMEOUT_MS=3000 # the run whose workers are looked for: longer still
 
 # Open MPI refuses root unless told, and this machine may have fewer cores
 # than ranks.
@@ -44,7 +48,7 @@ src="$tmp/src"
 "$photogen" --hostile slow "$src/slow.jpg" || fail "photogen slow"
 "$photogen" --hostile bomb "$src/bomb.jpg" || fail "photogen bomb"
 hostile=4
-args="-j 1 --timeout-ms 500"
+args="-j 1 --timeout-ms $SLOW_TIMEOUT_MS"
 
 # ------------------------------------------------------------ local first
 run 1 $args "$src" "$tmp/local"
@@ -92,7 +96,7 @@ worker_ranks() {
     done | sort -u | tr '\n' ' '
 }
 # shellcheck disable=SC2086
-timeout "$MPI_TIMEOUT_S" "$MPIRUN" -n "$RANKS" $mpi_flags "$demo" --mpi -j 1 --timeout-ms 3000 \
+timeout "$MPI_TIMEOUT_S" "$MPIRUN" -n "$RANKS" $mpi_flags "$demo" --mpi -j 1 --timeout-ms "$OBSERVED_TIMEOUT_MS" \
     "$src" "$tmp/mpi2" >"$tmp/out" 2>"$tmp/err" &
 bg=$!
 seen=""
