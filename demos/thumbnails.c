@@ -19,8 +19,12 @@
  *     which also ticks the progress bar (a 100 ms timeout, never a sleep);
  *   - every failure named with its file: wp_future_error(), _message().
  *
+ * With --mpi, under mpirun, the workers run on the other ranks of the job
+ * (libworkerpool-mpi); this process drives them just the same.
+ *
  * This file is the driver; the task (decode, shrink, orient, encode) is in
- * thumbs_task.c, the pixel work in thumbs_image.c, the tree in thumbs_walk.c.
+ * thumbs_task.c, the pixel work in thumbs_image.c, the tree in thumbs_walk.c,
+ * the --mpi start in thumbs_mpi.c.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -36,6 +40,7 @@
 
 #include "progress.h"
 #include "cli.h"
+#include "thumbs_mpi.h"
 #include "thumbs_task.h"
 #include "thumbs_walk.h"
 #include "workerpool.h"
@@ -65,8 +70,8 @@ enum {
 #endif
 
 typedef struct options {
-    unsigned workers;  /* 0: one per CPU */
-    bool per_size;
+    unsigned workers;  /* 0: one per CPU (with --mpi: per serving rank) */
+    bool per_size, mpi;
     unsigned long timeout_ms, memory_mib, max_megapixels;
     const char *src, *out;
 } options;
@@ -308,7 +313,8 @@ static const char help_text[] =
     "alone and is listed at the end.\n"
     "\n"
     "Options:\n"
-    "  -j, --workers N          worker processes (default: one per CPU)\n"
+    "  -j, --workers N          worker processes (default: one per CPU); with\n"
+    "                           --mpi, on each rank but rank 0\n"
     "      --per-size           one task per image and size (each decodes the\n"
     "                           file again) instead of one task per image\n"
     "      --timeout-ms MS      deadline per task; 0 = none (default 20000)\n"
@@ -316,6 +322,10 @@ static const char help_text[] =
     "                           1024; not applied under ASan/TSan)\n"
     "      --max-megapixels N   larger images fail before decoding; 0 = no\n"
     "                           limit (default 64)\n"
+    "      --mpi                workers on the other ranks of an MPI job:\n"
+    "                           `mpirun -n 3 thumbnails --mpi SRC_DIR OUT_DIR`\n"
+    "                           (rank 0 walks, submits and reports; every rank\n"
+    "                           must see SRC_DIR and OUT_DIR at the same paths)\n"
     "  -h, --help               this text\n"
     "\n"
     "Exit status: 0 every image done, 1 some failed, 2 usage or setup error.\n";
@@ -328,13 +338,14 @@ static int usage_error(const char *why)
 /* Returns -1 to go on, or the exit status to stop with (--help, errors). */
 static int parse_options(int argc, char **argv, options *o)
 {
-    enum { OPT_PER_SIZE = 256, OPT_TIMEOUT, OPT_MEMORY, OPT_MEGAPIXELS };
+    enum { OPT_PER_SIZE = 256, OPT_TIMEOUT, OPT_MEMORY, OPT_MEGAPIXELS, OPT_MPI };
     static const struct option longopts[] = {
         { "workers", required_argument, NULL, 'j' },
         { "per-size", no_argument, NULL, OPT_PER_SIZE },
         { "timeout-ms", required_argument, NULL, OPT_TIMEOUT },
         { "memory-limit", required_argument, NULL, OPT_MEMORY },
         { "max-megapixels", required_argument, NULL, OPT_MEGAPIXELS },
+        { "mpi", no_argument, NULL, OPT_MPI },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -364,8 +375,13 @@ static int parse_options(int argc, char **argv, options *o)
             if (!cli_number(optarg, 0, 1000000ul, &o->max_megapixels))
                 return usage_error("--max-megapixels wants a number, at most 1000000");
             break;
+        case OPT_MPI:
+            o->mpi = true;
+            break;
         case 'h':
             printf("%s%s", usage_text, help_text);
+            if (!thumbs_mpi_built)
+                printf("This build has no MPI: --mpi fails (configure found none).\n");
             return 0;
         default: /* getopt_long has said what was wrong */
             return usage_error(NULL);
@@ -393,16 +409,25 @@ int main(int argc, char **argv)
     unsigned workers = o.workers > 0 ? o.workers : cpus > 0 ? (unsigned)cpus : 1;
 
     /* Create the pool first: its fork server is a copy of this process as it
-       is now, small and single-threaded, before any lists are built. */
+       is now, small and single-threaded, before any lists are built.  With
+       --mpi, only rank 0 goes on past this point. */
     wp_pool *pool;
     wp_pool_options popts = { .workers = workers,
                               .worker_memory_limit = (size_t)o.memory_mib << 20 };
-    int rc = wp_pool_create(&pool, &popts);
-    if (rc != 0) {
-        fprintf(stderr, "thumbnails: cannot start the worker pool: %s\n", wp_strerror(rc));
-        return EXIT_SETUP;
+    if (o.mpi) {
+        status = thumbs_mpi_begin(&argc, &argv, &popts, &pool, &workers);
+        if (status >= 0)
+            return status;
+    } else {
+        int rc = wp_pool_create(&pool, &popts);
+        if (rc != 0) {
+            fprintf(stderr, "thumbnails: cannot start the worker pool: %s\n", wp_strerror(rc));
+            return EXIT_SETUP;
+        }
     }
     status = thumbnails(pool, &o, workers);
     wp_pool_destroy(pool);
+    if (o.mpi)
+        thumbs_mpi_end();
     return status;
 }

@@ -147,17 +147,22 @@ wp_pool *bench_ready_pool(const wp_pool_options *opts)
     int rc = wp_pool_create(&pool, opts);
     if (rc != 0)
         bench_die("wp_pool_create", rc);
-    unsigned workers = opts->workers;
+    bench_warm_pool(pool, opts->workers);
+    return pool;
+}
+
+void bench_warm_pool(wp_pool *pool, unsigned workers)
+{
     for (size_t i = 0; i < WARM_TASKS_PER_WORKER * (size_t)workers; i++) {
         wp_future *f;
-        if ((rc = wp_submit(pool, bench_empty_task, NULL, 0, NULL, &f)) != 0)
+        int rc = wp_submit(pool, bench_empty_task, NULL, 0, NULL, &f);
+        if (rc != 0)
             bench_die("wp_submit (warm-up)", rc);
         wp_future_wait(f, -1);
         bench_expect_release(&f, 1, 0);
     }
     /* Tasks may all have gone to one worker: wait for the others too. */
     bench_wait_workers(pool, workers);
-    return pool;
 }
 
 void bench_wait_workers(wp_pool *pool, unsigned workers)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * benchutil.h — what the small benchmarks (tiny, roundtrip, headofline,
- * queuemem, overload, isolate) share: the start of their main (options and
+ * queuemem, overload, isolate, mpi) share: the start of their main (options and
  * header), clocks, percentiles, CPU accounting, busy-waiting, a warm pool,
  * waits and outcome checks, and the output format.
  *
@@ -73,6 +73,10 @@ void bench_expect(const wp_future *f, int want);
 /* A pool of opts (workers, start method...) whose workers have all run a
    task, so that start-up is never timed. */
 wp_pool *bench_ready_pool(const wp_pool_options *opts);
+
+/* The same for a pool made otherwise (wp_mpi_pool_create): a few tasks
+   per worker, then returns once `workers` workers are alive. */
+void bench_warm_pool(wp_pool *pool, unsigned workers);
 
 /* Untimed: returns once `workers` workers of pool are alive; exits 2 if
    they are not within a generous time. */

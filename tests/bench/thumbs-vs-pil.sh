@@ -41,41 +41,13 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/thumbs-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 "$build/demos/photogen" -j "$workers" "$photos" "$work/photos" >/dev/null 2>&1
 
-TIMEFORMAT='%3R %3U %3S'
-# measure NAME COMMAND...: one run; appends "NAME WALL CPU" to $work/runs
-measure() {
-    local name=$1; shift
-    rm -rf "$work/out"
-    local t
-    t=$( { time "$@" >/dev/null 2>&1; } 2>&1 ) || { echo "$name failed" >&2; exit 1; }
-    read -r wall user sys <<<"$t"
-    local cpu
-    cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.3f", u + s }')
-    local bytes files
-    files=$(find "$work/out" -name '*.jpg' | wc -l)
-    bytes=$(find "$work/out" -name '*.jpg' -exec cat {} + | wc -c)
-    printf '%-10s pair %d  wall %6.3f s  cpu %6.3f s  %d files  %d bytes\n' \
-        "$name" "$pair" "$wall" "$cpu" "$files" "$bytes"
-    echo "$name $pair $wall $cpu $bytes" >>"$work/runs"
-}
-run_c() { measure thumbnails "$build/demos/thumbnails" -j "$workers" "$work/photos" "$work/out"; }
-run_py() { measure pillow "$python" "$peer" "$work/photos" "$work/out" "$workers"; }
+. "$here/pairs.sh"
+run_c() { pair_measure thumbnails "$work/out" "$build/demos/thumbnails" -j "$workers" "$work/photos" "$work/out"; }
+run_py() { pair_measure pillow "$work/out" "$python" "$peer" "$work/photos" "$work/out" "$workers"; }
 
 echo "$photos photos, $workers workers, $pairs pairs ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for pair in $(seq 1 "$pairs"); do
     if [ $((pair % 2)) -eq 1 ]; then run_c; run_py; else run_py; run_c; fi
 done
 
-awk '
-function median(a, n,   i, j, t) {
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-$1 == "thumbnails" { cw[$2] = $3; cc[$2] = $4; cb = $5; n++ }
-$1 == "pillow"     { pw[$2] = $3; pc[$2] = $4; pb = $5 }
-END {
-    for (i = 1; i <= n; i++) { a[i] = cw[i]; b[i] = pw[i]; rw[i] = pw[i] / cw[i]; rc[i] = pc[i] / cc[i]; x[i] = cc[i]; y[i] = pc[i] }
-    printf "median wall: thumbnails %.3f s, pillow %.3f s; median pair ratio pillow/thumbnails %.2fx\n", median(a, n), median(b, n), median(rw, n)
-    printf "median cpu:  thumbnails %.3f s, pillow %.3f s; median pair ratio pillow/thumbnails %.2fx\n", median(x, n), median(y, n), median(rc, n)
-    printf "output bytes: thumbnails %d, pillow %d (thumbnails/pillow %.3f)\n", cb, pb, cb / pb
-}' "$work/runs"
+pair_medians thumbnails pillow

@@ -120,6 +120,13 @@ run help --help
 expect "--help exits 0" "$status" 0
 grep -q '^Usage: thumbnails \[options\] SRC_DIR \[OUT_DIR\]' "$work/help.log" \
     && ok "--help prints usage" || fail "--help"
+if grep -q '^This build has no MPI' "$work/help.log"; then
+    # The MPI form itself is tests/demos/thumbnails_mpi.sh's.
+    run nompi --mpi "$src" "$work/nompi"
+    expect "--mpi in a build without MPI exits 2" "$status" 2
+    grep -q -- '--mpi: this build has no MPI' "$work/nompi.log" \
+        && ok "--mpi without MPI says so" || fail "--mpi without MPI: $(cat "$work/nompi.log")"
+fi
 run usage
 expect "no SRC_DIR exits 2" "$status" 2
 run missing "$work/no-such-dir" "$work/x"
