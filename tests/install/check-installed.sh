@@ -50,6 +50,36 @@ else
     echo "skipped: no fully static link on this machine or no libworkerpool.a"
 fi
 
+echo "== pkg-config workerpool-mpi"
+if [ -f "$libdir/pkgconfig/workerpool-mpi.pc" ]; then
+    # It requires workerpool and MPI's own .pc, which is the system's, not
+    # this install's: its flags come from the system's pkg-config path,
+    # without this install's sysroot.
+    requires=$(pkg-config --print-requires workerpool-mpi 2>/dev/null) ||
+        requires=$(sed -n 's/^Requires: *//p' "$libdir/pkgconfig/workerpool-mpi.pc")
+    echo "requires: $(echo $requires)"
+    case " $(echo $requires) " in *" workerpool "*) ;; *) fail "workerpool-mpi.pc does not require workerpool" ;; esac
+    mpipc=$(echo $requires | tr ' ' '\n' | grep -v '^workerpool$' || :)
+    mpiflags=
+    if [ -n "$mpipc" ]; then
+        mpiflags=$(env -u PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR="$(env -u PKG_CONFIG_LIBDIR pkg-config --variable pc_path pkg-config)" \
+            pkg-config --cflags --libs $mpipc) || fail "MPI's $mpipc.pc is not found"
+    fi
+    $cc -std=c11 -Wall -Wextra -Werror $cflags "$here/consumer_mpi.c" -o "$tmp/mpi" \
+        -lworkerpool-mpi $libs $mpiflags
+    if command -v mpirun >/dev/null 2>&1; then
+        asroot=
+        [ "$(id -u)" -eq 0 ] && asroot=--allow-run-as-root
+        OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none LD_LIBRARY_PATH=$libdir \
+            timeout 120 mpirun -n 2 --oversubscribe $asroot -x LD_LIBRARY_PATH "$tmp/mpi" ||
+            fail "the MPI program failed"
+    else
+        echo "built; not run: no mpirun"
+    fi
+else
+    echo "skipped: libworkerpool-mpi not installed (built without MPI)"
+fi
+
 echo "== CMake"
 if command -v cmake >/dev/null 2>&1; then
     # cmake_try WANT: configure the consumer asking for workerpool WANT.
