@@ -26,6 +26,10 @@ OBSERVED_TIMEOUT_MS=3000 # the run whose workers are looked for: longer still
 # than ranks.  Sanitized builds: no leak check, as in tests/mpi/run.sh
 # (Open MPI keeps allocations until exit in plugins it unloads).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}detect_leaks=0"
+# One machine: shared memory between the ranks, as tests/mpi/run.sh (Open
+# MPI's TCP transport, loaded otherwise, trips ThreadSanitizer with its own
+# lock order).
+export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
 mpi_flags="--oversubscribe"
 [ "$(id -u)" -eq 0 ] && mpi_flags="$mpi_flags --allow-run-as-root"
 
