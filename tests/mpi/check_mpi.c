@@ -126,7 +126,8 @@ static int serve_loop(int rank)
 static int run_tests(void)
 {
     Suite *s = suite_create("mpi");
-    TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase() };
+    TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase(),
+                       mt_hostile_tcase() };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tcase_add_checked_fixture(cases[i], NULL, teardown);
         suite_add_tcase(s, cases[i]);

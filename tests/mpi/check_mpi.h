@@ -48,5 +48,6 @@ void mt_wait_state(wp_future *f, int state);
 TCase *mt_tasks_tcase(void);
 TCase *mt_faults_tcase(void);
 TCase *mt_chaos_tcase(void);
+TCase *mt_hostile_tcase(void);
 
 #endif
