@@ -33,6 +33,7 @@ typedef struct sslot {
     bool      up;          /* spawned, not yet exited */
     bool      want;        /* a spawn the fork server's full socket refused: ask again */
     bool      asked;       /* a spawn the fork server has not answered yet */
+    bool      kill;        /* a kill the fork server's full socket refused: ask again */
     bool      eof;         /* the pool closed the task pipe: close ours once out is written */
     int32_t   pid;
     int       task_wr;     /* the worker's task pipe, or -1 */
@@ -198,8 +199,8 @@ static bool root_message(server *sv, const wpm_hdr *h, const char *data, size_t 
         spawn(sv, h->slot);
         break;
     case WPM_KILL:
-        if (s->up && s->pid == h->pid && sv->srv != NULL)
-            (void)wp__relay_server_kill(sv->srv, h->slot, h->pid);
+        if (s->up && s->pid == h->pid && sv->srv != NULL) /* refused: pump_pipes asks again */
+            s->kill = wp__relay_server_kill(sv->srv, h->slot, h->pid) == WP_EAGAIN;
         break;
     case WPM_DATA:
         if (s->up && s->task_wr >= 0 && wpm_bytes_add(&s->out, data, n) == 0 &&
@@ -245,6 +246,10 @@ static bool pump_pipes(server *sv)
         }
         if (!s->up)
             continue;
+        if (s->kill && sv->srv != NULL) { /* lost, the worker would live on: its slot waits */
+            s->kill = wp__relay_server_kill(sv->srv, i, s->pid) == WP_EAGAIN;
+            did = true;
+        }
         if (s->task_wr >= 0 && !wpm_bytes_empty(&s->out)) {
             if (wpm_bytes_flush(&s->out, s->task_wr) < 0)
                 close_fd(&s->task_wr);
