@@ -163,6 +163,7 @@ typedef struct slot {
     unsigned        tasks_done;   /* tasks answered, as the worker counts them */
     bool            deliberate;   /* STOPPING: we stopped it, it did not die */
     bool            leaving;      /* relayed: its last answer said it leaves (FRAME_LEAVING) */
+    bool            kill_again;   /* its kill found the fork server's socket full: ask again */
     char            kill_how[KILL_HOW_MAX]; /* STOPPING: how the pool killed it, "" = it did not */
     int             pi_read, pi_write, pi_pid; /* indices in pool->pfds, -1 */
 } slot;

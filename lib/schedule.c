@@ -310,6 +310,8 @@ void wp__handle_timers(wp_pool *p)
             wp__slot_stop(p, s, true, 0, NULL, "was stopped at shutdown");
         if (may_start && s->state == SLOT_EMPTY && now >= s->spawn_at && !wp__slot_retiring(p, s))
             wp__slot_start(p, s);
+        if (s->state == SLOT_STOPPING && s->kill_again && !p->fs_full)
+            wp__slot_kill(p, s); /* the socket drained: the kill it refused */
         if (s->state == SLOT_STOPPING && !p->use_forkserver && s->h.pidfd < 0)
             wp__slot_waitpid(p, s, true); /* no pidfd to wait on: it was just killed */
     }

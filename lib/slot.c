@@ -72,8 +72,15 @@ void wp__slot_kill(wp_pool *p, slot *s)
         wp__kill_group(s->h.pid, s->h.pidfd); /* with what its task forked */
     else if (s->h.pidfd >= 0)
         wp__pidfd_kill(s->h.pidfd, SIGKILL); /* the server kills its group as it reaps it */
+    else if (wp__forkserver_kill(&p->fs, (uint32_t)(s - p->slots), s->h.pid) == WP_EAGAIN)
+        /* No pidfd (a relay's workers, on another rank): the kill is a
+           message, and a full socket refuses it; it is asked again once
+           the socket drains (handle_timers), or the worker would live on
+           and its slot wait for its exit forever (docs/ARCHITECTURE.md,
+           "More than one machine"). */
+        s->kill_again = p->fs_full = true;
     else
-        wp__forkserver_kill(&p->fs, (uint32_t)(s - p->slots), s->h.pid);
+        s->kill_again = false;
 }
 
 void wp__slot_stop(wp_pool *p, slot *s, bool deliberate, int error, const char *msg,
@@ -163,6 +170,7 @@ void wp__slot_start(wp_pool *p, slot *s)
     s->tasks_done = 0;
     s->deliberate = false;
     s->leaving = false;
+    s->kill_again = false;
     s->kill_how[0] = '\0';
     s->start_deadline = wp__sat_add(wp__now_ms(), p->opts.start_timeout_ms);
     s->h = (worker_handle){ .pid = 0, .task_fd = -1, .result_fd = -1, .pidfd = -1 };

@@ -33,6 +33,10 @@
 #include "workerpool-mpi.h"
 
 #define MAX_SLOTS 1024 /* the pool's MAX_WORKERS */
+/* Answers to the pool that wait for room in its socket: at most two a slot
+   (its worker's SPAWNED and EXITED: the pool asks a slot for a worker
+   again only once it has the exit), so this ring never fills. */
+#define ANSWERS_MAX (4 * MAX_SLOTS)
 #define WPM_DEFAULT_MAX_MESSAGE ((uint64_t)64 << 20) /* wp_pool_create's 0 */
 
 typedef struct rslot {
@@ -45,6 +49,15 @@ typedef struct rslot {
     int       status;
 } rslot;
 
+/* One answer to the pool (relay.h): WP_RELAY_SPAWNED (with the pool's ends
+   of the pipes, open until sent), _SPAWN_FAILED (value: errno value) or
+   _EXITED (value: wait status). */
+typedef struct answer {
+    uint32_t op, slot;
+    int32_t  pid, value;
+    int      task_fd, result_fd;
+} answer;
+
 typedef struct relay {
     MPI_Comm  comm;
     int       sock;        /* the relay's end of the pool's socket */
@@ -56,6 +69,8 @@ typedef struct relay {
     pthread_t thread;
     atomic_int stop_status; /* what the serving ranks' wp_mpi_serve returns */
     char      chunk[WPM_CHUNK];
+    answer    answers[ANSWERS_MAX]; /* refused by the pool's full socket: sent in order */
+    size_t    answers_head, nanswers;
     struct pollfd pfds[1 + 2 * MAX_SLOTS];
 } relay;
 
@@ -95,6 +110,66 @@ static void send_ctl(relay *r, uint32_t slot, uint32_t op, int32_t pid)
 
 /* --------------------------------------------------- the pool's socket */
 
+/* 0, WP_EAGAIN (the socket is full) or WP_ESHUTDOWN. */
+static int answer_send(relay *r, const answer *a)
+{
+    if (a->op == WP_RELAY_SPAWNED)
+        return wp__relay_spawned(r->sock, a->slot, a->pid, a->task_fd, a->result_fd);
+    if (a->op == WP_RELAY_SPAWN_FAILED)
+        return wp__relay_spawn_failed(r->sock, a->slot, a->value);
+    return wp__relay_exited(r->sock, a->slot, a->pid, a->value);
+}
+
+static void answer_done(answer *a)
+{
+    if (a->op == WP_RELAY_SPAWNED) { /* the pool has its own copies now, or none */
+        close(a->task_fd);
+        close(a->result_fd);
+    }
+}
+
+/* Send the answers that waited, oldest first: true when none waits. */
+static bool answers_flush(relay *r)
+{
+    while (r->nanswers > 0) {
+        answer *a = &r->answers[r->answers_head];
+        if (answer_send(r, a) == WP_EAGAIN)
+            return false;
+        answer_done(a);
+        r->answers_head = (r->answers_head + 1) % ANSWERS_MAX;
+        r->nanswers--;
+    }
+    return true;
+}
+
+/*
+ * Answer the pool, in order.  Its socket is non-blocking and holds a few
+ * hundred messages: a burst (a thousand workers starting, or dying at
+ * shutdown) overflows it, and a lost SPAWNED or EXITED leaves its slot
+ * waiting forever, the pool's shutdown with it (docs/ARCHITECTURE.md,
+ * "More than one machine").  So what it refuses waits here, and goes
+ * before anything newer.
+ */
+static void tell_pool(relay *r, answer a)
+{
+    if (answers_flush(r) && answer_send(r, &a) != WP_EAGAIN) {
+        answer_done(&a);
+        return;
+    }
+    if (r->nanswers == ANSWERS_MAX) { /* cannot happen (ANSWERS_MAX): never block */
+        answer_done(&a);
+        return;
+    }
+    r->answers[(r->answers_head + r->nanswers) % ANSWERS_MAX] = a;
+    r->nanswers++;
+}
+
+static void spawn_failed(relay *r, uint32_t slot, int os_error)
+{
+    tell_pool(r, (answer){ .op = WP_RELAY_SPAWN_FAILED, .slot = slot, .value = os_error,
+                           .task_fd = -1, .result_fd = -1 });
+}
+
 /* false once the pool has closed it. */
 static bool pool_requests(relay *r, bool *did)
 {
@@ -125,7 +200,7 @@ static void spawned(relay *r, uint32_t slot, int32_t pid)
     if (wpm_pipe(tp) < 0) {
         int err = errno;
         send_ctl(r, slot, WPM_KILL, pid);
-        (void)wp__relay_spawn_failed(r->sock, slot, err);
+        spawn_failed(r, slot, err);
         return;
     }
     if (wpm_pipe(rp) < 0) {
@@ -133,13 +208,12 @@ static void spawned(relay *r, uint32_t slot, int32_t pid)
         close(tp[0]);
         close(tp[1]);
         send_ctl(r, slot, WPM_KILL, pid);
-        (void)wp__relay_spawn_failed(r->sock, slot, err);
+        spawn_failed(r, slot, err);
         return;
     }
     *s = (rslot){ .up = true, .pid = pid, .task_rd = tp[0], .result_wr = rp[1] };
-    (void)wp__relay_spawned(r->sock, slot, pid, tp[1], rp[0]);
-    close(tp[1]);
-    close(rp[0]);
+    tell_pool(r, (answer){ .op = WP_RELAY_SPAWNED, .slot = slot, .pid = pid, .task_fd = tp[1],
+                           .result_fd = rp[0] });
 }
 
 /* Pass the exit on once the answers before it are in the pipe. */
@@ -151,7 +225,8 @@ static void maybe_exited(relay *r, uint32_t slot)
     close_fd(&s->result_wr); /* end of file first: every answer is there */
     close_fd(&s->task_rd);
     wpm_bytes_free(&s->out);
-    (void)wp__relay_exited(r->sock, slot, s->pid, s->status);
+    tell_pool(r, (answer){ .op = WP_RELAY_EXITED, .slot = slot, .pid = s->pid,
+                           .value = s->status, .task_fd = -1, .result_fd = -1 });
     *s = (rslot){ .task_rd = -1, .result_wr = -1 };
 }
 
@@ -166,7 +241,7 @@ static void rank_message(relay *r, int src, const wpm_hdr *h, const char *data, 
         spawned(r, slot, h->pid);
         break;
     case WPM_SPAWN_FAILED:
-        (void)wp__relay_spawn_failed(r->sock, slot, h->value);
+        spawn_failed(r, slot, h->value);
         break;
     case WPM_DATA:
         if (s->up && s->result_wr >= 0 && wpm_bytes_add(&s->out, data, n) == 0 &&
@@ -241,7 +316,8 @@ static bool pump_pipes(relay *r)
 static nfds_t poll_set(relay *r)
 {
     nfds_t n = 0;
-    r->pfds[n++] = (struct pollfd){ .fd = r->sock, .events = POLLIN };
+    r->pfds[n++] = (struct pollfd){ .fd = r->sock,
+                                    .events = POLLIN | (r->nanswers > 0 ? POLLOUT : 0) };
     for (uint32_t i = 0; i < MAX_SLOTS; i++) {
         const rslot *s = &r->slots[i];
         if (s->up && s->task_rd >= 0)
@@ -256,11 +332,9 @@ static nfds_t poll_set(relay *r)
    for each one's last message, so that nothing is in flight after. */
 static void finish(relay *r, int status)
 {
-    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
-        close_fd(&r->slots[i].task_rd);
-        close_fd(&r->slots[i].result_wr);
-        wpm_bytes_free(&r->slots[i].out);
-        r->slots[i].up = false;
+    for (; r->nanswers > 0; r->nanswers--) { /* the pool is gone: nobody to tell */
+        answer_done(&r->answers[r->answers_head]);
+        r->answers_head = (r->answers_head + 1) % ANSWERS_MAX;
     }
     wpm_hdr stop = { .op = WPM_STOP, .value = status };
     for (int i = 0; i < r->nranks; i++)
@@ -270,6 +344,13 @@ static void finish(relay *r, int status)
         bool did = rank_messages(r, &stopped);
         did |= wpm_sends_progress(&r->sends) > 0;
         wpm_idle_wait(&r->idle, did, NULL, 0);
+    }
+    /* After the last message: a worker that started meanwhile got pipes too. */
+    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
+        close_fd(&r->slots[i].task_rd);
+        close_fd(&r->slots[i].result_wr);
+        wpm_bytes_free(&r->slots[i].out);
+        r->slots[i].up = false;
     }
     wpm_sends_finish(&r->sends);
     MPI_Comm_free(&r->comm);
@@ -283,6 +364,7 @@ static void *relay_main(void *arg)
     while (open) {
         bool did = false;
         open = pool_requests(r, &did);
+        did |= r->nanswers > 0 && answers_flush(r);
         did |= rank_messages(r, &stopped);
         did |= pump_pipes(r);
         did |= wpm_sends_progress(&r->sends) > 0;

@@ -32,6 +32,8 @@
 typedef struct sslot {
     bool      up;          /* spawned, not yet exited */
     bool      want;        /* a spawn the fork server's full socket refused: ask again */
+    bool      asked;       /* a spawn the fork server has not answered yet */
+    bool      kill;        /* a kill the fork server's full socket refused: ask again */
     bool      eof;         /* the pool closed the task pipe: close ours once out is written */
     int32_t   pid;
     int       task_wr;     /* the worker's task pipe, or -1 */
@@ -92,14 +94,29 @@ static void spawn(server *sv, uint32_t slot)
     int os_error = 0;
     int rc = sv->srv == NULL ? WP_ESPAWN : wp__relay_server_spawn(sv->srv, slot, &os_error);
     s->want = rc == WP_EAGAIN;
+    s->asked = rc == 0;
     if (rc < 0 && rc != WP_EAGAIN)
         tell(sv, WPM_SPAWN_FAILED, slot, 0, sv->srv == NULL ? sv->start_error : os_error, NULL, 0);
 }
 
 /* ------------------------------------------------- the fork server's side */
 
+/* Slot i's worker ended with wait status: its answers, then the report. */
+static void exited(server *sv, uint32_t i, int status)
+{
+    sslot *s = &sv->slots[i];
+    (void)drain(sv, i); /* every answer it wrote goes before its exit */
+    close_fd(&s->result_rd);
+    close_fd(&s->task_wr);
+    wpm_bytes_free(&s->out);
+    tell(sv, WPM_EXITED, i, s->pid, status, NULL, 0);
+    *s = (sslot){ .task_wr = -1, .result_rd = -1 };
+}
+
 static void server_event(server *sv, const wp__relay_event *ev)
 {
+    if (ev->op != WP_RELAY_EXITED && ev->slot < LOCAL_MAX)
+        sv->slots[ev->slot].asked = false;
     if (ev->op == WP_RELAY_SPAWNED && ev->slot < LOCAL_MAX && !sv->slots[ev->slot].up) {
         sslot *s = &sv->slots[ev->slot];
         *s = (sslot){ .up = true, .pid = ev->pid, .task_wr = ev->task_fd, .result_rd = ev->result_fd };
@@ -117,16 +134,35 @@ static void server_event(server *sv, const wp__relay_event *ev)
         return;
     }
     for (uint32_t i = 0; i < LOCAL_MAX; i++) { /* exited: found by pid, O(local workers) */
+        if (sv->slots[i].up && sv->slots[i].pid == ev->pid) {
+            exited(sv, i, ev->value);
+            return;
+        }
+    }
+}
+
+/*
+ * The fork server died (a task can kill its parent): its workers die with
+ * it (PR_SET_PDEATHSIG) and nothing will report them or answer a spawn
+ * any more, so this rank does, as the pool does for its own fork server
+ * (docs/ARCHITECTURE.md, "More than one machine"): every worker exited,
+ * SIGKILL, after what it wrote; every spawn asked failed; and so does
+ * every spawn from now on.  Without this the root's pool waits for those
+ * reports forever: its tasks there never settle, its shutdown never ends.
+ * O(local workers), once.
+ */
+static void server_lost(server *sv)
+{
+    wp__relay_server_stop(sv->srv); /* reaps it */
+    sv->srv = NULL;
+    sv->start_error = EPIPE;
+    for (uint32_t i = 0; i < LOCAL_MAX; i++) {
         sslot *s = &sv->slots[i];
-        if (!s->up || s->pid != ev->pid)
-            continue;
-        (void)drain(sv, i); /* every answer it wrote goes before its exit */
-        close_fd(&s->result_rd);
-        close_fd(&s->task_wr);
-        wpm_bytes_free(&s->out);
-        tell(sv, WPM_EXITED, i, ev->pid, ev->value, NULL, 0);
-        *s = (sslot){ .task_wr = -1, .result_rd = -1 };
-        return;
+        if (s->up)
+            exited(sv, i, SIGKILL); /* a wait status: killed by SIGKILL */
+        if (s->asked || s->want)
+            tell(sv, WPM_SPAWN_FAILED, i, 0, EPIPE, NULL, 0);
+        s->asked = s->want = false;
     }
 }
 
@@ -134,8 +170,13 @@ static bool server_events(server *sv)
 {
     bool did = false;
     wp__relay_event ev;
-    while (sv->srv != NULL && wp__relay_server_next(sv->srv, &ev) > 0) {
+    int got = 0;
+    while (sv->srv != NULL && (got = wp__relay_server_next(sv->srv, &ev)) > 0) {
         server_event(sv, &ev);
+        did = true;
+    }
+    if (sv->srv != NULL && got < 0) {
+        server_lost(sv);
         did = true;
     }
     return did;
@@ -158,8 +199,8 @@ static bool root_message(server *sv, const wpm_hdr *h, const char *data, size_t 
         spawn(sv, h->slot);
         break;
     case WPM_KILL:
-        if (s->up && s->pid == h->pid && sv->srv != NULL)
-            (void)wp__relay_server_kill(sv->srv, h->slot, h->pid);
+        if (s->up && s->pid == h->pid && sv->srv != NULL) /* refused: pump_pipes asks again */
+            s->kill = wp__relay_server_kill(sv->srv, h->slot, h->pid) == WP_EAGAIN;
         break;
     case WPM_DATA:
         if (s->up && s->task_wr >= 0 && wpm_bytes_add(&s->out, data, n) == 0 &&
@@ -205,6 +246,10 @@ static bool pump_pipes(server *sv)
         }
         if (!s->up)
             continue;
+        if (s->kill && sv->srv != NULL) { /* lost, the worker would live on: its slot waits */
+            s->kill = wp__relay_server_kill(sv->srv, i, s->pid) == WP_EAGAIN;
+            did = true;
+        }
         if (s->task_wr >= 0 && !wpm_bytes_empty(&s->out)) {
             if (wpm_bytes_flush(&s->out, s->task_wr) < 0)
                 close_fd(&s->task_wr);

@@ -13,9 +13,11 @@
  * rank 0's result: the suite fails if any rank saw anything wrong.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check_mpi.h"
 
@@ -38,6 +40,17 @@ static int failing_init(void *ctx)
 {
     (void)ctx;
     return 1;
+}
+
+#define HANG_S 3600 /* a worker_init that hangs sleeps this long, again and again */
+
+static int hanging_init(void *ctx)
+{
+    (void)ctx;
+    struct timespec t = { HANG_S, 0 };
+    for (;;)
+        nanosleep(&t, NULL);
+    return 0;
 }
 
 void mt_serve_next(enum mt_serve how)
@@ -112,7 +125,14 @@ static int serve_loop(int rank)
             o.worker_init = mt_worker_init;
         else if (what == MT_INIT_FAILS)
             o.worker_init = failing_init;
+        else if (what == MT_INIT_HANGS)
+            o.worker_init = hanging_init;
+        struct sigaction ign = { .sa_handler = SIG_IGN }, old;
+        if (what == MT_NO_SIGCHLD)
+            sigaction(SIGCHLD, &ign, &old);
         int rc = wp_mpi_serve(MPI_COMM_WORLD, ROOT, what == MT_PLAIN ? NULL : &o);
+        if (what == MT_NO_SIGCHLD)
+            sigaction(SIGCHLD, &old, NULL);
         /* The root's refusals come back as WP_EINVAL; anything else is 0. */
         if (rc != 0 && rc != WP_EINVAL) {
             fprintf(stderr, "rank %d: wp_mpi_serve returned %s\n", rank, wp_strerror(rc));
@@ -126,7 +146,8 @@ static int serve_loop(int rank)
 static int run_tests(void)
 {
     Suite *s = suite_create("mpi");
-    TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase() };
+    TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase(),
+                       mt_hostile_tcase() };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tcase_add_checked_fixture(cases[i], NULL, teardown);
         suite_add_tcase(s, cases[i]);

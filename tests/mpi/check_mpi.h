@@ -19,7 +19,9 @@ enum mt_serve {
     MT_DONE = 0,      /* no more pools: leave */
     MT_PLAIN,         /* wp_mpi_serve without worker_init */
     MT_INIT,          /* with worker_init = mt_worker_init (sets mt_init_mark) */
-    MT_INIT_FAILS     /* with a worker_init that fails */
+    MT_INIT_FAILS,    /* with a worker_init that fails */
+    MT_INIT_HANGS,    /* with a worker_init that never returns */
+    MT_NO_SIGCHLD     /* without worker_init, SIGCHLD ignored while it serves */
 };
 
 /* Set by mt_worker_init in a worker of an MT_INIT pool. */
@@ -48,5 +50,6 @@ void mt_wait_state(wp_future *f, int state);
 TCase *mt_tasks_tcase(void);
 TCase *mt_faults_tcase(void);
 TCase *mt_chaos_tcase(void);
+TCase *mt_hostile_tcase(void);
 
 #endif
