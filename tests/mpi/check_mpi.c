@@ -74,6 +74,13 @@ void mt_pool_done(void)
     current = NULL;
 }
 
+void mt_pool_done_promptly(void)
+{
+    int64_t t0 = mt_now_ms();
+    mt_pool_done();
+    ck_assert_int_lt(mt_now_ms() - t0, MT_DEADLINE_MS / 2);
+}
+
 int mt_serving_ranks(void)
 {
     return nranks - 1;
@@ -91,6 +98,50 @@ void mt_wait_state(wp_future *f, int state)
     ck_assert_msg(rc == 0, "wait: %s", wp_strerror(rc));
     ck_assert_msg(wp_future_state(f) == state, "state %d (want %d): %s: %s", wp_future_state(f),
                   state, wp_strerror(wp_future_error(f)), wp_future_message(f));
+}
+
+int64_t mt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int mt_id_task(const void *arg, size_t len, wp_buf *out)
+{
+    return wp_buf_append(out, arg, len);
+}
+
+wp_future *mt_submit_int(wp_pool *p, wp_task_fn fn, int v, const wp_task_options *o)
+{
+    wp_future *f;
+    ck_assert_int_eq(wp_submit(p, fn, &v, sizeof v, o, &f), 0);
+    return f;
+}
+
+void mt_still_works(wp_pool *p)
+{
+    enum { MAX_AT_ONCE = 128 };
+    int n = 2 * mt_serving_ranks();
+    wp_future *fs[MAX_AT_ONCE];
+    ck_assert_int_le(n, MAX_AT_ONCE);
+    for (int i = 0; i < n; i++)
+        fs[i] = mt_submit_int(p, mt_id_task, i, NULL);
+    for (int i = 0; i < n; i++) {
+        mt_wait_state(fs[i], WP_SUCCEEDED);
+        ck_assert_int_eq(*(const int *)wp_future_result(fs[i], NULL), i);
+        wp_future_release(fs[i]);
+    }
+}
+
+void mt_wait_running(wp_future *f)
+{
+    int64_t deadline = mt_now_ms() + MT_DEADLINE_MS;
+    while (wp_future_state(f) != WP_RUNNING) {
+        ck_assert_msg(mt_now_ms() < deadline, "never ran");
+        struct timespec t = { 0, MT_POLL_PAUSE_NS }; /* two cores, three ranks: let them run */
+        nanosleep(&t, NULL);
+    }
 }
 
 static void teardown(void)
@@ -147,7 +198,7 @@ static int run_tests(void)
 {
     Suite *s = suite_create("mpi");
     TCase *cases[] = { mt_tasks_tcase(), mt_faults_tcase(), mt_chaos_tcase(),
-                       mt_hostile_tcase() };
+                       mt_hostile_tcase(), mt_limits_tcase() };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tcase_add_checked_fixture(cases[i], NULL, teardown);
         suite_add_tcase(s, cases[i]);

@@ -33,6 +33,9 @@ extern int mt_init_mark;
    the fixture.  How many ranks serve it. */
 wp_pool *mt_pool(wp_pool_options o, enum mt_serve how);
 void     mt_pool_done(void);
+/* mt_pool_done, which must not take long (half of MT_DEADLINE_MS): no
+   shutdown may wait for a lost message. */
+void     mt_pool_done_promptly(void);
 int      mt_serving_ranks(void);
 
 /* Tell the serving ranks to serve one pool, how; for tests that call
@@ -46,10 +49,24 @@ int mt_worker_rank(void);
 
 /* Wait for f (MT_DEADLINE_MS at most) and check it settled in state. */
 void mt_wait_state(wp_future *f, int state);
+/* Wait (MT_DEADLINE_MS at most) until f is running, looking every
+   MT_POLL_PAUSE_NS. */
+#define MT_POLL_PAUSE_NS 1000000L
+void mt_wait_running(wp_future *f);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t mt_now_ms(void);
+/* A task whose result is its argument; submit one with the int v. */
+int        mt_id_task(const void *arg, size_t len, wp_buf *out);
+wp_future *mt_submit_int(wp_pool *p, wp_task_fn fn, int v, const wp_task_options *o);
+/* The pool still runs tasks: two per serving rank at once, each answering
+   its own argument. */
+void mt_still_works(wp_pool *p);
 
 TCase *mt_tasks_tcase(void);
 TCase *mt_faults_tcase(void);
 TCase *mt_chaos_tcase(void);
 TCase *mt_hostile_tcase(void);
+TCase *mt_limits_tcase(void);
 
 #endif

@@ -19,14 +19,6 @@
 
 #define LONG_MS      60000 /* "forever", for a task that is to be stopped */
 #define SHORT_DEADLINE_MS 300
-#define POLL_PAUSE_NS 1000000L
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Sleeps *(int *)arg milliseconds (restarting after signals), result 7. */
 static int nap_task(const void *arg, size_t len, wp_buf *out)
@@ -86,42 +78,15 @@ static int daemon_task(const void *arg, size_t len, wp_buf *out)
     return wp_buf_append(out, &ok, sizeof ok);
 }
 
-static wp_future *submit(wp_pool *p, wp_task_fn fn, int ms, const wp_task_options *o)
-{
-    wp_future *f;
-    ck_assert_int_eq(wp_submit(p, fn, &ms, sizeof ms, o, &f), 0);
-    return f;
-}
-
-/* The pool still runs tasks: one on each serving rank's worker at least. */
-static void still_works(wp_pool *p)
-{
-    for (int i = 0; i < 2 * mt_serving_ranks(); i++) {
-        wp_future *f = submit(p, nap_task, 0, NULL);
-        mt_wait_state(f, WP_SUCCEEDED);
-        wp_future_release(f);
-    }
-}
-
-static void wait_running(wp_future *f)
-{
-    int64_t deadline = now_ms() + MT_DEADLINE_MS;
-    while (wp_future_state(f) != WP_RUNNING) {
-        ck_assert_msg(now_ms() < deadline, "never ran");
-        struct timespec t = { 0, POLL_PAUSE_NS };
-        nanosleep(&t, NULL);
-    }
-}
-
 START_TEST(crash_names_signal_and_worker_is_replaced)
 {
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 1 }, MT_PLAIN);
-    wp_future *f = submit(p, segv_task, 0, NULL);
+    wp_future *f = mt_submit_int(p, segv_task, 0, NULL);
     mt_wait_state(f, WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     ck_assert_msg(strstr(wp_future_message(f), "SIGSEGV") != NULL, "%s", wp_future_message(f));
     wp_future_release(f);
-    still_works(p);
+    mt_still_works(p);
     wp_pool_stats s;
     wp_pool_get_stats(p, &s);
     ck_assert_uint_eq(s.crashed, 1);
@@ -133,13 +98,13 @@ END_TEST
 START_TEST(deadline_kills_the_worker)
 {
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 1 }, MT_PLAIN);
-    int64_t t0 = now_ms();
-    wp_future *f = submit(p, nap_task, LONG_MS, &(wp_task_options){ .timeout_ms = SHORT_DEADLINE_MS });
+    int64_t t0 = mt_now_ms();
+    wp_future *f = mt_submit_int(p, nap_task, LONG_MS, &(wp_task_options){ .timeout_ms = SHORT_DEADLINE_MS });
     mt_wait_state(f, WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_ETIMEDOUT);
-    ck_assert_int_lt(now_ms() - t0, LONG_MS / 2);
+    ck_assert_int_lt(mt_now_ms() - t0, LONG_MS / 2);
     wp_future_release(f);
-    still_works(p);
+    mt_still_works(p);
     mt_pool_done();
 }
 END_TEST
@@ -151,22 +116,22 @@ START_TEST(cancel_running_kills_waiting_never_runs)
     wp_future *busy[64];
     ck_assert_int_le(n, 64);
     for (int i = 0; i < n; i++) /* one per worker */
-        busy[i] = submit(p, nap_task, LONG_MS, NULL);
-    wp_future *waiting = submit(p, nap_task, 0, NULL);
+        busy[i] = mt_submit_int(p, nap_task, LONG_MS, NULL);
+    wp_future *waiting = mt_submit_int(p, nap_task, 0, NULL);
     for (int i = 0; i < n; i++)
-        wait_running(busy[i]);
+        mt_wait_running(busy[i]);
     ck_assert_int_eq(wp_future_state(waiting), WP_PENDING);
     ck_assert_int_eq(wp_future_cancel(waiting), 0);
     mt_wait_state(waiting, WP_CANCELLED);
-    int64_t t0 = now_ms();
+    int64_t t0 = mt_now_ms();
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(wp_future_cancel(busy[i]), 0);
         mt_wait_state(busy[i], WP_CANCELLED);
         wp_future_release(busy[i]);
     }
-    ck_assert_int_lt(now_ms() - t0, LONG_MS / 2);
+    ck_assert_int_lt(mt_now_ms() - t0, LONG_MS / 2);
     wp_future_release(waiting);
-    still_works(p);
+    mt_still_works(p);
     wp_pool_stats s;
     wp_pool_get_stats(p, &s);
     ck_assert_uint_eq(s.cancelled, (uint64_t)n + 1);
@@ -177,7 +142,7 @@ END_TEST
 START_TEST(retries_are_counted)
 {
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 1 }, MT_PLAIN);
-    wp_future *f = submit(p, segv_task, 0, &(wp_task_options){ .retries = 2 });
+    wp_future *f = mt_submit_int(p, segv_task, 0, &(wp_task_options){ .retries = 2 });
     mt_wait_state(f, WP_FAILED);
     ck_assert_int_eq(wp_future_error(f), WP_ECRASHED);
     wp_future_release(f);
@@ -192,19 +157,19 @@ END_TEST
 START_TEST(hostile_tasks_take_only_themselves)
 {
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 1 }, MT_PLAIN);
-    wp_future *closer = submit(p, close_all_task, 0, NULL);
+    wp_future *closer = mt_submit_int(p, close_all_task, 0, NULL);
     ck_assert_int_eq(wp_future_wait(closer, MT_DEADLINE_MS), 0);
     ck_assert_int_eq(wp_future_state(closer), WP_FAILED); /* its pipes went with the rest */
     wp_future_release(closer);
-    wp_future *stopped = submit(p, stop_self_task, 0, &(wp_task_options){ .timeout_ms = SHORT_DEADLINE_MS });
+    wp_future *stopped = mt_submit_int(p, stop_self_task, 0, &(wp_task_options){ .timeout_ms = SHORT_DEADLINE_MS });
     mt_wait_state(stopped, WP_FAILED);
     ck_assert_int_eq(wp_future_error(stopped), WP_ETIMEDOUT);
     wp_future_release(stopped);
-    wp_future *d = submit(p, daemon_task, 0, NULL);
+    wp_future *d = mt_submit_int(p, daemon_task, 0, NULL);
     mt_wait_state(d, WP_SUCCEEDED);
     ck_assert_int_eq(*(const int *)wp_future_result(d, NULL), 1);
     wp_future_release(d);
-    still_works(p);
+    mt_still_works(p);
     mt_pool_done();
 }
 END_TEST
@@ -215,11 +180,11 @@ START_TEST(destroy_settles_everything)
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 1 }, MT_PLAIN);
     wp_future *fs[N];
     for (int i = 0; i < N; i++)
-        fs[i] = submit(p, nap_task, i < mt_serving_ranks() ? LONG_MS : 0, NULL);
-    int64_t t0 = now_ms();
+        fs[i] = mt_submit_int(p, nap_task, i < mt_serving_ranks() ? LONG_MS : 0, NULL);
+    int64_t t0 = mt_now_ms();
     ck_assert_int_eq(wp_pool_shutdown(p, 0), 0); /* no grace: running ones are killed */
     mt_pool_done();
-    ck_assert_int_lt(now_ms() - t0, LONG_MS / 2);
+    ck_assert_int_lt(mt_now_ms() - t0, LONG_MS / 2);
     for (int i = 0; i < N; i++) {
         int st = wp_future_state(fs[i]);
         ck_assert_msg(st == WP_SUCCEEDED || st == WP_FAILED || st == WP_CANCELLED,
