@@ -99,7 +99,9 @@ WP_EXTERN int wp_mpi_pool_create(wp_pool **out, MPI_Comm comm, int root, const w
  * it ends the job (MPI_Abort, saying why).  When the fork server cannot
  * start, no worker starts on this rank (the pool counts failed starts);
  * the root's tasks run on the other ranks, and fail WP_ESPAWN only when no
- * worker can start anywhere.
+ * worker can start anywhere.  When it dies (a task can kill it), its
+ * workers die with it and are reported so — their tasks fail WP_ECRASHED —
+ * and no worker starts on this rank again while this pool lives.
  */
 WP_EXTERN int wp_mpi_serve(MPI_Comm comm, int root, const wp_pool_options *opts);
 
