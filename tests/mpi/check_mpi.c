@@ -134,6 +134,22 @@ void mt_still_works(wp_pool *p)
     }
 }
 
+void mt_wait_workers(wp_pool *p, unsigned alive, uint64_t started)
+{
+    int64_t deadline = mt_now_ms() + MT_DEADLINE_MS;
+    wp_pool_stats s;
+    for (;;) {
+        ck_assert_int_eq(wp_pool_get_stats(p, &s), 0);
+        if (s.workers_alive >= alive && s.workers_started >= started)
+            return;
+        ck_assert_msg(mt_now_ms() < deadline, "workers_alive %u (want %u), workers_started %llu "
+                      "(want %llu)", s.workers_alive, alive, (unsigned long long)s.workers_started,
+                      (unsigned long long)started);
+        struct timespec t = { 0, MT_POLL_PAUSE_NS };
+        nanosleep(&t, NULL);
+    }
+}
+
 void mt_wait_running(wp_future *f)
 {
     int64_t deadline = mt_now_ms() + MT_DEADLINE_MS;

@@ -53,6 +53,10 @@ void mt_wait_state(wp_future *f, int state);
    MT_POLL_PAUSE_NS. */
 #define MT_POLL_PAUSE_NS 1000000L
 void mt_wait_running(wp_future *f);
+/* Wait (MT_DEADLINE_MS at most) until p has at least `alive` workers up
+   and has started at least `started` in all (READY counts: a replacement
+   is started once it is ready, not when the task it replaces settles). */
+void mt_wait_workers(wp_pool *p, unsigned alive, uint64_t started);
 
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t mt_now_ms(void);

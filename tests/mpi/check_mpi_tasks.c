@@ -65,6 +65,8 @@ START_TEST(results_from_every_rank)
 {
     enum { N = 400, MAX_RANKS = 64 };
     wp_pool *p = mt_pool((wp_pool_options){ .workers = 2 }, MT_PLAIN);
+    unsigned all = 2u * (unsigned)mt_serving_ranks();
+    mt_wait_workers(p, all, all); /* every rank's, before tasks can all go to one */
     wp_future *fs[N];
     int vals[N];
     wp_item items[N];
@@ -91,7 +93,7 @@ START_TEST(results_from_every_rank)
     ck_assert_uint_eq(s.submitted, N);
     ck_assert_uint_eq(s.succeeded, N);
     ck_assert_uint_eq(s.failed + s.cancelled, 0);
-    ck_assert_uint_ge(s.workers_started, 2u * (unsigned)mt_serving_ranks());
+    ck_assert_uint_ge(s.workers_started, all);
     mt_pool_done();
 }
 END_TEST
